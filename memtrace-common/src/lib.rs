@@ -1,0 +1,68 @@
+//! Types shared by memtrace's eBPF programs and its userspace controller.
+//!
+//! Everything here is `#[repr(C)]` plain data: the eBPF side writes these bytes
+//! into maps and the ring buffer, userspace reads the same bytes back.
+#![no_std]
+
+/// One record in the `EVENTS` ring buffer. A fixed 64-byte layout keeps the
+/// eBPF side trivial (one `reserve`, no variable-length records); the meaning
+/// of `args` depends on `kind` (see the `EVENT_*` constants).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawEvent {
+    pub kind: u32,
+    /// Kernel thread id (userspace "TID") of the thread that caused the event.
+    pub tid: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub args: [u64; 6],
+}
+
+/// A finished `mmap`: args = [returned address or -errno, len, prot, flags, fd, offset].
+pub const EVENT_MMAP: u32 = 1;
+/// A finished `munmap`: args = [addr, len, return value].
+pub const EVENT_MUNMAP: u32 = 2;
+/// A user-mode page fault: args = [faulting address, instruction pointer, x86 error code].
+pub const EVENT_PAGE_FAULT: u32 = 3;
+/// The target called `execve` successfully: its address space was replaced. args unused.
+pub const EVENT_EXEC: u32 = 4;
+
+/// Indices into the per-CPU `COUNTERS` array; userspace sums the CPUs.
+pub const COUNTER_PAGE_FAULTS: u32 = 0;
+pub const COUNTER_MMAP_CALLS: u32 = 1;
+pub const COUNTER_MUNMAP_CALLS: u32 = 2;
+/// Events lost because the ring buffer was full when the program tried to reserve.
+pub const COUNTER_RINGBUF_DROPS: u32 = 3;
+/// Syscalls whose entry arguments could not be stashed (the per-thread map was full),
+/// so their exit produced no event.
+pub const COUNTER_PENDING_FULL: u32 = 4;
+pub const NUM_COUNTERS: u32 = 8;
+
+/// Byte offsets of the tracepoint fields the programs read, taken from the
+/// tracefs `format` files at start-up (Rust eBPF has no CO-RE; offsets can move
+/// between kernels) and written into the object with `override_global`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    pub fault_address: u32,
+    pub fault_ip: u32,
+    pub fault_error_code: u32,
+    pub mmap_addr: u32,
+    pub mmap_len: u32,
+    pub mmap_prot: u32,
+    pub mmap_flags: u32,
+    pub mmap_fd: u32,
+    pub mmap_off: u32,
+    pub munmap_addr: u32,
+    pub munmap_len: u32,
+    /// `ret` in every `syscalls:sys_exit_*` record.
+    pub exit_ret: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both are repr(C), made only of integers, with no padding holes
+    // that could leak uninitialised bytes (u32/u64 fields laid out in order).
+    unsafe impl aya::Pod for super::RawEvent {}
+    unsafe impl aya::Pod for super::TracepointOffsets {}
+}

@@ -1,0 +1,78 @@
+//! Shared state of all programs: the target filter, counters and the event ring buffer.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+    Global,
+};
+use memtrace_common::{RawEvent, TracepointOffsets, COUNTER_RINGBUF_DROPS, NUM_COUNTERS};
+
+/// Thread group (userspace PID) being traced; written by the loader.
+#[no_mangle]
+static TARGET_TGID: Global<u32> = Global::new(0);
+
+/// Tracepoint field offsets read from tracefs by the loader.
+#[no_mangle]
+static OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
+    fault_address: 8,
+    fault_ip: 16,
+    fault_error_code: 24,
+    mmap_addr: 16,
+    mmap_len: 24,
+    mmap_prot: 32,
+    mmap_flags: 40,
+    mmap_fd: 48,
+    mmap_off: 56,
+    munmap_addr: 16,
+    munmap_len: 24,
+    exit_ret: 16,
+});
+
+/// 16 MiB: about 230k events of 72 bytes (64 + ring-buffer header) before the
+/// consumer must catch up. Overflow is counted in COUNTER_RINGBUF_DROPS.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[inline(always)]
+pub fn offsets() -> TracepointOffsets {
+    OFFSETS.load()
+}
+
+/// Returns the current thread id when the current task belongs to the target.
+#[inline(always)]
+pub fn target_tid() -> Option<u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 == TARGET_TGID.load() {
+        Some(pid_tgid as u32)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Sends one event; a full ring buffer is counted, never silent.
+#[inline(always)]
+pub fn emit(kind: u32, tid: u32, args: [u64; 6]) {
+    match EVENTS.reserve::<RawEvent>(0) {
+        Some(mut entry) => {
+            entry.write(RawEvent {
+                kind,
+                tid,
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                args,
+            });
+            entry.submit(0);
+        }
+        None => count(COUNTER_RINGBUF_DROPS),
+    }
+}

@@ -1,0 +1,20 @@
+//! memtrace's in-kernel half: tracepoint programs filtered to one thread group,
+//! counting in per-CPU counters and streaming compact events through a ring buffer.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod faults;
+mod mmap;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // eBPF programs cannot panic at run time; the verifier rejects any path here.
+    loop {}
+}
+
+#[no_mangle]
+#[link_section = "license"]
+pub static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,86 @@
+//! mmap-family syscalls of the target. Arguments are stashed per thread at
+//! entry and sent with the result at exit, so userspace sees one event per
+//! finished call with its outcome.
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use memtrace_common::{
+    COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL, EVENT_MMAP, EVENT_MUNMAP,
+};
+
+use crate::emit::{count, emit, offsets, target_tid};
+
+/// Entry arguments of the syscall each target thread is inside, keyed by tid.
+#[map]
+static PENDING: HashMap<u32, [u64; 6]> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn read(ctx: &TracePointContext, offset: u32) -> u64 {
+    // SAFETY: offsets come from this kernel's tracefs format file.
+    unsafe { ctx.read_at::<u64>(offset as usize).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn stash(tid: u32, args: [u64; 6]) {
+    if PENDING.insert(&tid, &args, 0).is_err() {
+        count(COUNTER_PENDING_FULL);
+    }
+}
+
+/// Takes the stashed arguments and replaces slot 0 with the syscall's result.
+#[inline(always)]
+fn finish(ctx: &TracePointContext, tid: u32) -> Option<[u64; 6]> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let mut args = unsafe { *PENDING.get(&tid)? };
+    let _ = PENDING.remove(&tid);
+    args[0] = read(ctx, offsets().exit_ret);
+    Some(args)
+}
+
+#[tracepoint]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    let off = offsets();
+    let args = [
+        read(&ctx, off.mmap_addr),
+        read(&ctx, off.mmap_len),
+        read(&ctx, off.mmap_prot),
+        read(&ctx, off.mmap_flags),
+        read(&ctx, off.mmap_fd),
+        read(&ctx, off.mmap_off),
+    ];
+    stash(tid, args);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    count(COUNTER_MMAP_CALLS);
+    if let Some(args) = finish(&ctx, tid) {
+        emit(EVENT_MMAP, tid, args);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    let off = offsets();
+    // Slot 0 is overwritten by the result at exit; the address goes to slot 1 too.
+    let addr = read(&ctx, off.munmap_addr);
+    stash(tid, [addr, addr, read(&ctx, off.munmap_len), 0, 0, 0]);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    count(COUNTER_MUNMAP_CALLS);
+    if let Some(a) = finish(&ctx, tid) {
+        emit(EVENT_MUNMAP, tid, [a[1], a[2], a[0], 0, 0, 0]);
+    }
+    0
+}

@@ -1,0 +1,14 @@
+//! Process life-cycle events of the target.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use memtrace_common::EVENT_EXEC;
+
+use crate::emit::{emit, target_tid};
+
+/// `sched:sched_process_exec`: the target's address space was replaced, so
+/// userspace drops its mapping model and re-reads /proc/PID/maps.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    emit(EVENT_EXEC, tid, [0; 6]);
+    0
+}

@@ -1,0 +1,79 @@
+//! Builds memtrace's eBPF object (memtrace-ebpf) with the nightly toolchain and
+//! bpf-linker, so that a plain `cargo build` never yields a binary without it.
+//! When the toolchain is missing, the build fails and says to run `cargo xtask setup`.
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let ebpf_dir = root.join("memtrace-ebpf");
+    let common_dir = root.join("memtrace-common");
+    for path in [
+        ebpf_dir.join("src"),
+        ebpf_dir.join("Cargo.toml"),
+        ebpf_dir.join("Cargo.lock"),
+        common_dir.join("src"),
+    ] {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-env-changed=MEMTRACE_EBPF_OBJECT");
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    let object = match env::var_os("MEMTRACE_EBPF_OBJECT") {
+        // A pre-built object (for packaging); must exist.
+        Some(path) => PathBuf::from(path),
+        None => build_ebpf(&ebpf_dir, &root.join("target").join("ebpf")),
+    };
+    fs::copy(&object, out_dir.join("memtrace.bpf.o")).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot copy eBPF object {}: {e}",
+            object.display()
+        ))
+    });
+}
+
+fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> PathBuf {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(ebpf_dir);
+    // The outer cargo (or clippy) exports its own toolchain and flags; none of
+    // them apply to a nightly build for the BPF target.
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTUP_TOOLCHAIN")
+            || key == "RUSTFLAGS"
+            || key == "RUSTDOCFLAGS"
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+    );
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run `rustup run nightly cargo` ({e})")));
+    if !status.success() {
+        fail("building the eBPF object failed (see the errors above)");
+    }
+    target_dir.join("bpfel-unknown-none/release/memtrace")
+}
+
+fn fail(cause: &str) -> ! {
+    eprintln!(
+        "error: {cause}.\n\
+         memtrace embeds its eBPF object, built with the nightly toolchain (rust-src) and bpf-linker.\n\
+         Run `cargo xtask setup` once to install them, then `cargo xtask build`."
+    );
+    std::process::exit(1);
+}

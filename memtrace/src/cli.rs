@@ -1,0 +1,95 @@
+//! Command-line interface.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "memtrace",
+    version,
+    about = "Measure what a process's memory really is: mapped files vs heap, from the kernel, with eBPF",
+    long_about = "memtrace traces one process with eBPF (tracepoints on mmap/munmap, user page faults and exec) \
+and reports its page faults by mapping and the files it maps. Every figure says where it comes from: \
+measured (eBPF), kernel truth (/proc, rusage) or estimate.\n\n\
+It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.8 kernel with BTF.",
+    after_help = "Examples:\n  \
+sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
+sudo memtrace -p 4242 --duration 30 --json t.json   attach to a running process for 30 s\n  \
+cargo xtask demo                                    trace the bundled Arrow workload",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Attach to the running process with this PID (all its threads)
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<u32>,
+
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Spawn CMD and trace it from its first instruction until it exits.
+    /// memtrace exits with CMD's exit code.
+    Run {
+        #[command(flatten)]
+        trace: TraceArgs,
+
+        /// The command to run, after `--`
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct TraceArgs {
+    /// Stop tracing after SECS seconds (default: until the target exits or Ctrl-C)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<f64>,
+
+    /// Also write the trace as JSON to PATH (written whole at the end, mode 0600)
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_takes_the_whole_command_line_after_the_separator() {
+        let cli = Cli::try_parse_from([
+            "memtrace", "run", "--json", "t.json", "--", "ls", "-l", "--color",
+        ])
+        .unwrap();
+        let Some(Command::Run { trace, command }) = cli.command else {
+            panic!()
+        };
+        assert_eq!(command, ["ls", "-l", "--color"]);
+        assert_eq!(trace.json.unwrap().to_str(), Some("t.json"));
+    }
+
+    #[test]
+    fn attach_mode_takes_a_pid_and_duration() {
+        let cli = Cli::try_parse_from(["memtrace", "-p", "42", "--duration", "1.5"]).unwrap();
+        assert_eq!(cli.pid, Some(42));
+        assert_eq!(cli.trace.duration, Some(1.5));
+        assert!(Cli::try_parse_from(["memtrace", "-p", "x"]).is_err());
+        assert!(Cli::try_parse_from(["memtrace", "-p", "1", "--duration", "-3"]).is_err());
+    }
+}

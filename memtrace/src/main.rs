@@ -1,0 +1,82 @@
+//! memtrace: per-process memory tracing with eBPF. See README.md.
+mod aspace;
+mod cli;
+mod events;
+mod preflight;
+mod probes;
+mod procmaps;
+mod report;
+mod session;
+mod stats;
+mod target;
+mod trace;
+mod tracefs;
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+use crate::{
+    cli::{Cli, Command, TraceArgs},
+    session::{Options, Target},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the cause chain joined with ": ".
+            eprintln!("memtrace: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let (args, target) = match (cli.command, cli.pid) {
+        (Some(Command::Run { trace, command }), _) => {
+            target::resolve_command(&command[0])?;
+            (trace, Err(command))
+        }
+        (None, Some(pid)) => {
+            let command = target::check_pid(pid)?;
+            (cli.trace, Ok((pid, command)))
+        }
+        (None, None) => bail!(
+            "nothing to trace: give `-p PID` to attach, or `run -- CMD ARGS` to spawn (see --help)"
+        ),
+    };
+    preflight::check_privileges()?;
+    preflight::check_btf()?;
+    if let Some(path) = &args.json {
+        trace::check_writable(path)?;
+    }
+    let target = match target {
+        Ok((pid, command)) => Target::Attach { pid, command },
+        Err(argv) => Target::Run(target::HeldChild::spawn(&argv)?),
+    };
+    trace_and_report(target, &args)
+}
+
+fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let opts = Options {
+        duration: args.duration.map(Duration::from_secs_f64),
+    };
+    let trace = runtime.block_on(session::trace(target, opts))?;
+    runtime.shutdown_background();
+    print!("{}", report::render(&trace));
+    if let Some(path) = &args.json {
+        trace::write_json(path, &trace)?;
+        eprintln!("memtrace: trace written to {}", path.display());
+    }
+    let code = match (trace.mode.as_str(), trace.target.exit_code) {
+        ("run", Some(code)) => code.clamp(0, 255) as u8,
+        _ => 0,
+    };
+    Ok(ExitCode::from(code))
+}

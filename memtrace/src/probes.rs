@@ -1,0 +1,72 @@
+//! Loading memtrace's eBPF object into the kernel and attaching its programs
+//! to the target. Dropping `Probes` detaches and unloads everything.
+use anyhow::{Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use memtrace_common::{TracepointOffsets, NUM_COUNTERS};
+
+/// The object built by build.rs from memtrace-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
+
+/// (program name in the object, tracepoint category, tracepoint name).
+const TRACEPOINTS: [(&str, &str, &str); 6] = [
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
+    ("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
+    ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
+    ("page_fault_user", "exceptions", "page_fault_user"),
+];
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub attached: Vec<String>,
+}
+
+impl Probes {
+    pub fn attach(tgid: u32, offsets: &TracepointOffsets) -> Result<Probes> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TARGET_TGID", &tgid, true)
+            .override_global("OFFSETS", offsets, true)
+            .load(OBJECT)
+            .context("loading memtrace's eBPF object into the kernel")?;
+        let mut attached = Vec::new();
+        for (program, category, name) in TRACEPOINTS {
+            let tp: &mut TracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("eBPF object lacks program {program}"))?
+                .try_into()?;
+            tp.load()
+                .with_context(|| format!("verifier rejected {program}"))?;
+            tp.attach(category, name)
+                .with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            attached.push(format!("tracepoint {category}:{name}"));
+        }
+        Ok(Probes { ebpf, attached })
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("eBPF object lacks map EVENTS")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The in-kernel counters summed over CPUs, indexed by `COUNTER_*`.
+    pub fn counters(&self) -> Result<[u64; NUM_COUNTERS as usize]> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .context("eBPF object lacks map COUNTERS")?;
+        let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+        let mut out = [0u64; NUM_COUNTERS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = array.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,85 @@
+//! Reading the target's mappings from /proc/PID/maps (kernel truth) into
+//! regions and file identities for the address-space model.
+use procfs::process::{MMapPath, MemoryMap, Process};
+
+use crate::{
+    aspace::{FileId, Region},
+    stats::FileInfo,
+};
+
+fn region_of(map: &MemoryMap) -> Region {
+    match &map.pathname {
+        MMapPath::Path(_) => Region::File(FileId {
+            major: map.dev.0 as u32,
+            minor: map.dev.1 as u32,
+            inode: map.inode,
+        }),
+        MMapPath::Heap => Region::Heap,
+        MMapPath::Stack | MMapPath::TStack(_) => Region::Stack,
+        MMapPath::Anonymous => Region::Anon,
+        MMapPath::Vdso => Region::Special("[vdso]".into()),
+        MMapPath::Vvar => Region::Special("[vvar]".into()),
+        MMapPath::Vsyscall => Region::Special("[vsyscall]".into()),
+        MMapPath::Vsys(key) => Region::Special(format!("[SYSV{key:08x}]")),
+        MMapPath::Rollup => Region::Special("[rollup]".into()),
+        MMapPath::Other(name) => Region::Special(format!("[{}]", name.trim_matches(['[', ']']))),
+    }
+}
+
+fn file_info(pid: u32, map: &MemoryMap, id: FileId) -> Option<FileInfo> {
+    let MMapPath::Path(path) = &map.pathname else {
+        return None;
+    };
+    // map_files/ reaches the mapped file itself, even deleted or in another
+    // mount namespace, so its size is the real one.
+    let link = format!(
+        "/proc/{pid}/map_files/{:x}-{:x}",
+        map.address.0, map.address.1
+    );
+    let size_bytes = std::fs::metadata(link).ok().map(|m| m.len());
+    Some(FileInfo {
+        id,
+        path: path.to_string_lossy().into_owned(),
+        size_bytes,
+    })
+}
+
+/// All mappings of `pid` as (start, end, region), plus the files among them.
+pub fn snapshot(pid: u32) -> procfs::ProcResult<(Vec<(u64, u64, Region)>, Vec<FileInfo>)> {
+    let maps = Process::new(pid as i32)?.maps()?;
+    let mut vmas = Vec::new();
+    let mut files: Vec<FileInfo> = Vec::new();
+    for map in maps.iter() {
+        let region = region_of(map);
+        if let Region::File(id) = region {
+            if !files.iter().any(|f| f.id == id) {
+                files.extend(file_info(pid, map, id));
+            }
+        }
+        vmas.push((map.address.0, map.address.1, region));
+    }
+    Ok((vmas, files))
+}
+
+/// The file mapped at `addr` in `pid`, if the mapping is still there.
+pub fn file_at(pid: u32, addr: u64) -> Option<FileInfo> {
+    let maps = Process::new(pid as i32).ok()?.maps().ok()?;
+    let map = maps
+        .iter()
+        .find(|m| m.address.0 <= addr && addr < m.address.1)?;
+    match region_of(map) {
+        Region::File(id) => file_info(pid, map, id),
+        _ => None,
+    }
+}
+
+/// Minor and major faults the kernel counted for `pid` so far (/proc/PID/stat).
+pub fn kernel_faults(pid: u32) -> Option<(u64, u64)> {
+    let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+    Some((stat.minflt, stat.majflt))
+}
+
+pub fn command_line(pid: u32) -> Option<String> {
+    let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;
+    (!cmdline.is_empty()).then(|| cmdline.join(" "))
+}

@@ -1,0 +1,182 @@
+//! The human-readable report, rendered from a `Trace` (never from events), so
+//! a live run and a saved trace print the same thing.
+use std::fmt::Write;
+
+use crate::trace::Trace;
+
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1} {unit}")
+}
+
+pub fn render(t: &Trace) -> String {
+    let mut o = String::new();
+    let c = &t.counters;
+    let exit = match (t.target.exit_code, t.target.exit_signal) {
+        (_, Some(sig)) => format!(", killed by signal {sig}"),
+        (Some(code), None) => format!(", exit code {code}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        o,
+        "memtrace report: PID {} ({}), {} mode",
+        t.target.pid, t.target.command, t.mode
+    );
+    let _ = writeln!(
+        o,
+        "  started {}, traced {:.2} s, stopped: {}{exit}",
+        t.started_at, t.duration_s, t.stop_reason
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Page faults and mmap calls [measured: eBPF]");
+    let _ = writeln!(
+        o,
+        "  page faults      {:>12}   (read {}, write {}, exec {})",
+        thousands(c.page_faults),
+        thousands(c.page_faults_read),
+        thousands(c.page_faults_write),
+        thousands(c.page_faults_exec)
+    );
+    if let Some(k) = &t.kernel {
+        let _ = writeln!(
+            o,
+            "  kernel's count   {:>12}   (minor {}, major {}) [kernel truth: {}]",
+            thousands(k.minor_faults + k.major_faults),
+            thousands(k.minor_faults),
+            thousands(k.major_faults),
+            k.source
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  mmap calls       {:>12}   ({} failed)",
+        thousands(c.mmap_calls),
+        thousands(c.mmap_failed)
+    );
+    let _ = writeln!(
+        o,
+        "  munmap calls     {:>12}   ({} failed)",
+        thousands(c.munmap_calls),
+        thousands(c.munmap_failed)
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");
+    let _ = writeln!(
+        o,
+        "  {:>10} {:>10} {:>10}  mapping",
+        "faults", "read", "write"
+    );
+    let mut rows: Vec<(String, crate::stats::FaultCounts)> = t
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.page_faults))
+        .collect();
+    rows.extend(
+        t.regions
+            .iter()
+            .filter(|r| r.region != "file")
+            .map(|r| (r.region.clone(), r.faults)),
+    );
+    rows.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(&b.0)));
+    for (name, f) in rows.iter().filter(|(_, f)| f.total > 0).take(12) {
+        let _ = writeln!(
+            o,
+            "  {:>10} {:>10} {:>10}  {name}",
+            thousands(f.total),
+            thousands(f.read),
+            thousands(f.write)
+        );
+    }
+    let quiet = rows
+        .iter()
+        .filter(|(_, f)| f.total > 0)
+        .count()
+        .saturating_sub(12);
+    if quiet > 0 {
+        let _ = writeln!(o, "  ... {quiet} more mappings in the JSON trace");
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Mapped files [size: kernel truth (stat); mapped: measured (mmap events + /proc/PID/maps)]"
+    );
+    let _ = writeln!(
+        o,
+        "  {:>10} {:>10} {:>6} {:>10}  path",
+        "size", "mapped", "mmaps", "faults"
+    );
+    let mut files: Vec<_> = t.files.iter().collect();
+    files.sort_by(|a, b| {
+        b.mapped_bytes
+            .cmp(&a.mapped_bytes)
+            .then(a.path.cmp(&b.path))
+    });
+    for f in files.iter().take(15) {
+        let size = f.size_bytes.map_or_else(|| "?".to_string(), bytes);
+        let _ = writeln!(
+            o,
+            "  {:>10} {:>10} {:>6} {:>10}  {}",
+            size,
+            bytes(f.mapped_bytes),
+            f.mmap_calls,
+            thousands(f.page_faults.total),
+            f.path
+        );
+    }
+    if files.len() > 15 {
+        let _ = writeln!(o, "  ... {} more files in the JSON trace", files.len() - 15);
+    }
+    let _ = writeln!(o);
+    let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events;
+    let _ = writeln!(
+        o,
+        "Losses: ring-buffer drops {}, syscalls lost {}, malformed events {}, faults outside known mappings {}, unidentified file mappings {}{}",
+        thousands(c.ringbuf_drops),
+        thousands(c.syscalls_lost),
+        thousands(c.malformed_events),
+        thousands(c.unattributed_faults),
+        thousands(c.unresolved_file_mappings),
+        if lost == 0 { " (nothing lost)" } else { " (per-mapping figures are incomplete)" }
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_numbers_for_people() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(256 * 1024 * 1024), "256.0 MiB");
+    }
+}

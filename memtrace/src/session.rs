@@ -1,0 +1,331 @@
+//! One tracing session: attach the probes, stream events into the
+//! aggregator until the target exits, the duration elapses or a signal
+//! arrives, then build the trace. Every stop path ends in a trace.
+use std::{
+    collections::HashSet,
+    os::fd::{AsRawFd, OwnedFd},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use memtrace_common::{
+    COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS, COUNTER_PENDING_FULL,
+    COUNTER_RINGBUF_DROPS,
+};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+    sync::oneshot,
+};
+
+use crate::{
+    aspace::Region,
+    events::Event,
+    probes::Probes,
+    procmaps,
+    stats::TraceStats,
+    target::{pidfd, ChildExit, HeldChild},
+    trace::{self, Counters, FileEntry, KernelFaults, RegionFaults, Trace},
+    tracefs,
+};
+
+pub enum Target {
+    Run(HeldChild),
+    Attach { pid: u32, command: String },
+}
+
+pub struct Options {
+    pub duration: Option<Duration>,
+}
+
+/// How long after forwarding a signal to a spawned child memtrace waits for it.
+const CHILD_GRACE: Duration = Duration::from_secs(5);
+struct Consumer {
+    pid: u32,
+    stats: TraceStats,
+    /// Pages found outside every mapping at the latest /proc re-read: another
+    /// fault there does not trigger a new re-read (brk growth and mremap are
+    /// not traced yet, so the maps file is how the model learns of them).
+    unknown_pages: HashSet<u64>,
+}
+
+impl Consumer {
+    fn sync(&mut self) {
+        if let Ok((vmas, files)) = procmaps::snapshot(self.pid) {
+            self.stats.sync(vmas, files);
+        }
+        self.unknown_pages.clear();
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let event = match Event::decode(bytes) {
+            Ok(e) => e,
+            Err(_) => {
+                self.stats.malformed_events += 1;
+                return;
+            }
+        };
+        match event {
+            Event::Mmap {
+                result,
+                len,
+                flags,
+                fd,
+                ..
+            } => {
+                let file = (result >= 0 && fd >= 0)
+                    .then(|| procmaps::file_at(self.pid, result as u64))
+                    .flatten();
+                self.stats.on_mmap(result, len, flags, fd, file);
+            }
+            Event::Munmap {
+                addr, len, result, ..
+            } => self.stats.on_munmap(addr, len, result),
+            Event::PageFault {
+                address, access, ..
+            } => {
+                if !self.stats.knows(address) && !self.unknown_pages.contains(&(address >> 12)) {
+                    self.sync();
+                    if !self.stats.knows(address) {
+                        self.unknown_pages.insert(address >> 12);
+                    }
+                }
+                self.stats.on_fault(address, access);
+            }
+            Event::Exec { .. } => {
+                self.stats.on_exec();
+                self.sync();
+            }
+        }
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            self.feed(&item);
+        }
+    }
+}
+
+enum Stop {
+    Exited(Option<ChildExit>),
+    Duration,
+    Signal(&'static str),
+}
+
+pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
+    let (pid, command, mode) = match &target {
+        Target::Run(child) => (child.pid, child.command.clone(), "run"),
+        Target::Attach { pid, command } => (*pid, command.clone(), "attach"),
+    };
+    let tracefs_root = tracefs::ensure_mounted()?;
+    let offsets = tracefs::read_offsets(&tracefs_root)?;
+    let mut probes = Probes::attach(pid, &offsets)?;
+    let mut ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
+
+    let mut consumer = Consumer {
+        pid,
+        stats: TraceStats::default(),
+        unknown_pages: HashSet::new(),
+    };
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut stat_faults = None;
+    let mut exit_rx: Option<oneshot::Receiver<Result<ChildExit>>> = None;
+    let mut exit_fd: Option<AsyncFd<OwnedFd>> = None;
+    match target {
+        Target::Run(mut child) => {
+            // Until exec, the child is a copy of memtrace: name that range so
+            // its few faults are not mistaken for the command's.
+            consumer.stats.sync(
+                vec![(0, u64::MAX, Region::Special("[before exec]".into()))],
+                vec![],
+            );
+            child.release()?;
+            let (tx, rx) = oneshot::channel();
+            // A plain thread: a blocking wait4 must not hold up runtime shutdown
+            // when memtrace stops before the child (--duration).
+            std::thread::spawn(move || tx.send(HeldChild::wait(pid)));
+            exit_rx = Some(rx);
+        }
+        Target::Attach { .. } => {
+            consumer.sync(); // baseline: what was mapped before we attached
+            stat_faults = procmaps::kernel_faults(pid);
+            exit_fd = Some(readable(pidfd(pid)?).context("polling the target's pidfd")?);
+        }
+    }
+    eprintln!(
+        "memtrace: tracing PID {pid} ({command}) with {} probes; Ctrl-C stops and reports",
+        probes.attached.len()
+    );
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut grace: Option<tokio::time::Instant> = None;
+    let stop = loop {
+        let exit_wait = async {
+            match (&mut exit_rx, &exit_fd) {
+                (Some(rx), _) => Some(rx.await.ok().and_then(|r| r.ok())),
+                (None, Some(fd)) => {
+                    let _ = fd.readable().await;
+                    Some(None)
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let until = async {
+            match grace.or(deadline) {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                consumer.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            exit = exit_wait => break Stop::Exited(exit.flatten()),
+            _ = until => break if grace.is_some() { Stop::Signal("signal (target did not exit in time)") } else { Stop::Duration },
+            _ = tick.tick() => {
+                if exit_fd.is_some() {
+                    stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
+                }
+            }
+            _ = sigint.recv() => if let Some(s) = on_signal(&exit_rx, pid, libc::SIGINT, &mut grace) { break s },
+            _ = sigterm.recv() => if let Some(s) = on_signal(&exit_rx, pid, libc::SIGTERM, &mut grace) { break s },
+        }
+    };
+    // Events already in the ring buffer belong to the trace: take them all.
+    consumer.drain(ring.get_mut());
+    let counters = probes.counters()?;
+    drop(ring);
+    drop(probes); // detaches every program
+
+    let (exit_code, exit_signal, kernel, stop_reason) = match &stop {
+        Stop::Exited(Some(e)) => (
+            Some(e.code),
+            e.signal,
+            Some(KernelFaults {
+                source: "wait4 rusage of the child".into(),
+                minor_faults: e.minflt,
+                major_faults: e.majflt,
+            }),
+            "target exited".to_string(),
+        ),
+        other => {
+            let kernel = stat_faults.map(|(minor, major)| KernelFaults {
+                source: "/proc/PID/stat, whole process lifetime, last read before stop".into(),
+                minor_faults: minor,
+                major_faults: major,
+            });
+            let reason = match other {
+                Stop::Exited(_) => "target exited".to_string(),
+                Stop::Duration => format!(
+                    "--duration {} s elapsed",
+                    opts.duration.unwrap_or_default().as_secs_f64()
+                ),
+                Stop::Signal(s) => s.to_string(),
+            };
+            (None, None, kernel, reason)
+        }
+    };
+    if matches!(stop, Stop::Duration) && mode == "run" {
+        eprintln!("memtrace: stopped tracing; PID {pid} keeps running");
+    }
+
+    let s = &consumer.stats;
+    let unix = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    Ok(Trace {
+        format: trace::FORMAT.into(),
+        version: trace::VERSION,
+        target: trace::Target {
+            pid,
+            command,
+            exit_code,
+            exit_signal,
+        },
+        mode: mode.into(),
+        started_at: trace::rfc3339_utc(unix),
+        duration_s: clock.elapsed().as_secs_f64(),
+        stop_reason,
+        counters: Counters {
+            page_faults: counters[COUNTER_PAGE_FAULTS as usize],
+            mmap_calls: counters[COUNTER_MMAP_CALLS as usize],
+            munmap_calls: counters[COUNTER_MUNMAP_CALLS as usize],
+            ringbuf_drops: counters[COUNTER_RINGBUF_DROPS as usize],
+            page_faults_seen: s.faults.total,
+            page_faults_read: s.faults.read,
+            page_faults_write: s.faults.write,
+            page_faults_exec: s.faults.exec,
+            mmap_failed: s.mmap_failed,
+            munmap_failed: s.munmap_failed,
+            execs: s.execs,
+            syscalls_lost: counters[COUNTER_PENDING_FULL as usize],
+            unattributed_faults: s.unattributed_faults,
+            unresolved_file_mappings: s.unresolved_file_mappings,
+            malformed_events: s.malformed_events,
+        },
+        kernel,
+        regions: s
+            .regions
+            .iter()
+            .map(|(r, f)| RegionFaults {
+                region: r.clone(),
+                faults: *f,
+            })
+            .collect(),
+        files: s
+            .files
+            .iter()
+            .map(|(id, f)| FileEntry {
+                path: f.path.clone(),
+                size_bytes: f.size_bytes,
+                mapped_bytes: f.mapped_peak,
+                mapped_at_end_bytes: f.mapped_now,
+                mmap_calls: f.mmap_calls,
+                device_major: id.major,
+                device_minor: id.minor,
+                inode: id.inode,
+                page_faults: f.faults,
+            })
+            .collect(),
+        sources: trace::default_sources(),
+    })
+}
+
+/// Registers an owned fd for readiness polling.
+fn readable<T: AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
+    // SAFETY: RingBuf and OwnedFd own their fd for their whole lifetime and
+    // always return the same one from as_raw_fd.
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Attach mode stops at once. Run mode forwards the signal to the child and
+/// keeps tracing until it exits (or the grace period ends), so its last
+/// events are not lost.
+fn on_signal<T>(
+    child: &Option<T>,
+    pid: u32,
+    sig: i32,
+    grace: &mut Option<tokio::time::Instant>,
+) -> Option<Stop> {
+    let name = if sig == libc::SIGINT {
+        "interrupted (SIGINT)"
+    } else {
+        "terminated (SIGTERM)"
+    };
+    if child.is_none() || grace.is_some() {
+        return Some(Stop::Signal(name));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, sig) };
+    *grace = Some(tokio::time::Instant::now() + CHILD_GRACE);
+    None
+}

@@ -1,0 +1,303 @@
+//! The aggregator of this trace: mmap/munmap calls, page faults by region and
+//! the files mapped by the target. A plain data structure fed with decoded
+//! events (and file identities resolved by the caller), so tests can feed it.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    aspace::{AddressSpace, FileId, Region, Removed},
+    events::FaultAccess,
+};
+
+const PAGE: u64 = 4096;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// A file mapped by the target, as resolved from /proc/PID (kernel truth).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub id: FileId,
+    pub path: String,
+    /// From stat of the mapped file; None when it could not be read.
+    pub size_bytes: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    pub total: u64,
+    pub read: u64,
+    pub write: u64,
+    pub exec: u64,
+}
+
+impl FaultCounts {
+    fn add(&mut self, access: FaultAccess) {
+        self.total += 1;
+        match access {
+            FaultAccess::Read => self.read += 1,
+            FaultAccess::Write => self.write += 1,
+            FaultAccess::Exec => self.exec += 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStats {
+    pub path: String,
+    pub size_bytes: Option<u64>,
+    /// Successful mmap calls of this file during the trace.
+    pub mmap_calls: u64,
+    /// Bytes of the file mapped into the target now / at most at once.
+    pub mapped_now: u64,
+    pub mapped_peak: u64,
+    pub faults: FaultCounts,
+}
+
+#[derive(Debug, Default)]
+pub struct TraceStats {
+    aspace: AddressSpace,
+    pub files: BTreeMap<FileId, FileStats>,
+    /// Faults by kind of region ("file", "[heap]", "[anon]", ...).
+    pub regions: BTreeMap<String, FaultCounts>,
+    /// Faults seen through events (the eBPF counter is the exact total).
+    pub faults: FaultCounts,
+    /// Faults at addresses outside every known mapping.
+    pub unattributed_faults: u64,
+    pub mmap_calls: u64,
+    pub mmap_failed: u64,
+    pub munmap_calls: u64,
+    pub munmap_failed: u64,
+    pub execs: u64,
+    /// File-backed mmaps whose file could not be identified from /proc.
+    pub unresolved_file_mappings: u64,
+    pub malformed_events: u64,
+}
+
+fn page_end(start: u64, len: u64) -> u64 {
+    start.saturating_add(len).saturating_add(PAGE - 1) & !(PAGE - 1)
+}
+
+pub fn region_label(region: &Region) -> String {
+    match region {
+        Region::File(_) => "file".into(),
+        Region::Heap => "[heap]".into(),
+        Region::Stack => "[stack]".into(),
+        Region::Anon => "[anon]".into(),
+        Region::Special(name) => name.clone(),
+    }
+}
+
+impl TraceStats {
+    pub fn on_mmap(&mut self, result: i64, len: u64, flags: u64, fd: i32, file: Option<FileInfo>) {
+        self.mmap_calls += 1;
+        if result < 0 {
+            self.mmap_failed += 1;
+            return;
+        }
+        let start = result as u64;
+        let region = if flags & MAP_ANONYMOUS != 0 || fd < 0 {
+            Region::Anon
+        } else if let Some(info) = file {
+            let id = info.id;
+            self.learn_file(info).mmap_calls += 1;
+            Region::File(id)
+        } else {
+            self.unresolved_file_mappings += 1;
+            Region::Special("[unresolved file]".into())
+        };
+        let end = page_end(start, len);
+        let removed = self.aspace.map(start, end, region.clone());
+        self.forget(&removed);
+        self.account(&region, end - start, true);
+    }
+
+    pub fn on_munmap(&mut self, addr: u64, len: u64, result: i64) {
+        self.munmap_calls += 1;
+        if result < 0 {
+            self.munmap_failed += 1;
+            return;
+        }
+        let removed = self.aspace.unmap(addr, page_end(addr, len));
+        self.forget(&removed);
+    }
+
+    /// A new program image replaces the whole address space.
+    pub fn on_exec(&mut self) {
+        self.execs += 1;
+        self.aspace.clear();
+        for f in self.files.values_mut() {
+            f.mapped_now = 0;
+        }
+    }
+
+    pub fn knows(&self, address: u64) -> bool {
+        self.aspace.find(address).is_some()
+    }
+
+    pub fn on_fault(&mut self, address: u64, access: FaultAccess) {
+        self.faults.add(access);
+        match self.aspace.find(address).cloned() {
+            Some(region) => {
+                if let Region::File(id) = &region {
+                    if let Some(f) = self.files.get_mut(id) {
+                        f.faults.add(access);
+                    }
+                }
+                self.regions
+                    .entry(region_label(&region))
+                    .or_default()
+                    .add(access);
+            }
+            None => {
+                self.unattributed_faults += 1;
+                self.regions
+                    .entry("[unknown]".into())
+                    .or_default()
+                    .add(access);
+            }
+        }
+    }
+
+    /// Replaces the model with a /proc/PID/maps snapshot (kernel truth), used
+    /// at start, after exec and when a fault lands outside every known mapping.
+    pub fn sync(&mut self, vmas: Vec<(u64, u64, Region)>, files: Vec<FileInfo>) {
+        for info in files {
+            self.learn_file(info);
+        }
+        self.aspace.clear();
+        for f in self.files.values_mut() {
+            f.mapped_now = 0;
+        }
+        for (start, end, region) in vmas {
+            self.aspace.map(start, end, region.clone());
+            self.account(&region, end - start, true);
+        }
+    }
+
+    fn learn_file(&mut self, info: FileInfo) -> &mut FileStats {
+        let entry = self.files.entry(info.id).or_insert_with(|| FileStats {
+            path: info.path.clone(),
+            size_bytes: info.size_bytes,
+            mmap_calls: 0,
+            mapped_now: 0,
+            mapped_peak: 0,
+            faults: FaultCounts::default(),
+        });
+        if entry.size_bytes.is_none() {
+            entry.size_bytes = info.size_bytes;
+        }
+        entry
+    }
+
+    fn forget(&mut self, removed: &[Removed]) {
+        for r in removed {
+            self.account(&r.region, r.end - r.start, false);
+        }
+    }
+
+    fn account(&mut self, region: &Region, bytes: u64, added: bool) {
+        let Region::File(id) = region else { return };
+        let Some(f) = self.files.get_mut(id) else {
+            return;
+        };
+        if added {
+            f.mapped_now += bytes;
+            f.mapped_peak = f.mapped_peak.max(f.mapped_now);
+        } else {
+            f.mapped_now = f.mapped_now.saturating_sub(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARROW: FileId = FileId {
+        major: 254,
+        minor: 0,
+        inode: 42,
+    };
+
+    fn arrow() -> Option<FileInfo> {
+        Some(FileInfo {
+            id: ARROW,
+            path: "/data/x.arrow".into(),
+            size_bytes: Some(10_000),
+        })
+    }
+
+    #[test]
+    fn faults_are_attributed_to_the_mapping_that_holds_them() {
+        let mut s = TraceStats::default();
+        s.on_mmap(0x10000, 10_000, 0x1, 3, arrow());
+        s.on_mmap(0x40000, 8192, 0x22, -1, None);
+        s.on_fault(0x10010, FaultAccess::Read);
+        s.on_fault(0x12fff, FaultAccess::Read); // last page, rounded up from 10,000 bytes
+        s.on_fault(0x40000, FaultAccess::Write);
+        s.on_fault(0x90000, FaultAccess::Read);
+        let f = &s.files[&ARROW];
+        assert_eq!((f.faults.total, f.faults.read), (2, 2));
+        assert_eq!(f.mapped_peak, 12_288);
+        assert_eq!(s.regions["[anon]"].write, 1);
+        assert_eq!(s.unattributed_faults, 1);
+        assert_eq!(s.faults.total, 4);
+    }
+
+    #[test]
+    fn failed_calls_are_counted_but_map_nothing() {
+        let mut s = TraceStats::default();
+        s.on_mmap(-12, 4096, 0x1, 3, arrow());
+        s.on_munmap(0x1000, 4096, -22);
+        assert_eq!(
+            (s.mmap_calls, s.mmap_failed, s.munmap_calls, s.munmap_failed),
+            (1, 1, 1, 1)
+        );
+        assert!(s.files.is_empty());
+        assert!(!s.knows(0));
+    }
+
+    #[test]
+    fn a_file_mapped_twice_keeps_its_peak_after_a_partial_unmap() {
+        let mut s = TraceStats::default();
+        s.on_mmap(0x100000, 8192, 0x1, 3, arrow());
+        s.on_mmap(0x200000, 8192, 0x1, 4, arrow());
+        s.on_munmap(0x100000, 4096, 0);
+        let f = &s.files[&ARROW];
+        assert_eq!(
+            (f.mmap_calls, f.mapped_peak, f.mapped_now),
+            (2, 16384, 12288)
+        );
+        s.on_fault(0x100000, FaultAccess::Read);
+        assert_eq!(s.unattributed_faults, 1);
+    }
+
+    #[test]
+    fn an_unidentified_file_mapping_is_counted_not_guessed() {
+        let mut s = TraceStats::default();
+        s.on_mmap(0x100000, 4096, 0x1, 3, None);
+        s.on_fault(0x100000, FaultAccess::Read);
+        assert_eq!(s.unresolved_file_mappings, 1);
+        assert_eq!(s.regions["[unresolved file]"].total, 1);
+        assert!(s.files.is_empty());
+    }
+
+    #[test]
+    fn exec_and_sync_replace_the_model() {
+        let mut s = TraceStats::default();
+        s.on_mmap(0x100000, 4096, 0x1, 3, arrow());
+        s.on_exec();
+        assert!(!s.knows(0x100000));
+        assert_eq!(s.files[&ARROW].mapped_now, 0);
+        s.sync(
+            vec![
+                (0x500000, 0x502000, Region::File(ARROW)),
+                (0x600000, 0x601000, Region::Heap),
+            ],
+            vec![],
+        );
+        assert_eq!(s.files[&ARROW].mapped_now, 8192);
+        s.on_fault(0x600010, FaultAccess::Write);
+        assert_eq!(s.regions["[heap]"].write, 1);
+    }
+}

@@ -1,0 +1,256 @@
+//! The traced process: a command spawned and held until the probes are in
+//! place, or a running process found by PID.
+use std::{
+    ffi::CString,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+        unix::fs::PermissionsExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Exit of a spawned child, with the kernel's own accounting of it.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildExit {
+    /// Exit code, or 128 + signal number when it was killed.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub minflt: u64,
+    pub majflt: u64,
+}
+
+/// Resolves a command like a shell does: a name with a slash is a path,
+/// otherwise the first executable match in $PATH.
+pub fn resolve_command(name: &str) -> Result<PathBuf> {
+    let executable = |p: &Path| {
+        p.is_file()
+            && p.metadata()
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if !p.exists() {
+            bail!("command not found: {name} (no such file)");
+        }
+        if !executable(&p) {
+            bail!("cannot execute {name}: not an executable file");
+        }
+        return Ok(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| executable(p))
+        .with_context(|| format!("command not found: {name} (not in PATH)"))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: both fds are fresh and owned by us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A forked child blocked before `execve` until `release` is called, so the
+/// probes see its very first instruction. Dropping it unreleased kills it.
+pub struct HeldChild {
+    pub pid: u32,
+    pub command: String,
+    go: Option<OwnedFd>,
+    exec_error: OwnedFd,
+}
+
+impl HeldChild {
+    pub fn spawn(argv: &[String]) -> Result<HeldChild> {
+        let program = resolve_command(&argv[0])?;
+        let c_program =
+            CString::new(program.as_os_str().as_bytes()).context("command contains a NUL byte")?;
+        let c_args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .context("argument contains a NUL byte")?;
+        let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+        c_argv.push(std::ptr::null());
+        let (go_read, go_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+
+        // SAFETY: the child only calls async-signal-safe functions (read,
+        // execv, write, _exit) on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if pid == 0 {
+            unsafe {
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
+                    if n == 1 {
+                        break;
+                    }
+                    if n == 0 || *libc::__errno_location() != libc::EINTR {
+                        libc::_exit(127); // memtrace gave up before releasing us
+                    }
+                }
+                libc::execv(c_program.as_ptr(), c_argv.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
+                libc::_exit(127);
+            }
+        }
+        drop(go_read);
+        drop(err_write);
+        Ok(HeldChild {
+            pid: pid as u32,
+            command: argv.join(" "),
+            go: Some(go_write),
+            exec_error: err_read,
+        })
+    }
+
+    /// Lets the child exec; fails if exec failed.
+    pub fn release(&mut self) -> Result<()> {
+        let go = self.go.take().context("child already released")?;
+        // SAFETY: writing one byte to our pipe.
+        unsafe { libc::write(go.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        drop(go);
+        let mut errno = 0i32;
+        // SAFETY: the pipe is CLOEXEC: EOF means exec succeeded, 4 bytes mean it failed.
+        let n = unsafe {
+            libc::read(
+                self.exec_error.as_raw_fd(),
+                (&mut errno as *mut i32).cast(),
+                4,
+            )
+        };
+        if n == 4 {
+            bail!(
+                "cannot execute {}: {}",
+                self.command,
+                std::io::Error::from_raw_os_error(errno)
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for the child to exit (blocking) and reaps it.
+    pub fn wait(pid: u32) -> Result<ChildExit> {
+        let mut status = 0;
+        // SAFETY: rusage is plain data filled by wait4.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
+            if rc == pid as i32 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(err).context("wait4");
+            }
+        }
+        let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+        let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
+        Ok(ChildExit {
+            code,
+            signal,
+            minflt: usage.ru_minflt as u64,
+            majflt: usage.ru_majflt as u64,
+        })
+    }
+}
+
+impl Drop for HeldChild {
+    fn drop(&mut self) {
+        if self.go.take().is_some() {
+            // Never released: closing the pipe makes it _exit(127); reap it.
+            let _ = HeldChild::wait(self.pid);
+        }
+    }
+}
+
+/// Checks that `pid` names a live process memtrace may trace.
+pub fn check_pid(pid: u32) -> Result<String> {
+    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("no process with PID {pid}");
+    }
+    if pid == std::process::id() {
+        bail!("memtrace cannot trace itself (PID {pid})");
+    }
+    Ok(crate::procmaps::command_line(pid).unwrap_or_else(|| format!("[pid {pid}]")))
+}
+
+/// A pidfd that becomes readable when `pid` exits (works for non-children).
+pub fn pidfd(pid: u32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            bail!("no process with PID {pid}");
+        }
+        return Err(err).context("pidfd_open");
+    }
+    // SAFETY: fresh fd owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_commands_in_path_and_rejects_missing_ones() {
+        assert!(resolve_command("sh").unwrap().is_absolute());
+        let err = resolve_command("no-such-command-memtrace")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("command not found: no-such-command-memtrace"),
+            "{err}"
+        );
+        assert!(resolve_command("/nonexistent/x").is_err());
+        assert!(resolve_command("/etc/hostname")
+            .unwrap_err()
+            .to_string()
+            .contains("not an executable"));
+    }
+
+    #[test]
+    fn a_held_child_runs_only_after_release_and_reports_its_exit() {
+        let mut child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
+        // Still held: it has not exited.
+        let mut status = 0;
+        assert_eq!(
+            unsafe { libc::waitpid(child.pid as i32, &mut status, libc::WNOHANG) },
+            0
+        );
+        child.release().unwrap();
+        let exit = HeldChild::wait(child.pid).unwrap();
+        assert_eq!((exit.code, exit.signal), (7, None));
+        assert!(exit.minflt > 0, "the kernel counts the child's faults");
+    }
+
+    #[test]
+    fn dropping_an_unreleased_child_reaps_it() {
+        let child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 0".into()]).unwrap();
+        let pid = child.pid;
+        drop(child);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn unknown_pid_is_a_clear_error() {
+        assert_eq!(
+            check_pid(999_999_999).unwrap_err().to_string(),
+            "no process with PID 999999999"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! The JSON trace (format "memtrace-trace"): what a run measured, built from
+//! the aggregates once tracing stops, and written whole or not at all.
+use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::FaultCounts;
+
+pub const FORMAT: &str = "memtrace-trace";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Trace {
+    pub format: String,
+    pub version: u32,
+    pub target: Target,
+    /// "run" (spawned by memtrace) or "attach" (-p PID).
+    pub mode: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_s: f64,
+    pub stop_reason: String,
+    pub counters: Counters,
+    /// The kernel's own fault accounting for the target, to check ours against.
+    pub kernel: Option<KernelFaults>,
+    pub regions: Vec<RegionFaults>,
+    pub files: Vec<FileEntry>,
+    /// Where each group of figures comes from.
+    pub sources: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Target {
+    pub pid: u32,
+    pub command: String,
+    /// Set when the target exited while traced (run mode: its exit code).
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    /// Exact, from the in-kernel counter.
+    pub page_faults: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub ringbuf_drops: u64,
+    /// Faults that reached userspace as events (page_faults - drops).
+    pub page_faults_seen: u64,
+    pub page_faults_read: u64,
+    pub page_faults_write: u64,
+    pub page_faults_exec: u64,
+    pub mmap_failed: u64,
+    pub munmap_failed: u64,
+    pub execs: u64,
+    /// Syscalls whose entry could not be stashed in eBPF (map full).
+    pub syscalls_lost: u64,
+    pub unattributed_faults: u64,
+    pub unresolved_file_mappings: u64,
+    pub malformed_events: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KernelFaults {
+    pub source: String,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RegionFaults {
+    pub region: String,
+    pub faults: FaultCounts,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size_bytes: Option<u64>,
+    /// Most bytes of the file mapped into the target at once.
+    pub mapped_bytes: u64,
+    pub mapped_at_end_bytes: u64,
+    pub mmap_calls: u64,
+    pub device_major: u32,
+    pub device_minor: u32,
+    pub inode: u64,
+    pub page_faults: FaultCounts,
+}
+
+pub fn default_sources() -> BTreeMap<String, String> {
+    [
+        ("counters", "measured (eBPF tracepoints, in-kernel per-CPU counters)"),
+        ("regions", "measured (page-fault events attributed to mappings from mmap events and /proc/PID/maps)"),
+        ("files.size_bytes", "kernel truth (stat of /proc/PID/map_files)"),
+        ("files.mapped_bytes", "measured (mmap/munmap events) with /proc/PID/maps snapshots"),
+        ("files.page_faults", "measured (page-fault events)"),
+        ("kernel", "kernel truth (wait4 rusage in run mode; /proc/PID/stat in attach mode)"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Writes the trace to `path` atomically (temp file + rename), mode 0600.
+pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .with_context(|| format!("--json {}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut file, trace)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Checks before tracing that the trace can be written where asked, so a long
+/// run does not end with nowhere to put its result.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "--json {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        anyhow::bail!(
+            "--json {}: is a directory; give a file name",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch as RFC 3339 UTC ("2026-11-23T15:11:26Z").
+pub fn rfc3339_utc(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let secs = unix_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_446_686), "2026-11-23T15:11:26Z");
+    }
+
+    fn sample() -> Trace {
+        Trace {
+            format: FORMAT.into(),
+            version: VERSION,
+            target: Target {
+                pid: 1,
+                command: "x".into(),
+                exit_code: Some(0),
+                exit_signal: None,
+            },
+            mode: "run".into(),
+            started_at: rfc3339_utc(0),
+            duration_s: 1.5,
+            stop_reason: "target exited".into(),
+            counters: Counters {
+                page_faults: 3,
+                ..Default::default()
+            },
+            kernel: None,
+            regions: vec![],
+            files: vec![],
+            sources: default_sources(),
+        }
+    }
+
+    #[test]
+    fn writes_whole_files_with_mode_0600_and_reads_them_back() {
+        let dir = std::env::temp_dir().join(format!("memtrace-trace-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.json");
+        write_json(&path, &sample()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back: Trace = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(back, sample());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temp file left behind"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_paths_it_could_not_write() {
+        assert!(check_writable(Path::new("/nonexistent-dir/t.json")).is_err());
+        assert!(check_writable(Path::new("/tmp")).is_err());
+        assert!(check_writable(Path::new("t.json")).is_ok());
+    }
+}

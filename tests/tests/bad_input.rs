@@ -1,0 +1,87 @@
+//! Bad input: each case exits non-zero with a one-line cause, and starts nothing.
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use common::*;
+
+fn one_line_error(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected a one-line cause:\n{}",
+        describe(&out)
+    );
+    assert!(stderr.starts_with("memtrace: error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn unknown_pid() {
+    let err = one_line_error(Command::new(memtrace_bin()).args(["-p", "999999"]));
+    assert!(err.contains("no process with PID 999999"), "{err}");
+}
+
+#[test]
+fn command_not_found() {
+    let err = one_line_error(Command::new(memtrace_bin()).args([
+        "run",
+        "--",
+        "memtrace-no-such-command",
+        "x",
+    ]));
+    assert!(
+        err.contains("command not found: memtrace-no-such-command"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nothing_to_trace() {
+    let err = one_line_error(&mut Command::new(memtrace_bin()));
+    assert!(
+        err.contains("-p PID") && err.contains("run -- CMD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unwritable_trace_path_is_refused_before_tracing() {
+    require_root();
+    let err = one_line_error(Command::new(memtrace_bin()).args([
+        "run",
+        "--json",
+        "/nonexistent-dir/t.json",
+        "--",
+        "true",
+    ]));
+    assert!(err.contains("/nonexistent-dir"), "{err}");
+}
+
+#[test]
+fn without_privileges_it_says_to_use_sudo() {
+    require_root(); // to drop privileges we must have them
+                    // A copy anyone can execute: the build tree may sit under a private home.
+    let dir = std::env::temp_dir().join(format!("memtrace-unprivileged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("memtrace");
+    std::fs::copy(memtrace_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(&bin)
+    .args(["run", "--", "true"]);
+    cmd.current_dir("/");
+    let err = one_line_error(&mut cmd);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(err.contains("CAP_BPF") && err.contains("sudo"), "{err}");
+}

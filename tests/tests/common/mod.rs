@@ -1,0 +1,93 @@
+//! Helpers shared by the end-to-end tests: they run the real memtrace binary
+//! (real eBPF, as root) against the real bundled workload.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use serde_json::Value;
+
+pub fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The memtrace binary: $MEMTRACE_BIN (set by `cargo xtask test`), else the
+/// one built next to these tests.
+pub fn memtrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MEMTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let bin = profile_dir.join("memtrace");
+    assert!(
+        bin.exists(),
+        "memtrace binary not found at {}: run the tests with `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+pub fn workload_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_memtrace-workload"))
+}
+
+/// End-to-end tests load eBPF programs: without root they fail (never skip).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests load real eBPF programs and need root: run them with `cargo xtask test`"
+    );
+}
+
+/// A fresh scratch directory for one test under target/e2e.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = root_dir().join("target").join("e2e").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The trace's entry for the file at `path`.
+pub fn file_entry<'a>(trace: &'a Value, path: &str) -> &'a Value {
+    trace["files"]
+        .as_array()
+        .expect("files[]")
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("trace has no file {path}: {:#}", trace["files"]))
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+}

@@ -1,0 +1,103 @@
+//! `memtrace run -- CMD`: the bundled workload traced from its first instruction.
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use common::*;
+
+#[test]
+fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
+    require_root();
+    let dir = scratch("run_mode");
+    let (trace_path, truth_path, arrow) = (
+        dir.join("trace.json"),
+        dir.join("truth.json"),
+        dir.join("w.arrow"),
+    );
+    let out = run(Command::new(memtrace_bin())
+        .args(["run", "--json"])
+        .arg(&trace_path)
+        .arg("--")
+        .arg(workload_bin())
+        .arg("--file")
+        .arg(&arrow)
+        .args([
+            "--size-mib",
+            "32",
+            "--touch",
+            "0.5",
+            "--heap-mib",
+            "8",
+            "--truth",
+        ])
+        .arg(&truth_path));
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("memtrace report: PID"), "{report}");
+
+    let trace = read_json(&trace_path);
+    let truth = read_json(&truth_path);
+    assert_eq!(trace["format"], "memtrace-trace");
+    assert_eq!(trace["version"], 1);
+    assert_eq!(trace["mode"], "run");
+    assert_eq!(
+        trace["target"]["pid"], truth["pid"],
+        "the traced PID is the workload's own"
+    );
+    assert_eq!(trace["target"]["exit_code"], 0);
+    let mode = std::fs::metadata(&trace_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "traces are private to root");
+
+    // Our count of user-mode faults against the kernel's own (rusage). The
+    // kernel also counts faults it takes on the target's memory inside
+    // syscalls (copy_to_user, execve), so ours may be lower, but the same order.
+    let c = &trace["counters"];
+    let measured = u(&c["page_faults"]);
+    let kernel = u(&trace["kernel"]["minor_faults"]) + u(&trace["kernel"]["major_faults"]);
+    assert!(measured > 100, "{c:#}");
+    assert!(
+        measured * 2 >= kernel && measured <= kernel * 2,
+        "measured {measured} faults, kernel counted {kernel}"
+    );
+    assert_eq!(u(&c["ringbuf_drops"]), 0, "{c:#}");
+    assert_eq!(
+        u(&c["page_faults_seen"]),
+        measured,
+        "every counted fault reached userspace"
+    );
+    assert!(
+        u(&c["mmap_calls"]) >= 1 && u(&c["munmap_calls"]) >= 1,
+        "{c:#}"
+    );
+
+    // The Arrow file is among the mapped files with its real size, and the
+    // search phase's reads faulted inside its mapping.
+    let path = truth["file"]["path"].as_str().unwrap();
+    let f = file_entry(&trace, path);
+    assert_eq!(f["size_bytes"], truth["file"]["size_bytes"]);
+    assert_eq!(f["inode"], truth["file"]["inode"]);
+    let size = u(&truth["file"]["size_bytes"]);
+    assert!(u(&f["mapped_bytes"]) >= size, "{f:#}");
+    assert!(u(&f["mmap_calls"]) >= 1, "{f:#}");
+    assert!(u(&f["page_faults"]["total"]) > 0, "{f:#}");
+    assert_eq!(
+        u(&f["mapped_at_end_bytes"]),
+        0,
+        "teardown unmapped it: {f:#}"
+    );
+}
+
+#[test]
+fn propagates_the_commands_exit_code_and_still_reports() {
+    require_root();
+    let dir = scratch("run_exit_code");
+    let trace_path = dir.join("t.json");
+    let out = run(Command::new(memtrace_bin())
+        .args(["run", "--json"])
+        .arg(&trace_path)
+        .args(["--", "sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let trace = read_json(&trace_path);
+    assert_eq!(trace["target"]["exit_code"], 3);
+    assert!(u(&trace["counters"]["page_faults"]) > 0);
+}

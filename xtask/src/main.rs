@@ -1,0 +1,177 @@
+//! `cargo xtask`: set-up, build, run, demo and tests for memtrace.
+//! Every set-up step lives here, idempotent, so a fresh machine needs only
+//! `cargo xtask demo` / `cargo xtask test`.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup          install what building memtrace needs (nightly rust-src, bpf-linker, Debian packages); idempotent
+  build          build the eBPF object and the userspace binaries (release)
+  run -- ARGS    build, then run `memtrace ARGS` as root (via sudo when not root)
+  demo           setup + build + trace the bundled Arrow workload and print the report
+  test           setup + build + the whole test suite (unit + end-to-end with real eBPF, as root)
+  lint           cargo fmt --check and cargo clippy -D warnings on the userspace crates";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("build") => build(),
+        Some("run") => run(&args[1..]),
+        Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
+        Some("help" | "-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn release_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root_dir().join("target"), PathBuf::from);
+    target.join("release")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Runs a command, echoing it, and fails with its exit status.
+pub fn status(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", display(cmd));
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", display(cmd)))?;
+    if !st.success() {
+        bail!("`{}` failed ({st})", display(cmd));
+    }
+    Ok(())
+}
+
+fn display(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root_dir());
+    cmd
+}
+
+/// `sudo -E` in front of a command when not root; as is otherwise.
+fn as_root(program: &Path) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("-E").arg(program);
+        cmd
+    }
+}
+
+fn build() -> Result<()> {
+    status(cargo().args(["build", "--release", "--workspace", "--bins"]))
+}
+
+fn run(args: &[String]) -> Result<()> {
+    build()?;
+    let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
+    status(as_root(&release_dir().join("memtrace")).args(args))
+}
+
+fn demo() -> Result<()> {
+    setup::run()?;
+    build()?;
+    let bin = release_dir();
+    let dir = root_dir().join("target").join("demo");
+    std::fs::create_dir_all(&dir)?;
+    let trace = dir.join("trace.json");
+    let truth = dir.join("truth.json");
+    eprintln!("\nxtask: tracing the bundled workload (256 MiB Arrow file, 25 % of batches searched, 1000 leaked blocks)\n");
+    status(
+        as_root(&bin.join("memtrace"))
+            .args(["run", "--json"])
+            .arg(&trace)
+            .arg("--")
+            .arg(bin.join("memtrace-workload"))
+            .arg("--file")
+            .arg(dir.join("workload.arrow"))
+            .arg("--truth")
+            .arg(&truth)
+            .args(["--touch", "0.25", "--leak", "1000"]),
+    )?;
+    eprintln!(
+        "\nxtask: JSON trace in {}, workload ground truth in {}",
+        trace.display(),
+        truth.display()
+    );
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup::run()?;
+    build()?;
+    // Build the test binaries unprivileged, then run them as root: the
+    // end-to-end tests load eBPF programs.
+    status(cargo().args(["test", "--release", "--workspace", "--no-run"]))?;
+    let mut cmd = if is_root() {
+        cargo()
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-E", "--preserve-env=PATH"])
+            .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.current_dir(root_dir());
+        c
+    };
+    cmd.args(["test", "--release", "--workspace"]).args(extra);
+    cmd.env("MEMTRACE_BIN", release_dir().join("memtrace"));
+    status(&mut cmd)
+}
+
+fn lint() -> Result<()> {
+    status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}

@@ -1,0 +1,195 @@
+//! `cargo xtask setup`: makes the machine able to build and test memtrace.
+//! Idempotent: each step checks first and says whether it acted.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{is_root, status};
+
+/// bpf-linker release known to build against the nightly toolchain's LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages the tests use: (command that proves it is there, package).
+const DEBIAN_PACKAGES: [(&str, &str); 2] = [("setpriv", "util-linux"), ("gcc", "gcc")];
+
+pub fn run() -> Result<()> {
+    nightly_with_rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    eprintln!("xtask: setup complete");
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn nightly_with_rust_src() -> Result<()> {
+    if output(Command::new("rustup").arg("--version")).is_none() {
+        bail!("rustup is not installed: memtrace's eBPF half needs the nightly toolchain; install rustup from https://rustup.rs");
+    }
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+    if toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("xtask: nightly toolchain: already installed");
+    } else {
+        eprintln!("xtask: nightly toolchain: installing");
+        status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context(
+            "installing the nightly toolchain (needed for -Z build-std on bpfel-unknown-none)",
+        )?;
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: nightly rust-src: already installed");
+    } else {
+        eprintln!("xtask: nightly rust-src: installing");
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
+}
+
+/// The nightly sysroot's libLLVM.so.<major>.<minor>-rust-... file.
+fn nightly_libllvm() -> Result<(PathBuf, u32)> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("cannot ask the nightly rustc for its sysroot")?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    for entry in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("libLLVM.so.") {
+            let major = rest.split('.').next().and_then(|m| m.parse().ok());
+            if let Some(major) = major {
+                return Ok((lib.join(&name), major));
+            }
+        }
+    }
+    bail!(
+        "the nightly toolchain ships no libLLVM.so.* in {} (bpf-linker needs an LLVM library)",
+        lib.display()
+    )
+}
+
+fn bpf_linker() -> Result<()> {
+    if output(Command::new("bpf-linker").arg("--version")).is_some() {
+        eprintln!("xtask: bpf-linker: already installed and working");
+        return Ok(());
+    }
+    eprintln!("xtask: bpf-linker: missing or broken; building it against the nightly toolchain's LLVM (about a minute)");
+    let (libllvm, major) = nightly_libllvm()?;
+    // bpf-linker's build looks for <prefix>/lib/libLLVM.so; its rpath then
+    // points at <prefix>/lib, so the prefix lives under CARGO_HOME, not /tmp.
+    let prefix = cargo_home().join("memtrace-llvm");
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    for link in [
+        lib.join("libLLVM.so"),
+        lib.join(libllvm.file_name().unwrap()),
+    ] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("symlink {}", link.display()))?;
+    }
+    status(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("building bpf-linker")?;
+    if output(Command::new("bpf-linker").arg("--version")).is_none() {
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` fails: is {} on PATH?",
+            cargo_home().join("bin").display()
+        );
+    }
+    Ok(())
+}
+
+fn has_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(cmd, _)| !has_command(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "xtask: Debian packages ({}): already installed",
+            DEBIAN_PACKAGES.map(|p| p.1).join(", ")
+        );
+        return Ok(());
+    }
+    if !has_command("apt-get") {
+        bail!(
+            "missing packages {} and no apt-get to install them: install them by hand",
+            missing.join(", ")
+        );
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(", "));
+    let sudo = |args: &[&str]| {
+        let mut cmd = if is_root() {
+            Command::new(args[0])
+        } else {
+            Command::new("sudo")
+        };
+        if is_root() {
+            cmd.args(&args[1..]);
+        } else {
+            cmd.args(args);
+        }
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    status(&mut sudo(&["apt-get", "update", "-q"]))?;
+    let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+    install.extend(missing);
+    status(&mut sudo(&install))
+}
