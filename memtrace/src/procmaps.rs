@@ -44,8 +44,16 @@ fn file_info(pid: u32, map: &MemoryMap, id: FileId) -> Option<FileInfo> {
     })
 }
 
-/// All mappings of `pid` as (start, end, region), plus the files among them.
-pub fn snapshot(pid: u32) -> procfs::ProcResult<(Vec<(u64, u64, Region)>, Vec<FileInfo>)> {
+/// The target's mappings at one instant (kernel truth).
+pub struct Snapshot {
+    /// (start, end, region) of every mapping.
+    pub vmas: Vec<(u64, u64, Region)>,
+    /// The files among them.
+    pub files: Vec<FileInfo>,
+}
+
+/// All mappings of `pid`, plus the files among them.
+pub fn snapshot(pid: u32) -> procfs::ProcResult<Snapshot> {
     let maps = Process::new(pid as i32)?.maps()?;
     let mut vmas = Vec::new();
     let mut files: Vec<FileInfo> = Vec::new();
@@ -58,7 +66,7 @@ pub fn snapshot(pid: u32) -> procfs::ProcResult<(Vec<(u64, u64, Region)>, Vec<Fi
         }
         vmas.push((map.address.0, map.address.1, region));
     }
-    Ok((vmas, files))
+    Ok(Snapshot { vmas, files })
 }
 
 /// The file mapped at `addr` in `pid`, if the mapping is still there.

@@ -52,8 +52,8 @@ struct Consumer {
 
 impl Consumer {
     fn sync(&mut self) {
-        if let Ok((vmas, files)) = procmaps::snapshot(self.pid) {
-            self.stats.sync(vmas, files);
+        if let Ok(snap) = procmaps::snapshot(self.pid) {
+            self.stats.sync(snap.vmas, snap.files);
         }
         self.unknown_pages.clear();
     }

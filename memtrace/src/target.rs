@@ -60,6 +60,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// A forked child blocked before `execve` until `release` is called, so the
 /// probes see its very first instruction. Dropping it unreleased kills it.
+///
+/// Spawn it while memtrace is single-threaded: until exec, the child holds a
+/// copy of every fd, including other threads' pipe ends, which could keep
+/// their readers from ever seeing EOF.
 pub struct HeldChild {
     pub pid: u32,
     pub command: String,
@@ -90,6 +94,10 @@ impl HeldChild {
         }
         if pid == 0 {
             unsafe {
+                // Our copies of the parent's ends: holding go_write would keep
+                // the read below from seeing EOF when memtrace gives up.
+                libc::close(go_write.as_raw_fd());
+                libc::close(err_read.as_raw_fd());
                 let mut byte = 0u8;
                 loop {
                     let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
@@ -217,14 +225,23 @@ mod tests {
             "{err}"
         );
         assert!(resolve_command("/nonexistent/x").is_err());
-        assert!(resolve_command("/etc/hostname")
+        let plain =
+            std::env::temp_dir().join(format!("memtrace-not-executable-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve_command(plain.to_str().unwrap())
             .unwrap_err()
-            .to_string()
-            .contains("not an executable"));
+            .to_string();
+        std::fs::remove_file(&plain).unwrap();
+        assert!(err.contains("not an executable"), "{err}");
     }
+
+    /// The test harness is multi-threaded: serialise the forks (see HeldChild).
+    static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn a_held_child_runs_only_after_release_and_reports_its_exit() {
+        let _one_at_a_time = FORK.lock().unwrap();
         let mut child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
         // Still held: it has not exited.
         let mut status = 0;
@@ -240,6 +257,7 @@ mod tests {
 
     #[test]
     fn dropping_an_unreleased_child_reaps_it() {
+        let _one_at_a_time = FORK.lock().unwrap();
         let child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 0".into()]).unwrap();
         let pid = child.pid;
         drop(child);

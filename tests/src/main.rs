@@ -106,7 +106,7 @@ fn run(args: &Args) -> Result<()> {
             }
             Err(why) => {
                 eprintln!(
-                    "memtrace-workload: writing {} ({} batches of {} rows, dim {}): existing file: {why}",
+                    "memtrace-workload: writing {} ({} batches of {} rows, dim {}); no reusable file there ({why})",
                     args.file.display(),
                     layout.batches,
                     layout.rows_per_batch,
