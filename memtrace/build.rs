@@ -12,12 +12,8 @@ fn main() {
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let ebpf_dir = root.join("memtrace-ebpf");
     let common_dir = root.join("memtrace-common");
-    for path in [
-        ebpf_dir.join("src"),
-        ebpf_dir.join("Cargo.toml"),
-        ebpf_dir.join("Cargo.lock"),
-        common_dir.join("src"),
-    ] {
+    for path in [ebpf_dir.join("src"), ebpf_dir.join("Cargo.toml"), ebpf_dir.join("Cargo.lock"), common_dir.join("src")]
+    {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed=MEMTRACE_EBPF_OBJECT");
@@ -28,12 +24,8 @@ fn main() {
         Some(path) => PathBuf::from(path),
         None => build_ebpf(&ebpf_dir, &root.join("target").join("ebpf")),
     };
-    fs::copy(&object, out_dir.join("memtrace.bpf.o")).unwrap_or_else(|e| {
-        fail(&format!(
-            "cannot copy eBPF object {}: {e}",
-            object.display()
-        ))
-    });
+    fs::copy(&object, out_dir.join("memtrace.bpf.o"))
+        .unwrap_or_else(|e| fail(&format!("cannot copy eBPF object {}: {e}", object.display())));
 }
 
 fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> PathBuf {
@@ -56,13 +48,8 @@ fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> PathBuf {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
-    );
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| fail(&format!("cannot run `rustup run nightly cargo` ({e})")));
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"));
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot run `rustup run nightly cargo` ({e})")));
     if !status.success() {
         fail("building the eBPF object failed (see the errors above)");
     }

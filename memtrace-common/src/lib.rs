@@ -27,6 +27,34 @@ pub const EVENT_PAGE_FAULT: u32 = 3;
 /// The target called `execve` successfully: its address space was replaced. args unused.
 pub const EVENT_EXEC: u32 = 4;
 
+/// `munmap` entered: args = [addr, len]. Marks the thread's RSS changes until
+/// the matching EVENT_MUNMAP as belonging to that range.
+pub const EVENT_MUNMAP_ENTER: u32 = 5;
+/// `kmem:rss_stat` of the target's mm: args = [member (0 file, 1 anon, 2 swap,
+/// 3 shmem), counter value in bytes, curr (1 when the target's own thread
+/// changed it), mm_id].
+pub const EVENT_RSS_STAT: u32 = 6;
+/// `filemap:mm_filemap_fault` (page-cache lookup on a fault): args = [s_dev, ino, index].
+pub const EVENT_FILEMAP_FAULT: u32 = 7;
+/// `filemap:mm_filemap_map_pages` (fault-around): args = [s_dev, ino, first index, last index].
+pub const EVENT_FILEMAP_MAP_PAGES: u32 = 8;
+/// `filemap:mm_filemap_add_to_page_cache` in the target's context (a read
+/// from disk): args = [s_dev, ino, index, folio order].
+pub const EVENT_PAGE_CACHE_ADD: u32 = 9;
+/// `filemap:mm_filemap_delete_from_page_cache` of a watched file (any
+/// context: reclaim runs elsewhere): args = [s_dev, ino, index, folio order].
+pub const EVENT_PAGE_CACHE_DELETE: u32 = 10;
+
+/// Key of the `WATCHED_FILES` map: a file the target maps, as the kernel's
+/// tracepoints name it (s_dev is the kernel's internal dev_t: major << 20 | minor).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub ino: u64,
+    pub s_dev: u32,
+    pub _pad: u32,
+}
+
 /// Indices into the per-CPU `COUNTERS` array; userspace sums the CPUs.
 pub const COUNTER_PAGE_FAULTS: u32 = 0;
 pub const COUNTER_MMAP_CALLS: u32 = 1;
@@ -57,6 +85,20 @@ pub struct TracepointOffsets {
     pub munmap_len: u32,
     /// `ret` in every `syscalls:sys_exit_*` record.
     pub exit_ret: u32,
+    pub rss_mm_id: u32,
+    pub rss_curr: u32,
+    pub rss_member: u32,
+    pub rss_size: u32,
+    /// mm_filemap_fault and mm_filemap_map_pages share these.
+    pub fault_ino: u32,
+    pub fault_dev: u32,
+    pub fault_index: u32,
+    pub map_pages_last: u32,
+    /// add_to_page_cache and delete_from_page_cache share these.
+    pub cache_ino: u32,
+    pub cache_index: u32,
+    pub cache_dev: u32,
+    pub cache_order: u32,
 }
 
 #[cfg(feature = "user")]
@@ -65,4 +107,5 @@ mod pod {
     // that could leak uninitialised bytes (u32/u64 fields laid out in order).
     unsafe impl aya::Pod for super::RawEvent {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::FileKey {}
 }

@@ -26,6 +26,18 @@ static OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
     munmap_addr: 16,
     munmap_len: 24,
     exit_ret: 16,
+    rss_mm_id: 8,
+    rss_curr: 12,
+    rss_member: 16,
+    rss_size: 24,
+    fault_ino: 8,
+    fault_dev: 16,
+    fault_index: 24,
+    map_pages_last: 32,
+    cache_ino: 16,
+    cache_index: 24,
+    cache_dev: 32,
+    cache_order: 36,
 });
 
 /// 16 MiB: about 230k events of 72 bytes (64 + ring-buffer header) before the

@@ -5,6 +5,7 @@
 
 mod emit;
 mod faults;
+mod filemap;
 mod mmap;
 mod process;
 

@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL, EVENT_MMAP, EVENT_MUNMAP,
+    EVENT_MUNMAP_ENTER,
 };
 
 use crate::emit::{count, emit, offsets, target_tid};
@@ -71,7 +72,10 @@ pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
     let off = offsets();
     // Slot 0 is overwritten by the result at exit; the address goes to slot 1 too.
     let addr = read(&ctx, off.munmap_addr);
-    stash(tid, [addr, addr, read(&ctx, off.munmap_len), 0, 0, 0]);
+    let len = read(&ctx, off.munmap_len);
+    stash(tid, [addr, addr, len, 0, 0, 0]);
+    // RSS changes until the exit event are pages of this range being unmapped.
+    emit(EVENT_MUNMAP_ENTER, tid, [addr, len, 0, 0, 0, 0]);
     0
 }
 

@@ -10,6 +10,17 @@ pub struct FileId {
     pub inode: u64,
 }
 
+impl FileId {
+    /// The kernel's internal dev_t (major << 20 | minor), as tracepoints report it.
+    pub fn kernel_dev(&self) -> u32 {
+        (self.major << 20) | (self.minor & 0xfffff)
+    }
+
+    pub fn from_kernel_dev(s_dev: u32, inode: u64) -> FileId {
+        FileId { major: s_dev >> 20, minor: s_dev & 0xfffff, inode }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Region {
     File(FileId),
@@ -54,13 +65,8 @@ impl AddressSpace {
         if end <= start {
             return removed;
         }
-        let overlapping: Vec<u64> = self
-            .vmas
-            .range(..end)
-            .rev()
-            .take_while(|(_, (e, _))| *e > start)
-            .map(|(s, _)| *s)
-            .collect();
+        let overlapping: Vec<u64> =
+            self.vmas.range(..end).rev().take_while(|(_, (e, _))| *e > start).map(|(s, _)| *s).collect();
         for s in overlapping {
             let (e, region) = self.vmas.remove(&s).expect("key just listed");
             if s < start {
@@ -69,29 +75,20 @@ impl AddressSpace {
             if e > end {
                 self.vmas.insert(end, (e, region.clone()));
             }
-            removed.push(Removed {
-                start: s.max(start),
-                end: e.min(end),
-                region,
-            });
+            removed.push(Removed { start: s.max(start), end: e.min(end), region });
         }
         removed.sort_by_key(|r| r.start);
         removed
     }
 
     pub fn find(&self, addr: u64) -> Option<&Region> {
-        self.vmas
-            .range(..=addr)
-            .next_back()
-            .filter(|(_, (end, _))| addr < *end)
-            .map(|(_, (_, region))| region)
+        self.vmas.range(..=addr).next_back().filter(|(_, (end, _))| addr < *end).map(|(_, (_, region))| region)
     }
 
     pub fn clear(&mut self) {
         self.vmas.clear();
     }
 
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &Region)> {
         self.vmas.iter().map(|(s, (e, r))| (*s, *e, r))
     }
@@ -102,11 +99,7 @@ mod tests {
     use super::*;
 
     fn file(inode: u64) -> Region {
-        Region::File(FileId {
-            major: 8,
-            minor: 1,
-            inode,
-        })
+        Region::File(FileId { major: 8, minor: 1, inode })
     }
 
     #[test]
@@ -126,14 +119,7 @@ mod tests {
         let mut a = AddressSpace::default();
         a.map(0x1000, 0x5000, file(1));
         let removed = a.unmap(0x2000, 0x3000);
-        assert_eq!(
-            removed,
-            vec![Removed {
-                start: 0x2000,
-                end: 0x3000,
-                region: file(1)
-            }]
-        );
+        assert_eq!(removed, vec![Removed { start: 0x2000, end: 0x3000, region: file(1) }]);
         assert_eq!(a.find(0x1fff), Some(&file(1)));
         assert_eq!(a.find(0x2500), None);
         assert_eq!(a.find(0x3000), Some(&file(1)));
@@ -149,27 +135,12 @@ mod tests {
         assert_eq!(
             removed,
             vec![
-                Removed {
-                    start: 0x2000,
-                    end: 0x3000,
-                    region: file(1)
-                },
-                Removed {
-                    start: 0x3000,
-                    end: 0x4000,
-                    region: file(2)
-                },
+                Removed { start: 0x2000, end: 0x3000, region: file(1) },
+                Removed { start: 0x3000, end: 0x4000, region: file(2) },
             ]
         );
         let got: Vec<_> = a.iter().map(|(s, e, r)| (s, e, r.clone())).collect();
-        assert_eq!(
-            got,
-            vec![
-                (0x1000, 0x2000, file(1)),
-                (0x2000, 0x4000, Region::Anon),
-                (0x4000, 0x5000, file(2))
-            ]
-        );
+        assert_eq!(got, vec![(0x1000, 0x2000, file(1)), (0x2000, 0x4000, Region::Anon), (0x4000, 0x5000, file(2))]);
     }
 
     #[test]

@@ -39,12 +39,7 @@ pub enum Command {
         trace: TraceArgs,
 
         /// The command to run, after `--`
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CMD"
-        )]
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         command: Vec<String>,
     },
 }
@@ -73,13 +68,8 @@ mod tests {
 
     #[test]
     fn run_takes_the_whole_command_line_after_the_separator() {
-        let cli = Cli::try_parse_from([
-            "memtrace", "run", "--json", "t.json", "--", "ls", "-l", "--color",
-        ])
-        .unwrap();
-        let Some(Command::Run { trace, command }) = cli.command else {
-            panic!()
-        };
+        let cli = Cli::try_parse_from(["memtrace", "run", "--json", "t.json", "--", "ls", "-l", "--color"]).unwrap();
+        let Some(Command::Run { trace, command }) = cli.command else { panic!() };
         assert_eq!(command, ["ls", "-l", "--color"]);
         assert_eq!(trace.json.unwrap().to_str(), Some("t.json"));
     }

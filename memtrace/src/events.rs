@@ -1,5 +1,10 @@
 //! Decoding of the ring buffer's raw records into typed events.
-use memtrace_common::{RawEvent, EVENT_EXEC, EVENT_MMAP, EVENT_MUNMAP, EVENT_PAGE_FAULT};
+use memtrace_common::{
+    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MMAP, EVENT_MUNMAP, EVENT_MUNMAP_ENTER,
+    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_RSS_STAT,
+};
+
+use crate::aspace::FileId;
 
 /// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
 const PF_WRITE: u64 = 1 << 1;
@@ -36,6 +41,60 @@ pub enum Event {
         ts_ns: u64,
         tid: u32,
     },
+    MunmapEnter {
+        ts_ns: u64,
+        tid: u32,
+        addr: u64,
+        len: u64,
+    },
+    /// A new value of one of the target's RSS counters (kernel truth).
+    RssStat {
+        ts_ns: u64,
+        /// 0 when another task (reclaim) changed the target's counter.
+        tid: u32,
+        member: RssMember,
+        bytes: u64,
+    },
+    /// The page cache was asked for page `index` of `file` on a fault.
+    FilemapFault {
+        ts_ns: u64,
+        tid: u32,
+        file: FileId,
+        index: u64,
+    },
+    /// Fault-around mapped pages `first..=last` of `file` (those that were ready).
+    FilemapMapPages {
+        ts_ns: u64,
+        tid: u32,
+        file: FileId,
+        first: u64,
+        last: u64,
+    },
+    /// `pages` pages at `index` of `file` entered the page cache for the target (read from disk).
+    PageCacheAdd {
+        ts_ns: u64,
+        tid: u32,
+        file: FileId,
+        index: u64,
+        pages: u64,
+    },
+    /// `pages` pages at `index` of a file the target maps left the page cache.
+    PageCacheDelete {
+        ts_ns: u64,
+        tid: u32,
+        file: FileId,
+        index: u64,
+        pages: u64,
+    },
+}
+
+/// The kernel's mm counters (include/linux/mm_types_task.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RssMember {
+    File,
+    Anon,
+    Swap,
+    Shmem,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +122,10 @@ pub enum DecodeError {
     Kind(u32),
 }
 
+fn file(s_dev: u64, ino: u64) -> FileId {
+    FileId::from_kernel_dev(s_dev as u32, ino)
+}
+
 impl Event {
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         if bytes.len() < size_of::<RawEvent>() {
@@ -87,21 +150,34 @@ impl Event {
                 fd: a[4] as i64 as i32,
                 offset: a[5],
             },
-            EVENT_MUNMAP => Event::Munmap {
-                ts_ns,
-                tid,
-                addr: a[0],
-                len: a[1],
-                result: a[2] as i64,
-            },
-            EVENT_PAGE_FAULT => Event::PageFault {
-                ts_ns,
-                tid,
-                address: a[0],
-                ip: a[1],
-                access: FaultAccess::from_error_code(a[2]),
-            },
+            EVENT_MUNMAP => Event::Munmap { ts_ns, tid, addr: a[0], len: a[1], result: a[2] as i64 },
+            EVENT_PAGE_FAULT => {
+                Event::PageFault { ts_ns, tid, address: a[0], ip: a[1], access: FaultAccess::from_error_code(a[2]) }
+            }
             EVENT_EXEC => Event::Exec { ts_ns, tid },
+            EVENT_MUNMAP_ENTER => Event::MunmapEnter { ts_ns, tid, addr: a[0], len: a[1] },
+            EVENT_RSS_STAT => Event::RssStat {
+                ts_ns,
+                tid,
+                member: match a[0] {
+                    0 => RssMember::File,
+                    1 => RssMember::Anon,
+                    2 => RssMember::Swap,
+                    3 => RssMember::Shmem,
+                    _ => return Err(DecodeError::Kind(raw.kind)),
+                },
+                bytes: a[1],
+            },
+            EVENT_FILEMAP_FAULT => Event::FilemapFault { ts_ns, tid, file: file(a[0], a[1]), index: a[2] },
+            EVENT_FILEMAP_MAP_PAGES => {
+                Event::FilemapMapPages { ts_ns, tid, file: file(a[0], a[1]), first: a[2], last: a[3] }
+            }
+            EVENT_PAGE_CACHE_ADD => {
+                Event::PageCacheAdd { ts_ns, tid, file: file(a[0], a[1]), index: a[2], pages: 1 << a[3].min(20) }
+            }
+            EVENT_PAGE_CACHE_DELETE => {
+                Event::PageCacheDelete { ts_ns, tid, file: file(a[0], a[1]), index: a[2], pages: 1 << a[3].min(20) }
+            }
             other => return Err(DecodeError::Kind(other)),
         })
     }
@@ -112,12 +188,7 @@ mod tests {
     use super::*;
 
     fn raw(kind: u32, args: [u64; 6]) -> RawEvent {
-        RawEvent {
-            kind,
-            tid: 7,
-            ts_ns: 99,
-            args,
-        }
+        RawEvent { kind, tid: 7, ts_ns: 99, args }
     }
 
     fn bytes(r: &RawEvent) -> Vec<u8> {
@@ -130,16 +201,7 @@ mod tests {
         let r = raw(EVENT_MMAP, [(-12i64) as u64, 4096, 3, 0x22, u64::MAX, 0]);
         assert_eq!(
             Event::decode(&bytes(&r)).unwrap(),
-            Event::Mmap {
-                ts_ns: 99,
-                tid: 7,
-                result: -12,
-                len: 4096,
-                prot: 3,
-                flags: 0x22,
-                fd: -1,
-                offset: 0
-            }
+            Event::Mmap { ts_ns: 99, tid: 7, result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0 }
         );
     }
 
@@ -148,18 +210,9 @@ mod tests {
         let r = raw(EVENT_MUNMAP, [0x7000, 8192, 0, 0, 0, 0]);
         assert_eq!(
             Event::decode(&bytes(&r)).unwrap(),
-            Event::Munmap {
-                ts_ns: 99,
-                tid: 7,
-                addr: 0x7000,
-                len: 8192,
-                result: 0
-            }
+            Event::Munmap { ts_ns: 99, tid: 7, addr: 0x7000, len: 8192, result: 0 }
         );
-        assert_eq!(
-            Event::decode(&bytes(&raw(EVENT_EXEC, [0; 6]))).unwrap(),
-            Event::Exec { ts_ns: 99, tid: 7 }
-        );
+        assert_eq!(Event::decode(&bytes(&raw(EVENT_EXEC, [0; 6]))).unwrap(), Event::Exec { ts_ns: 99, tid: 7 });
     }
 
     #[test]
@@ -171,21 +224,33 @@ mod tests {
         let r = raw(EVENT_PAGE_FAULT, [0xdead000, 0x401000, 0x6, 0, 0, 0]);
         assert!(matches!(
             Event::decode(&bytes(&r)).unwrap(),
-            Event::PageFault {
-                address: 0xdead000,
-                ip: 0x401000,
-                access: FaultAccess::Write,
-                ..
+            Event::PageFault { address: 0xdead000, ip: 0x401000, access: FaultAccess::Write, .. }
+        ));
+    }
+
+    #[test]
+    fn decodes_page_cache_events_with_kernel_dev_and_folio_order() {
+        let r = raw(EVENT_PAGE_CACHE_ADD, [(254 << 20) | 3, 42, 100, 4, 0, 0]);
+        assert_eq!(
+            Event::decode(&bytes(&r)).unwrap(),
+            Event::PageCacheAdd {
+                ts_ns: 99,
+                tid: 7,
+                file: FileId { major: 254, minor: 3, inode: 42 },
+                index: 100,
+                pages: 16
             }
+        );
+        let r = raw(EVENT_RSS_STAT, [1, 8192, 1, 5, 0, 0]);
+        assert!(matches!(
+            Event::decode(&bytes(&r)).unwrap(),
+            Event::RssStat { member: RssMember::Anon, bytes: 8192, .. }
         ));
     }
 
     #[test]
     fn rejects_short_records_and_unknown_kinds() {
         assert_eq!(Event::decode(&[0u8; 10]), Err(DecodeError::Size(10)));
-        assert_eq!(
-            Event::decode(&bytes(&raw(77, [0; 6]))),
-            Err(DecodeError::Kind(77))
-        );
+        assert_eq!(Event::decode(&bytes(&raw(77, [0; 6]))), Err(DecodeError::Kind(77)));
     }
 }

@@ -1,7 +1,10 @@
 //! memtrace: per-process memory tracing with eBPF. See README.md.
 mod aspace;
 mod cli;
+mod estimates;
 mod events;
+mod loading;
+mod pageset;
 mod preflight;
 mod probes;
 mod procmaps;
@@ -44,9 +47,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let command = target::check_pid(pid)?;
             (cli.trace, Ok((pid, command)))
         }
-        (None, None) => bail!(
-            "nothing to trace: give `-p PID` to attach, or `run -- CMD ARGS` to spawn (see --help)"
-        ),
+        (None, None) => bail!("nothing to trace: give `-p PID` to attach, or `run -- CMD ARGS` to spawn (see --help)"),
     };
     preflight::check_privileges()?;
     preflight::check_btf()?;
@@ -61,12 +62,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let opts = Options {
-        duration: args.duration.map(Duration::from_secs_f64),
-    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let opts = Options { duration: args.duration.map(Duration::from_secs_f64) };
     let trace = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();
     print!("{}", report::render(&trace));

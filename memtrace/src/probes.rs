@@ -2,23 +2,30 @@
 //! to the target. Dropping `Probes` detaches and unloads everything.
 use anyhow::{Context, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use memtrace_common::{TracepointOffsets, NUM_COUNTERS};
+use memtrace_common::{FileKey, TracepointOffsets, NUM_COUNTERS};
+
+use crate::aspace::FileId;
 
 /// The object built by build.rs from memtrace-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// (program name in the object, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 6] = [
+const TRACEPOINTS: [(&str, &str, &str); 11] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
     ("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
     ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
     ("page_fault_user", "exceptions", "page_fault_user"),
+    ("rss_stat", "kmem", "rss_stat"),
+    ("mm_filemap_fault", "filemap", "mm_filemap_fault"),
+    ("mm_filemap_map_pages", "filemap", "mm_filemap_map_pages"),
+    ("mm_filemap_add_to_page_cache", "filemap", "mm_filemap_add_to_page_cache"),
+    ("mm_filemap_delete_from_page_cache", "filemap", "mm_filemap_delete_from_page_cache"),
 ];
 
 pub struct Probes {
@@ -39,29 +46,30 @@ impl Probes {
                 .program_mut(program)
                 .with_context(|| format!("eBPF object lacks program {program}"))?
                 .try_into()?;
-            tp.load()
-                .with_context(|| format!("verifier rejected {program}"))?;
-            tp.attach(category, name)
-                .with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            tp.load().with_context(|| format!("verifier rejected {program}"))?;
+            tp.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
             attached.push(format!("tracepoint {category}:{name}"));
         }
         Ok(Probes { ebpf, attached })
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .context("eBPF object lacks map EVENTS")?;
+        let map = self.ebpf.take_map("EVENTS").context("eBPF object lacks map EVENTS")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Asks the kernel side to report page-cache evictions of this file.
+    pub fn watch_file(&mut self, id: FileId) -> Result<()> {
+        let map = self.ebpf.map_mut("WATCHED_FILES").context("eBPF object lacks map WATCHED_FILES")?;
+        let mut files: HashMap<_, FileKey, u8> = HashMap::try_from(map)?;
+        let key = FileKey { ino: id.inode, s_dev: id.kernel_dev(), _pad: 0 };
+        files.insert(key, 1, 0).context("WATCHED_FILES is full")?;
+        Ok(())
     }
 
     /// The in-kernel counters summed over CPUs, indexed by `COUNTER_*`.
     pub fn counters(&self) -> Result<[u64; NUM_COUNTERS as usize]> {
-        let map = self
-            .ebpf
-            .map("COUNTERS")
-            .context("eBPF object lacks map COUNTERS")?;
+        let map = self.ebpf.map("COUNTERS").context("eBPF object lacks map COUNTERS")?;
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
         let mut out = [0u64; NUM_COUNTERS as usize];
         for (i, slot) in out.iter_mut().enumerate() {

@@ -9,11 +9,9 @@ use crate::{
 
 fn region_of(map: &MemoryMap) -> Region {
     match &map.pathname {
-        MMapPath::Path(_) => Region::File(FileId {
-            major: map.dev.0 as u32,
-            minor: map.dev.1 as u32,
-            inode: map.inode,
-        }),
+        MMapPath::Path(_) => {
+            Region::File(FileId { major: map.dev.0 as u32, minor: map.dev.1 as u32, inode: map.inode })
+        }
         MMapPath::Heap => Region::Heap,
         MMapPath::Stack | MMapPath::TStack(_) => Region::Stack,
         MMapPath::Anonymous => Region::Anon,
@@ -32,16 +30,9 @@ fn file_info(pid: u32, map: &MemoryMap, id: FileId) -> Option<FileInfo> {
     };
     // map_files/ reaches the mapped file itself, even deleted or in another
     // mount namespace, so its size is the real one.
-    let link = format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        map.address.0, map.address.1
-    );
+    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", map.address.0, map.address.1);
     let size_bytes = std::fs::metadata(link).ok().map(|m| m.len());
-    Some(FileInfo {
-        id,
-        path: path.to_string_lossy().into_owned(),
-        size_bytes,
-    })
+    Some(FileInfo { id, path: path.to_string_lossy().into_owned(), size_bytes })
 }
 
 /// The target's mappings at one instant (kernel truth).
@@ -72,9 +63,7 @@ pub fn snapshot(pid: u32) -> procfs::ProcResult<Snapshot> {
 /// The file mapped at `addr` in `pid`, if the mapping is still there.
 pub fn file_at(pid: u32, addr: u64) -> Option<FileInfo> {
     let maps = Process::new(pid as i32).ok()?.maps().ok()?;
-    let map = maps
-        .iter()
-        .find(|m| m.address.0 <= addr && addr < m.address.1)?;
+    let map = maps.iter().find(|m| m.address.0 <= addr && addr < m.address.1)?;
     match region_of(map) {
         Region::File(id) => file_info(pid, map, id),
         _ => None,
@@ -90,4 +79,26 @@ pub fn kernel_faults(pid: u32) -> Option<(u64, u64)> {
 pub fn command_line(pid: u32) -> Option<String> {
     let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;
     (!cmdline.is_empty()).then(|| cmdline.join(" "))
+}
+
+/// Resident bytes of each mapped file, summed over its mappings (smaps "Rss").
+pub fn file_rss(pid: u32) -> procfs::ProcResult<std::collections::HashMap<FileId, u64>> {
+    let mut out = std::collections::HashMap::new();
+    for map in Process::new(pid as i32)?.smaps()?.iter() {
+        if let Region::File(id) = region_of(map) {
+            *out.entry(id).or_insert(0) += map.extension.map.get("Rss").copied().unwrap_or(0);
+        }
+    }
+    Ok(out)
+}
+
+/// The kernel's RSS counters of `pid` from /proc/PID/status (kB granularity).
+pub fn rss_counters(pid: u32) -> Option<crate::loading::RssCounters> {
+    let st = Process::new(pid as i32).ok()?.status().ok()?;
+    Some(crate::loading::RssCounters {
+        file: st.rssfile? * 1024,
+        anon: st.rssanon? * 1024,
+        shmem: st.rssshmem.unwrap_or(0) * 1024,
+        swap: st.vmswap.unwrap_or(0) * 1024,
+    })
 }

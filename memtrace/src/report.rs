@@ -41,16 +41,8 @@ pub fn render(t: &Trace) -> String {
         (Some(code), None) => format!(", exit code {code}"),
         _ => String::new(),
     };
-    let _ = writeln!(
-        o,
-        "memtrace report: PID {} ({}), {} mode",
-        t.target.pid, t.target.command, t.mode
-    );
-    let _ = writeln!(
-        o,
-        "  started {}, traced {:.2} s, stopped: {}{exit}",
-        t.started_at, t.duration_s, t.stop_reason
-    );
+    let _ = writeln!(o, "memtrace report: PID {} ({}), {} mode", t.target.pid, t.target.command, t.mode);
+    let _ = writeln!(o, "  started {}, traced {:.2} s, stopped: {}{exit}", t.started_at, t.duration_s, t.stop_reason);
     let _ = writeln!(o);
     let _ = writeln!(o, "Page faults and mmap calls [measured: eBPF]");
     let _ = writeln!(
@@ -71,70 +63,30 @@ pub fn render(t: &Trace) -> String {
             k.source
         );
     }
-    let _ = writeln!(
-        o,
-        "  mmap calls       {:>12}   ({} failed)",
-        thousands(c.mmap_calls),
-        thousands(c.mmap_failed)
-    );
-    let _ = writeln!(
-        o,
-        "  munmap calls     {:>12}   ({} failed)",
-        thousands(c.munmap_calls),
-        thousands(c.munmap_failed)
-    );
+    let _ = writeln!(o, "  mmap calls       {:>12}   ({} failed)", thousands(c.mmap_calls), thousands(c.mmap_failed));
+    let _ =
+        writeln!(o, "  munmap calls     {:>12}   ({} failed)", thousands(c.munmap_calls), thousands(c.munmap_failed));
     let _ = writeln!(o);
-    let _ = writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");
-    let _ = writeln!(
-        o,
-        "  {:>10} {:>10} {:>10}  mapping",
-        "faults", "read", "write"
-    );
-    let mut rows: Vec<(String, crate::stats::FaultCounts)> = t
-        .files
-        .iter()
-        .map(|f| (f.path.clone(), f.page_faults))
-        .collect();
-    rows.extend(
-        t.regions
-            .iter()
-            .filter(|r| r.region != "file")
-            .map(|r| (r.region.clone(), r.faults)),
-    );
+    let _ =
+        writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");
+    let _ = writeln!(o, "  {:>10} {:>10} {:>10}  mapping", "faults", "read", "write");
+    let mut rows: Vec<(String, crate::stats::FaultCounts)> =
+        t.files.iter().map(|f| (f.path.clone(), f.page_faults)).collect();
+    rows.extend(t.regions.iter().filter(|r| r.region != "file").map(|r| (r.region.clone(), r.faults)));
     rows.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(&b.0)));
     for (name, f) in rows.iter().filter(|(_, f)| f.total > 0).take(12) {
-        let _ = writeln!(
-            o,
-            "  {:>10} {:>10} {:>10}  {name}",
-            thousands(f.total),
-            thousands(f.read),
-            thousands(f.write)
-        );
+        let _ =
+            writeln!(o, "  {:>10} {:>10} {:>10}  {name}", thousands(f.total), thousands(f.read), thousands(f.write));
     }
-    let quiet = rows
-        .iter()
-        .filter(|(_, f)| f.total > 0)
-        .count()
-        .saturating_sub(12);
+    let quiet = rows.iter().filter(|(_, f)| f.total > 0).count().saturating_sub(12);
     if quiet > 0 {
         let _ = writeln!(o, "  ... {quiet} more mappings in the JSON trace");
     }
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "Mapped files [size: kernel truth (stat); mapped: measured (mmap events + /proc/PID/maps)]"
-    );
-    let _ = writeln!(
-        o,
-        "  {:>10} {:>10} {:>6} {:>10}  path",
-        "size", "mapped", "mmaps", "faults"
-    );
+    let _ = writeln!(o, "Mapped files [size: kernel truth (stat); mapped: measured (mmap events + /proc/PID/maps)]");
+    let _ = writeln!(o, "  {:>10} {:>10} {:>6} {:>10}  path", "size", "mapped", "mmaps", "faults");
     let mut files: Vec<_> = t.files.iter().collect();
-    files.sort_by(|a, b| {
-        b.mapped_bytes
-            .cmp(&a.mapped_bytes)
-            .then(a.path.cmp(&b.path))
-    });
+    files.sort_by(|a, b| b.mapped_bytes.cmp(&a.mapped_bytes).then(a.path.cmp(&b.path)));
     for f in files.iter().take(15) {
         let size = f.size_bytes.map_or_else(|| "?".to_string(), bytes);
         let _ = writeln!(
@@ -151,6 +103,7 @@ pub fn render(t: &Trace) -> String {
         let _ = writeln!(o, "  ... {} more files in the JSON trace", files.len() - 15);
     }
     let _ = writeln!(o);
+    render_loading(&mut o, t);
     let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events;
     let _ = writeln!(
         o,
@@ -163,6 +116,64 @@ pub fn render(t: &Trace) -> String {
         if lost == 0 { " (nothing lost)" } else { " (per-mapping figures are incomplete)" }
     );
     o
+}
+
+fn percent(err: i64, reference: u64) -> String {
+    if reference == 0 {
+        return "n/a".into();
+    }
+    format!("{:+.1} %", err as f64 * 100.0 / reference as f64)
+}
+
+/// Per-file loading and the estimated-vs-measured comparison.
+fn render_loading(o: &mut String, t: &Trace) {
+    let mut files: Vec<_> =
+        t.files.iter().filter(|f| f.measured_loaded_bytes > 0 || f.kernel_rss_bytes.unwrap_or(0) > 0).collect();
+    files.sort_by(|a, b| b.measured_loaded_bytes.cmp(&a.measured_loaded_bytes).then(a.path.cmp(&b.path)));
+    files.truncate(8);
+    if files.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "File loading [measured: eBPF rss_stat + filemap tracepoints; smaps: kernel truth]");
+    let _ = writeln!(
+        o,
+        "  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  path",
+        "size", "at start", "loaded", "via f-a", "from disk", "evicted", "smaps now"
+    );
+    for f in &files {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), bytes);
+        let _ = writeln!(
+            o,
+            "  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
+            opt(f.size_bytes),
+            opt(f.resident_at_start_bytes),
+            bytes(f.measured_loaded_bytes),
+            bytes(f.fault_around_bytes),
+            bytes(f.read_from_disk_bytes),
+            bytes(f.evicted_bytes),
+            opt(f.kernel_rss_bytes),
+            f.path
+        );
+    }
+    let _ = writeln!(o, "  kernel truth at stop: {}", t.final_truth);
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Estimated vs measured [estimate: naive monitors; error against smaps at stop, else measured]");
+    let _ = writeln!(o, "  {:>10} {:>22} {:>22} {:>22}  path", "actual", "fixed 80 %", "RSS growth", "capped growth");
+    for f in &files {
+        let e = &f.estimates;
+        let actual = f.kernel_rss_bytes.unwrap_or(f.measured_resident_bytes);
+        let cell = |v: u64, err: i64| format!("{} ({})", bytes(v), percent(err, actual));
+        let _ = writeln!(
+            o,
+            "  {:>10} {:>22} {:>22} {:>22}  {}",
+            bytes(actual),
+            cell(e.fixed_ratio_bytes, e.fixed_ratio_error_bytes),
+            cell(e.rss_growth_bytes, e.rss_growth_error_bytes),
+            cell(e.capped_growth_bytes, e.capped_growth_error_bytes),
+            f.path
+        );
+    }
+    let _ = writeln!(o);
 }
 
 #[cfg(test)]
@@ -178,5 +189,7 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(256 * 1024 * 1024), "256.0 MiB");
+        assert_eq!(percent(-50, 200), "-25.0 %");
+        assert_eq!(percent(5, 0), "n/a");
     }
 }

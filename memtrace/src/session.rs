@@ -2,7 +2,7 @@
 //! aggregator until the target exits, the duration elapses or a signal
 //! arrives, then build the trace. Every stop path ends in a trace.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::fd::{AsRawFd, OwnedFd},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -10,8 +10,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{
-    COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS, COUNTER_PENDING_FULL,
-    COUNTER_RINGBUF_DROPS,
+    COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS, COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -20,13 +19,15 @@ use tokio::{
 };
 
 use crate::{
-    aspace::Region,
+    aspace::{FileId, Region},
+    estimates::{estimate, Inputs},
     events::Event,
+    loading::{FileLoad, Loading, RssCounters, PAGE},
     probes::Probes,
     procmaps,
     stats::TraceStats,
     target::{pidfd, ChildExit, HeldChild},
-    trace::{self, Counters, FileEntry, KernelFaults, RegionFaults, Trace},
+    trace::{self, Counters, FileEntry, FileEstimates, KernelFaults, RegionFaults, Rss, RssSummary, Trace},
     tracefs,
 };
 
@@ -44,6 +45,9 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 struct Consumer {
     pid: u32,
     stats: TraceStats,
+    loading: Loading,
+    /// The RSS counters when the final kernel truth was read.
+    rss_at_truth: Option<RssCounters>,
     /// Pages found outside every mapping at the latest /proc re-read: another
     /// fault there does not trigger a new re-read (brk growth and mremap are
     /// not traced yet, so the maps file is how the model learns of them).
@@ -67,24 +71,18 @@ impl Consumer {
             }
         };
         match event {
-            Event::Mmap {
-                result,
-                len,
-                flags,
-                fd,
-                ..
-            } => {
-                let file = (result >= 0 && fd >= 0)
-                    .then(|| procmaps::file_at(self.pid, result as u64))
-                    .flatten();
+            Event::Mmap { result, len, flags, fd, .. } => {
+                let file = (result >= 0 && fd >= 0).then(|| procmaps::file_at(self.pid, result as u64)).flatten();
                 self.stats.on_mmap(result, len, flags, fd, file);
             }
-            Event::Munmap {
-                addr, len, result, ..
-            } => self.stats.on_munmap(addr, len, result),
-            Event::PageFault {
-                address, access, ..
-            } => {
+            Event::MunmapEnter { tid, addr, len, .. } => {
+                self.loading.on_unmap_enter(tid, self.stats.files_in(addr, len));
+            }
+            Event::Munmap { tid, addr, len, result, .. } => {
+                self.stats.on_munmap(addr, len, result);
+                self.loading.on_unmap_exit(tid);
+            }
+            Event::PageFault { tid, address, access, .. } => {
                 if !self.stats.knows(address) && !self.unknown_pages.contains(&(address >> 12)) {
                     self.sync();
                     if !self.stats.knows(address) {
@@ -92,17 +90,42 @@ impl Consumer {
                     }
                 }
                 self.stats.on_fault(address, access);
+                self.loading.on_fault(tid, self.stats.file_at(address));
             }
             Event::Exec { .. } => {
                 self.stats.on_exec();
+                self.loading.on_exec();
                 self.sync();
             }
+            Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
+            Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
+            Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
+            Event::PageCacheAdd { tid, file, pages, .. } => self.loading.on_cache_add(tid, file, pages),
+            Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
         }
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.feed(&item);
+        }
+    }
+
+    /// Kernel truth now: per-file smaps Rss, read after the events so far.
+    fn truth(&mut self, ring: &mut RingBuf<MapData>) -> Result<HashMap<FileId, u64>, String> {
+        self.drain(ring);
+        self.rss_at_truth = Some(self.loading.rss_now);
+        procmaps::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))
+    }
+}
+
+/// Tells the kernel side which files' evictions matter: those the target maps.
+fn watch_new_files(probes: &mut Probes, stats: &TraceStats, watched: &mut HashSet<FileId>) {
+    for id in stats.files.keys() {
+        if watched.insert(*id) {
+            if let Err(e) = probes.watch_file(*id) {
+                eprintln!("memtrace: warning: evictions of {} will not be seen: {e:#}", stats.files[id].path);
+            }
         }
     }
 }
@@ -126,8 +149,13 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let mut consumer = Consumer {
         pid,
         stats: TraceStats::default(),
+        loading: Loading::default(),
+        rss_at_truth: None,
         unknown_pages: HashSet::new(),
     };
+    let mut watched = HashSet::new();
+    let mut start_truth: Option<HashMap<FileId, u64>> = None;
+    let mut final_truth: Option<Result<HashMap<FileId, u64>, String>> = None;
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut stat_faults = None;
@@ -137,10 +165,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         Target::Run(mut child) => {
             // Until exec, the child is a copy of memtrace: name that range so
             // its few faults are not mistaken for the command's.
-            consumer.stats.sync(
-                vec![(0, u64::MAX, Region::Special("[before exec]".into()))],
-                vec![],
-            );
+            consumer.stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
             child.release()?;
             let (tx, rx) = oneshot::channel();
             // A plain thread: a blocking wait4 must not hold up runtime shutdown
@@ -150,6 +175,10 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         }
         Target::Attach { .. } => {
             consumer.sync(); // baseline: what was mapped before we attached
+            if let Some(rss) = procmaps::rss_counters(pid) {
+                consumer.loading.set_baseline(rss);
+            }
+            start_truth = procmaps::file_rss(pid).ok();
             stat_faults = procmaps::kernel_faults(pid);
             exit_fd = Some(readable(pidfd(pid)?).context("polling the target's pidfd")?);
         }
@@ -186,6 +215,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 let mut guard = guard?;
                 consumer.drain(guard.get_inner_mut());
                 guard.clear_ready();
+                watch_new_files(&mut probes, &consumer.stats, &mut watched);
             }
             exit = exit_wait => break Stop::Exited(exit.flatten()),
             _ = until => break if grace.is_some() { Stop::Signal("signal (target did not exit in time)") } else { Stop::Duration },
@@ -194,10 +224,20 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
                 }
             }
-            _ = sigint.recv() => if let Some(s) = on_signal(&exit_rx, pid, libc::SIGINT, &mut grace) { break s },
-            _ = sigterm.recv() => if let Some(s) = on_signal(&exit_rx, pid, libc::SIGTERM, &mut grace) { break s },
+            sig = async { tokio::select! { _ = sigint.recv() => libc::SIGINT, _ = sigterm.recv() => libc::SIGTERM } } => {
+                if exit_rx.is_some() && grace.is_none() {
+                    // Run mode: read the kernel truth while the child still has its mappings.
+                    final_truth = Some(consumer.truth(ring.get_mut()));
+                }
+                if let Some(s) = on_signal(&exit_rx, pid, sig, &mut grace) {
+                    break s;
+                }
+            }
         }
     };
+    if final_truth.is_none() && !matches!(stop, Stop::Exited(_)) {
+        final_truth = Some(consumer.truth(ring.get_mut()));
+    }
     // Events already in the ring buffer belong to the trace: take them all.
     consumer.drain(ring.get_mut());
     let counters = probes.counters()?;
@@ -223,10 +263,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             });
             let reason = match other {
                 Stop::Exited(_) => "target exited".to_string(),
-                Stop::Duration => format!(
-                    "--duration {} s elapsed",
-                    opts.duration.unwrap_or_default().as_secs_f64()
-                ),
+                Stop::Duration => format!("--duration {} s elapsed", opts.duration.unwrap_or_default().as_secs_f64()),
                 Stop::Signal(s) => s.to_string(),
             };
             (None, None, kernel, reason)
@@ -237,19 +274,11 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     }
 
     let s = &consumer.stats;
-    let unix = started
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let unix = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     Ok(Trace {
         format: trace::FORMAT.into(),
         version: trace::VERSION,
-        target: trace::Target {
-            pid,
-            command,
-            exit_code,
-            exit_signal,
-        },
+        target: trace::Target { pid, command, exit_code, exit_signal },
         mode: mode.into(),
         started_at: trace::rfc3339_utc(unix),
         duration_s: clock.elapsed().as_secs_f64(),
@@ -272,18 +301,60 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             malformed_events: s.malformed_events,
         },
         kernel,
-        regions: s
-            .regions
-            .iter()
-            .map(|(r, f)| RegionFaults {
-                region: r.clone(),
-                faults: *f,
-            })
-            .collect(),
-        files: s
-            .files
-            .iter()
-            .map(|(id, f)| FileEntry {
+        regions: s.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect(),
+        rss: consumer.loading.rss_start.map(|start| RssSummary {
+            start: rss(start),
+            end: rss(consumer.loading.rss_now),
+            peak: rss(consumer.loading.rss_peak),
+            at_final_truth: consumer.rss_at_truth.map(rss),
+        }),
+        final_truth: match &final_truth {
+            Some(Ok(_)) => "read from /proc/PID/smaps when tracing stopped".into(),
+            Some(Err(e)) => e.clone(),
+            None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
+        },
+        files: file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok())),
+        sources: trace::default_sources(),
+    })
+}
+
+fn rss(c: RssCounters) -> Rss {
+    Rss { file_bytes: c.file, anon_bytes: c.anon, shmem_bytes: c.shmem, swap_bytes: c.swap }
+}
+
+/// One entry per file the target mapped, joining the mapping statistics, the
+/// measured loading, the kernel truth and the estimates.
+fn file_entries(
+    c: &Consumer,
+    start: Option<&HashMap<FileId, u64>>,
+    end: Option<&HashMap<FileId, u64>>,
+) -> Vec<FileEntry> {
+    let all_files_size: u64 = c.stats.files.values().filter_map(|f| f.size_bytes).sum();
+    // A monitor samples RSS while the program runs: growth up to the final
+    // truth, or to the peak when the target exited first.
+    let (rss_growth, heap_growth) = match c.loading.rss_start {
+        Some(s) => {
+            let now = c.rss_at_truth.unwrap_or(c.loading.rss_peak);
+            (now.total() as i64 - s.total() as i64, now.anon as i64 - s.anon as i64)
+        }
+        None => (0, 0),
+    };
+    let empty = FileLoad::default();
+    c.stats
+        .files
+        .iter()
+        .map(|(id, f)| {
+            let load = c.loading.files.get(id).unwrap_or(&empty);
+            let at_start = start.map(|t| t.get(id).copied().unwrap_or(0));
+            let kernel = end.map(|t| t.get(id).copied().unwrap_or(0));
+            let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
+            let e = estimate(Inputs { file_size: f.size_bytes.unwrap_or(0), all_files_size, rss_growth, heap_growth });
+            let (reference, truth) = match kernel {
+                Some(k) => ("kernel_rss_bytes", k),
+                None => ("measured_resident_bytes", measured_resident),
+            };
+            let err = |v: u64| v as i64 - truth as i64;
+            FileEntry {
                 path: f.path.clone(),
                 size_bytes: f.size_bytes,
                 mapped_bytes: f.mapped_peak,
@@ -293,34 +364,42 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 device_minor: id.minor,
                 inode: id.inode,
                 page_faults: f.faults,
-            })
-            .collect(),
-        sources: trace::default_sources(),
-    })
+                resident_at_start_bytes: at_start,
+                measured_loaded_bytes: load.loaded_bytes,
+                measured_resident_bytes: measured_resident,
+                unloaded_bytes: load.unloaded_bytes,
+                fault_around_bytes: load.fault_around_bytes,
+                read_from_disk_bytes: load.read_from_disk_bytes,
+                cache_added_other_bytes: load.cache_added_other_bytes,
+                evicted_bytes: load.evicted_bytes,
+                fault_ranges_bytes: load.pages.len() * PAGE,
+                kernel_rss_bytes: kernel,
+                estimates: FileEstimates {
+                    fixed_ratio_bytes: e.fixed_ratio,
+                    rss_growth_bytes: e.rss_growth,
+                    capped_growth_bytes: e.capped_growth,
+                    reference: reference.into(),
+                    fixed_ratio_error_bytes: err(e.fixed_ratio),
+                    rss_growth_error_bytes: err(e.rss_growth),
+                    capped_growth_error_bytes: err(e.capped_growth),
+                },
+            }
+        })
+        .collect()
 }
 
 /// Registers an owned fd for readiness polling.
 fn readable<T: AsRawFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: RingBuf and OwnedFd own their fd for their whole lifetime and
     // always return the same one from as_raw_fd.
-    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
 /// Attach mode stops at once. Run mode forwards the signal to the child and
 /// keeps tracing until it exits (or the grace period ends), so its last
 /// events are not lost.
-fn on_signal<T>(
-    child: &Option<T>,
-    pid: u32,
-    sig: i32,
-    grace: &mut Option<tokio::time::Instant>,
-) -> Option<Stop> {
-    let name = if sig == libc::SIGINT {
-        "interrupted (SIGINT)"
-    } else {
-        "terminated (SIGTERM)"
-    };
+fn on_signal<T>(child: &Option<T>, pid: u32, sig: i32, grace: &mut Option<tokio::time::Instant>) -> Option<Stop> {
+    let name = if sig == libc::SIGINT { "interrupted (SIGINT)" } else { "terminated (SIGTERM)" };
     if child.is_none() || grace.is_some() {
         return Some(Stop::Signal(name));
     }

@@ -130,6 +130,27 @@ impl TraceStats {
         }
     }
 
+    /// Files mapped anywhere in [start, start + len).
+    pub fn files_in(&self, start: u64, len: u64) -> Vec<FileId> {
+        let mut files = Vec::new();
+        for (s, e, region) in self.aspace.iter() {
+            if let Region::File(id) = region {
+                if s < start.saturating_add(len) && e > start && !files.contains(id) {
+                    files.push(*id);
+                }
+            }
+        }
+        files
+    }
+
+    /// The file mapped at `address`, if any.
+    pub fn file_at(&self, address: u64) -> Option<FileId> {
+        match self.aspace.find(address) {
+            Some(Region::File(id)) => Some(*id),
+            _ => None,
+        }
+    }
+
     pub fn knows(&self, address: u64) -> bool {
         self.aspace.find(address).is_some()
     }
@@ -143,17 +164,11 @@ impl TraceStats {
                         f.faults.add(access);
                     }
                 }
-                self.regions
-                    .entry(region_label(&region))
-                    .or_default()
-                    .add(access);
+                self.regions.entry(region_label(&region)).or_default().add(access);
             }
             None => {
                 self.unattributed_faults += 1;
-                self.regions
-                    .entry("[unknown]".into())
-                    .or_default()
-                    .add(access);
+                self.regions.entry("[unknown]".into()).or_default().add(access);
             }
         }
     }
@@ -213,18 +228,10 @@ impl TraceStats {
 mod tests {
     use super::*;
 
-    const ARROW: FileId = FileId {
-        major: 254,
-        minor: 0,
-        inode: 42,
-    };
+    const ARROW: FileId = FileId { major: 254, minor: 0, inode: 42 };
 
     fn arrow() -> Option<FileInfo> {
-        Some(FileInfo {
-            id: ARROW,
-            path: "/data/x.arrow".into(),
-            size_bytes: Some(10_000),
-        })
+        Some(FileInfo { id: ARROW, path: "/data/x.arrow".into(), size_bytes: Some(10_000) })
     }
 
     #[test]
@@ -249,10 +256,7 @@ mod tests {
         let mut s = TraceStats::default();
         s.on_mmap(-12, 4096, 0x1, 3, arrow());
         s.on_munmap(0x1000, 4096, -22);
-        assert_eq!(
-            (s.mmap_calls, s.mmap_failed, s.munmap_calls, s.munmap_failed),
-            (1, 1, 1, 1)
-        );
+        assert_eq!((s.mmap_calls, s.mmap_failed, s.munmap_calls, s.munmap_failed), (1, 1, 1, 1));
         assert!(s.files.is_empty());
         assert!(!s.knows(0));
     }
@@ -264,10 +268,7 @@ mod tests {
         s.on_mmap(0x200000, 8192, 0x1, 4, arrow());
         s.on_munmap(0x100000, 4096, 0);
         let f = &s.files[&ARROW];
-        assert_eq!(
-            (f.mmap_calls, f.mapped_peak, f.mapped_now),
-            (2, 16384, 12288)
-        );
+        assert_eq!((f.mmap_calls, f.mapped_peak, f.mapped_now), (2, 16384, 12288));
         s.on_fault(0x100000, FaultAccess::Read);
         assert_eq!(s.unattributed_faults, 1);
     }
@@ -289,13 +290,7 @@ mod tests {
         s.on_exec();
         assert!(!s.knows(0x100000));
         assert_eq!(s.files[&ARROW].mapped_now, 0);
-        s.sync(
-            vec![
-                (0x500000, 0x502000, Region::File(ARROW)),
-                (0x600000, 0x601000, Region::Heap),
-            ],
-            vec![],
-        );
+        s.sync(vec![(0x500000, 0x502000, Region::File(ARROW)), (0x600000, 0x601000, Region::Heap)], vec![]);
         assert_eq!(s.files[&ARROW].mapped_now, 8192);
         s.on_fault(0x600010, FaultAccess::Write);
         assert_eq!(s.regions["[heap]"].write, 1);

@@ -25,12 +25,8 @@ pub struct ChildExit {
 /// Resolves a command like a shell does: a name with a slash is a path,
 /// otherwise the first executable match in $PATH.
 pub fn resolve_command(name: &str) -> Result<PathBuf> {
-    let executable = |p: &Path| {
-        p.is_file()
-            && p.metadata()
-                .map(|m| m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-    };
+    let executable =
+        |p: &Path| p.is_file() && p.metadata().map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
     if name.contains('/') {
         let p = PathBuf::from(name);
         if !p.exists() {
@@ -74,8 +70,7 @@ pub struct HeldChild {
 impl HeldChild {
     pub fn spawn(argv: &[String]) -> Result<HeldChild> {
         let program = resolve_command(&argv[0])?;
-        let c_program =
-            CString::new(program.as_os_str().as_bytes()).context("command contains a NUL byte")?;
+        let c_program = CString::new(program.as_os_str().as_bytes()).context("command contains a NUL byte")?;
         let c_args: Vec<CString> = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
@@ -116,12 +111,7 @@ impl HeldChild {
         }
         drop(go_read);
         drop(err_write);
-        Ok(HeldChild {
-            pid: pid as u32,
-            command: argv.join(" "),
-            go: Some(go_write),
-            exec_error: err_read,
-        })
+        Ok(HeldChild { pid: pid as u32, command: argv.join(" "), go: Some(go_write), exec_error: err_read })
     }
 
     /// Lets the child exec; fails if exec failed.
@@ -132,19 +122,9 @@ impl HeldChild {
         drop(go);
         let mut errno = 0i32;
         // SAFETY: the pipe is CLOEXEC: EOF means exec succeeded, 4 bytes mean it failed.
-        let n = unsafe {
-            libc::read(
-                self.exec_error.as_raw_fd(),
-                (&mut errno as *mut i32).cast(),
-                4,
-            )
-        };
+        let n = unsafe { libc::read(self.exec_error.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
         if n == 4 {
-            bail!(
-                "cannot execute {}: {}",
-                self.command,
-                std::io::Error::from_raw_os_error(errno)
-            );
+            bail!("cannot execute {}: {}", self.command, std::io::Error::from_raw_os_error(errno));
         }
         Ok(())
     }
@@ -166,12 +146,7 @@ impl HeldChild {
         }
         let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
         let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
-        Ok(ChildExit {
-            code,
-            signal,
-            minflt: usage.ru_minflt as u64,
-            majflt: usage.ru_majflt as u64,
-        })
+        Ok(ChildExit { code, signal, minflt: usage.ru_minflt as u64, majflt: usage.ru_majflt as u64 })
     }
 }
 
@@ -217,21 +192,13 @@ mod tests {
     #[test]
     fn resolves_commands_in_path_and_rejects_missing_ones() {
         assert!(resolve_command("sh").unwrap().is_absolute());
-        let err = resolve_command("no-such-command-memtrace")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("command not found: no-such-command-memtrace"),
-            "{err}"
-        );
+        let err = resolve_command("no-such-command-memtrace").unwrap_err().to_string();
+        assert!(err.starts_with("command not found: no-such-command-memtrace"), "{err}");
         assert!(resolve_command("/nonexistent/x").is_err());
-        let plain =
-            std::env::temp_dir().join(format!("memtrace-not-executable-{}", std::process::id()));
+        let plain = std::env::temp_dir().join(format!("memtrace-not-executable-{}", std::process::id()));
         std::fs::write(&plain, "data").unwrap();
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = resolve_command(plain.to_str().unwrap())
-            .unwrap_err()
-            .to_string();
+        let err = resolve_command(plain.to_str().unwrap()).unwrap_err().to_string();
         std::fs::remove_file(&plain).unwrap();
         assert!(err.contains("not an executable"), "{err}");
     }
@@ -245,10 +212,7 @@ mod tests {
         let mut child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
         // Still held: it has not exited.
         let mut status = 0;
-        assert_eq!(
-            unsafe { libc::waitpid(child.pid as i32, &mut status, libc::WNOHANG) },
-            0
-        );
+        assert_eq!(unsafe { libc::waitpid(child.pid as i32, &mut status, libc::WNOHANG) }, 0);
         child.release().unwrap();
         let exit = HeldChild::wait(child.pid).unwrap();
         assert_eq!((exit.code, exit.signal), (7, None));
@@ -266,9 +230,6 @@ mod tests {
 
     #[test]
     fn unknown_pid_is_a_clear_error() {
-        assert_eq!(
-            check_pid(999_999_999).unwrap_err().to_string(),
-            "no process with PID 999999999"
-        );
+        assert_eq!(check_pid(999_999_999).unwrap_err().to_string(), "no process with PID 999999999");
     }
 }

@@ -25,6 +25,10 @@ pub struct Trace {
     /// The kernel's own fault accounting for the target, to check ours against.
     pub kernel: Option<KernelFaults>,
     pub regions: Vec<RegionFaults>,
+    /// The target's RSS counters at the start and end of the trace.
+    pub rss: Option<RssSummary>,
+    /// When the kernel truth at stop (smaps) was read, or why it could not be.
+    pub final_truth: String,
     pub files: Vec<FileEntry>,
     /// Where each group of figures comes from.
     pub sources: BTreeMap<String, String>,
@@ -74,6 +78,36 @@ pub struct RegionFaults {
     pub faults: FaultCounts,
 }
 
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rss {
+    pub file_bytes: u64,
+    pub anon_bytes: u64,
+    pub shmem_bytes: u64,
+    pub swap_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RssSummary {
+    pub start: Rss,
+    pub end: Rss,
+    /// When the total (file + anon + shmem) was highest.
+    pub peak: Rss,
+    /// When the kernel truth at stop was read (null when it was not).
+    pub at_final_truth: Option<Rss>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FileEstimates {
+    pub fixed_ratio_bytes: u64,
+    pub rss_growth_bytes: u64,
+    pub capped_growth_bytes: u64,
+    /// What the errors are measured against: "kernel_rss_bytes" or "measured_resident_bytes".
+    pub reference: String,
+    pub fixed_ratio_error_bytes: i64,
+    pub rss_growth_error_bytes: i64,
+    pub capped_growth_error_bytes: i64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FileEntry {
     pub path: String,
@@ -86,6 +120,23 @@ pub struct FileEntry {
     pub device_minor: u32,
     pub inode: u64,
     pub page_faults: FaultCounts,
+    /// Resident when tracing started (attach mode; smaps). Null in run mode.
+    pub resident_at_start_bytes: Option<u64>,
+    /// Bytes the kernel mapped into the target during the trace.
+    pub measured_loaded_bytes: u64,
+    /// resident_at_start + loaded - unloaded: what the trace says is mapped now.
+    pub measured_resident_bytes: u64,
+    pub unloaded_bytes: u64,
+    pub fault_around_bytes: u64,
+    pub read_from_disk_bytes: u64,
+    /// Page-cache additions by the target outside faults (write(2), read(2), readahead advice).
+    pub cache_added_other_bytes: u64,
+    pub evicted_bytes: u64,
+    /// Distinct pages the filemap tracepoints named (fault-around ranges overcount).
+    pub fault_ranges_bytes: u64,
+    /// smaps Rss of the file's mappings when tracing stopped; null when no truth could be read.
+    pub kernel_rss_bytes: Option<u64>,
+    pub estimates: FileEstimates,
 }
 
 pub fn default_sources() -> BTreeMap<String, String> {
@@ -96,6 +147,15 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.mapped_bytes", "measured (mmap/munmap events) with /proc/PID/maps snapshots"),
         ("files.page_faults", "measured (page-fault events)"),
         ("kernel", "kernel truth (wait4 rusage in run mode; /proc/PID/stat in attach mode)"),
+        ("rss", "kernel truth (kmem:rss_stat counter values; /proc/PID/status at attach)"),
+        ("files.measured_loaded_bytes", "measured (kmem:rss_stat file-page changes attributed to the faulting file)"),
+        ("files.fault_around_bytes", "measured (changes followed by filemap:mm_filemap_map_pages)"),
+        ("files.read_from_disk_bytes", "measured (filemap:mm_filemap_add_to_page_cache inside the target's faults)"),
+        ("files.cache_added_other_bytes", "measured (filemap:mm_filemap_add_to_page_cache by the target outside faults)"),
+        ("files.evicted_bytes", "measured (filemap:mm_filemap_delete_from_page_cache of pages the target faulted)"),
+        ("files.resident_at_start_bytes", "kernel truth (/proc/PID/smaps Rss at attach)"),
+        ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
+        ("files.estimates", "estimate (fixed 80 % of size; RSS growth minus anon growth by size share; min(RSS growth, 80 % of mapped size) by size share)"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -104,18 +164,9 @@ pub fn default_sources() -> BTreeMap<String, String> {
 
 /// Writes the trace to `path` atomically (temp file + rename), mode 0600.
 pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("--json {}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("--json {}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -126,8 +177,7 @@ pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
         serde_json::to_writer_pretty(&mut file, trace)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -138,22 +188,12 @@ pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
 /// Checks before tracing that the trace can be written where asked, so a long
 /// run does not end with nowhere to put its result.
 pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        anyhow::bail!(
-            "--json {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
+        anyhow::bail!("--json {}: directory {} does not exist", path.display(), dir.display());
     }
     if path.is_dir() {
-        anyhow::bail!(
-            "--json {}: is a directory; give a file name",
-            path.display()
-        );
+        anyhow::bail!("--json {}: is a directory; give a file name", path.display());
     }
     Ok(())
 }
@@ -172,12 +212,7 @@ pub fn rfc3339_utc(unix_s: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 #[cfg(test)]
@@ -196,22 +231,16 @@ mod tests {
         Trace {
             format: FORMAT.into(),
             version: VERSION,
-            target: Target {
-                pid: 1,
-                command: "x".into(),
-                exit_code: Some(0),
-                exit_signal: None,
-            },
+            target: Target { pid: 1, command: "x".into(), exit_code: Some(0), exit_signal: None },
             mode: "run".into(),
             started_at: rfc3339_utc(0),
             duration_s: 1.5,
             stop_reason: "target exited".into(),
-            counters: Counters {
-                page_faults: 3,
-                ..Default::default()
-            },
+            counters: Counters { page_faults: 3, ..Default::default() },
             kernel: None,
             regions: vec![],
+            rss: None,
+            final_truth: "none".into(),
             files: vec![],
             sources: default_sources(),
         }
@@ -227,11 +256,7 @@ mod tests {
         assert_eq!(mode, 0o600);
         let back: Trace = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back, sample());
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temp file left behind"
-        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left behind");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

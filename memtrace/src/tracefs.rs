@@ -14,24 +14,14 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 /// Returns the tracefs mount point, mounting it at /sys/kernel/tracing when
 /// nothing is mounted (it is not mounted by default on some distributions).
 pub fn ensure_mounted() -> Result<PathBuf> {
-    if let Some(found) = CANDIDATES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.join("events").is_dir())
-    {
+    if let Some(found) = CANDIDATES.iter().map(Path::new).find(|p| p.join("events").is_dir()) {
         return Ok(found.to_path_buf());
     }
     let target = Path::new(CANDIDATES[0]);
     let c = |s: &str| CString::new(s).unwrap();
     // SAFETY: plain mount(2) with NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(
-            c("tracefs").as_ptr(),
-            c(CANDIDATES[0]).as_ptr(),
-            c("tracefs").as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(c("tracefs").as_ptr(), c(CANDIDATES[0]).as_ptr(), c("tracefs").as_ptr(), 0, std::ptr::null())
     };
     if rc != 0 || !target.join("events").is_dir() {
         bail!(
@@ -72,20 +62,22 @@ struct Formats<'a> {
 }
 
 impl Formats<'_> {
-    /// Offset of an 8-byte field: the programs read every field as a u64.
+    /// Offset of an 8-byte field.
     fn u64_field(&self, event: &str, field: &str) -> Result<u32> {
+        self.field(event, field, 8)
+    }
+
+    /// Offset of a field the programs read as `size` bytes.
+    fn field(&self, event: &str, field: &str, expected: u32) -> Result<u32> {
         let path = self.root.join("events").join(event).join("format");
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read tracepoint format {} (does this kernel have the {event} tracepoint?)",
-                path.display()
-            )
+            format!("cannot read tracepoint format {} (does this kernel have the {event} tracepoint?)", path.display())
         })?;
         let (offset, size) = *parse_format(&text)
             .get(field)
             .ok_or_else(|| anyhow!("tracepoint {event} has no field `{field}` on this kernel"))?;
-        if size != 8 {
-            bail!("tracepoint {event} field `{field}` is {size} bytes on this kernel; memtrace expects 8");
+        if size != expected {
+            bail!("tracepoint {event} field `{field}` is {size} bytes on this kernel; memtrace expects {expected}");
         }
         Ok(offset)
     }
@@ -93,6 +85,29 @@ impl Formats<'_> {
 
 pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
     let f = Formats { root };
+    // The programs share one set of offsets between tracepoints with the same
+    // layout; check that the kernel agrees rather than assume it.
+    for (a, b, field) in [
+        ("filemap/mm_filemap_fault", "filemap/mm_filemap_map_pages", "i_ino"),
+        ("filemap/mm_filemap_fault", "filemap/mm_filemap_map_pages", "s_dev"),
+        ("filemap/mm_filemap_fault", "filemap/mm_filemap_map_pages", "index"),
+        ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "i_ino"),
+        ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "index"),
+        ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "s_dev"),
+        ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "order"),
+        ("syscalls/sys_exit_mmap", "syscalls/sys_exit_munmap", "ret"),
+    ] {
+        let size = if field == "s_dev" {
+            4
+        } else if field == "order" {
+            1
+        } else {
+            8
+        };
+        if f.field(a, field, size)? != f.field(b, field, size)? {
+            bail!("tracepoints {a} and {b} lay out `{field}` differently on this kernel; memtrace cannot trace it");
+        }
+    }
     Ok(TracepointOffsets {
         fault_address: f.u64_field("exceptions/page_fault_user", "address")?,
         fault_ip: f.u64_field("exceptions/page_fault_user", "ip")?,
@@ -106,6 +121,18 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         munmap_addr: f.u64_field("syscalls/sys_enter_munmap", "addr")?,
         munmap_len: f.u64_field("syscalls/sys_enter_munmap", "len")?,
         exit_ret: f.u64_field("syscalls/sys_exit_mmap", "ret")?,
+        rss_mm_id: f.field("kmem/rss_stat", "mm_id", 4)?,
+        rss_curr: f.field("kmem/rss_stat", "curr", 4)?,
+        rss_member: f.field("kmem/rss_stat", "member", 4)?,
+        rss_size: f.field("kmem/rss_stat", "size", 8)?,
+        fault_ino: f.field("filemap/mm_filemap_fault", "i_ino", 8)?,
+        fault_dev: f.field("filemap/mm_filemap_fault", "s_dev", 4)?,
+        fault_index: f.field("filemap/mm_filemap_fault", "index", 8)?,
+        map_pages_last: f.field("filemap/mm_filemap_map_pages", "last_index", 8)?,
+        cache_ino: f.field("filemap/mm_filemap_add_to_page_cache", "i_ino", 8)?,
+        cache_index: f.field("filemap/mm_filemap_add_to_page_cache", "index", 8)?,
+        cache_dev: f.field("filemap/mm_filemap_add_to_page_cache", "s_dev", 4)?,
+        cache_order: f.field("filemap/mm_filemap_add_to_page_cache", "order", 1)?,
     })
 }
 

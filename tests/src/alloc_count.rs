@@ -132,12 +132,7 @@ mod tests {
 
     #[test]
     fn growth_is_signed() {
-        let d = HeapDelta {
-            allocated_bytes: 10,
-            freed_bytes: 30,
-            allocs: 1,
-            frees: 2,
-        };
+        let d = HeapDelta { allocated_bytes: 10, freed_bytes: 30, allocs: 1, frees: 2 };
         assert_eq!(d.growth(), -20);
     }
 }

@@ -39,11 +39,7 @@ impl Layout {
     pub fn for_size(size_mib: u64, rows_per_batch: usize, dim: usize) -> Self {
         let target = size_mib * 1024 * 1024;
         let per_batch = Self::batch_data_bytes_for(rows_per_batch, dim);
-        Self {
-            batches: target.div_ceil(per_batch).max(1) as usize,
-            rows_per_batch,
-            dim,
-        }
+        Self { batches: target.div_ceil(per_batch).max(1) as usize, rows_per_batch, dim }
     }
 
     fn batch_data_bytes_for(rows_per_batch: usize, dim: usize) -> u64 {
@@ -63,18 +59,11 @@ impl Layout {
         let item = Field::new("item", DataType::Float32, false);
         let metadata = HashMap::from([
             (META_GENERATOR.to_string(), GENERATOR_VERSION.to_string()),
-            (
-                META_ROWS_PER_BATCH.to_string(),
-                self.rows_per_batch.to_string(),
-            ),
+            (META_ROWS_PER_BATCH.to_string(), self.rows_per_batch.to_string()),
         ]);
         Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new(
-                "embedding",
-                DataType::FixedSizeList(Arc::new(item), self.dim as i32),
-                false,
-            ),
+            Field::new("embedding", DataType::FixedSizeList(Arc::new(item), self.dim as i32), false),
         ])
         .with_metadata(metadata)
     }
@@ -85,8 +74,7 @@ impl Layout {
 pub fn embedding_value(row: u64, j: usize) -> f32 {
     // A multiply-xorshift mix of (row, j): no two rows share a vector in
     // practice, so the search's top-10 is not a pile of ties.
-    let mut h =
-        row.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut h = row.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     h ^= h >> 29;
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     // Top 24 bits → [-0.5, 0.5).
@@ -110,11 +98,7 @@ pub fn check_existing(path: &Path, layout: &Layout) -> std::result::Result<(), S
         return Err("schema differs".into());
     }
     if reader.num_batches() != layout.batches {
-        return Err(format!(
-            "{} record batches, want {}",
-            reader.num_batches(),
-            layout.batches
-        ));
+        return Err(format!("{} record batches, want {}", reader.num_batches(), layout.batches));
     }
     let min_len = layout.batches as u64 * layout.batch_data_bytes();
     if len < min_len {
@@ -129,9 +113,7 @@ pub fn check_existing(path: &Path, layout: &Layout) -> std::result::Result<(), S
 pub fn write_file(path: &Path, layout: &Layout) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp.{}",
-        path.file_name()
-            .context("--file has no file name")?
-            .to_string_lossy(),
+        path.file_name().context("--file has no file name")?.to_string_lossy(),
         std::process::id()
     ));
     let result = write_to(&tmp, layout);
@@ -139,8 +121,7 @@ pub fn write_file(path: &Path, layout: &Layout) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 fn write_to(tmp: &Path, layout: &Layout) -> Result<()> {
@@ -159,12 +140,8 @@ fn write_to(tmp: &Path, layout: &Layout) -> Result<()> {
         for row in rows {
             values.extend((0..layout.dim).map(|j| embedding_value(row, j)));
         }
-        let embedding = FixedSizeListArray::try_new(
-            item.clone(),
-            layout.dim as i32,
-            Arc::new(Float32Array::from(values)),
-            None,
-        )?;
+        let embedding =
+            FixedSizeListArray::try_new(item.clone(), layout.dim as i32, Arc::new(Float32Array::from(values)), None)?;
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(embedding)])?;
         writer.write(&batch)?;
     }
@@ -222,8 +199,7 @@ pub fn open_zero_copy(
     // MADV_NORMAL is the default: skip the syscall, like a program that
     // gives no advice.
     if advice != memmap2::Advice::Normal {
-        mmap.advise(advice)
-            .with_context(|| format!("madvise({advice:?}) on the file mapping failed"))?;
+        mmap.advise(advice).with_context(|| format!("madvise({advice:?}) on the file mapping failed"))?;
     }
     let mmap = Arc::new(mmap);
     let map_base = mmap.as_ptr() as usize;
@@ -240,36 +216,21 @@ pub fn open_zero_copy(
     // Trailer: footer length + "ARROW1".
     let trailer_start = map_len - 10;
     let footer_len = read_footer_length(whole[trailer_start..].try_into()?)?;
-    ensure!(
-        footer_len + 10 <= map_len,
-        "footer length {footer_len} too large"
-    );
+    ensure!(footer_len + 10 <= map_len, "footer length {footer_len} too large");
     let footer_start = trailer_start - footer_len;
     pages.add_range(footer_start as u64, (footer_len + 10) as u64, page_size);
     let footer = arrow_ipc::root_as_footer(&whole[footer_start..trailer_start])
         .map_err(|e| anyhow::anyhow!("footer does not parse: {e}"))?;
-    let schema = Arc::new(fb_to_schema(
-        footer.schema().context("footer has no schema")?,
-    ));
-    ensure!(
-        schema.as_ref() == &layout.schema(),
-        "schema of the file differs from the expected layout"
-    );
+    let schema = Arc::new(fb_to_schema(footer.schema().context("footer has no schema")?));
+    ensure!(schema.as_ref() == &layout.schema(), "schema of the file differs from the expected layout");
 
     // Leading magic and schema message: read and checked against the footer,
     // as a careful reader would.
     let schema_msg_end = read_leading_schema(&whole, &schema)?;
     pages.add_range(0, schema_msg_end as u64, page_size);
 
-    let blocks = footer
-        .recordBatches()
-        .context("footer lists no record batches")?;
-    ensure!(
-        blocks.len() == layout.batches,
-        "file has {} record batches, want {}",
-        blocks.len(),
-        layout.batches
-    );
+    let blocks = footer.recordBatches().context("footer lists no record batches")?;
+    ensure!(blocks.len() == layout.batches, "file has {} record batches, want {}", blocks.len(), layout.batches);
     // require_alignment: fail instead of silently copying a misaligned
     // buffer to the heap, which would break zero-copy.
     let decoder = FileDecoder::new(schema.clone(), footer.version()).with_require_alignment(true);
@@ -278,18 +239,13 @@ pub fn open_zero_copy(
         let offset = block.offset() as usize;
         let meta_len = block.metaDataLength() as usize;
         let len = meta_len + block.bodyLength() as usize;
-        ensure!(
-            offset + len <= map_len,
-            "record batch block outside the file"
-        );
+        ensure!(offset + len <= map_len, "record batch block outside the file");
         // Only the message header (metaDataLength bytes at `offset`) is read:
         // the decoder slices the body into buffers without looking at them,
         // and validation of non-null primitive columns checks lengths only.
         pages.add_range(offset as u64, meta_len as u64, page_size);
         let data = whole.slice_with_length(offset, len);
-        let batch = decoder
-            .read_record_batch(block, &data)?
-            .context("record batch block holds no record batch")?;
+        let batch = decoder.read_record_batch(block, &data)?.context("record batch block holds no record batch")?;
         ensure!(
             batch.num_rows() == layout.rows_per_batch,
             "record batch has {} rows, want {}",
@@ -299,21 +255,12 @@ pub fn open_zero_copy(
         batches.push(batch);
     }
 
-    let mapped = MappedArrow {
-        batches,
-        map_base,
-        map_len,
-        owner,
-    };
+    let mapped = MappedArrow { batches, map_base, map_len, owner };
     // Zero-copy check (pointer arithmetic only, reads nothing).
     for batch in &mapped.batches {
         let values = embedding_values(batch)?;
         mapped.file_offset(as_bytes(values))?;
-        let ids = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .context("id column is not Int64")?;
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().context("id column is not Int64")?;
         mapped.file_offset(ids.values().inner().as_slice())?;
     }
     Ok(mapped)
@@ -335,13 +282,8 @@ fn read_leading_schema(whole: &Buffer, schema: &Schema) -> Result<usize> {
     ensure!(end <= whole.len(), "schema message runs past the file");
     let message = arrow_ipc::root_as_message(&whole[start + 8..end])
         .map_err(|e| anyhow::anyhow!("schema message does not parse: {e}"))?;
-    let fb = message
-        .header_as_schema()
-        .context("first message is not a schema")?;
-    ensure!(
-        &fb_to_schema(fb) == schema,
-        "leading schema differs from the footer's"
-    );
+    let fb = message.header_as_schema().context("first message is not a schema")?;
+    ensure!(&fb_to_schema(fb) == schema, "leading schema differs from the footer's");
     Ok(end)
 }
 
@@ -353,20 +295,14 @@ pub fn embedding_values(batch: &RecordBatch) -> Result<&[f32]> {
         .as_any()
         .downcast_ref::<FixedSizeListArray>()
         .context("embedding column is not a FixedSizeList")?;
-    let values = list
-        .values()
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .context("embedding values are not Float32")?;
+    let values = list.values().as_any().downcast_ref::<Float32Array>().context("embedding values are not Float32")?;
     Ok(values.values().as_ref())
 }
 
 /// The bytes of an f32 slice (for offset arithmetic; nothing is read).
 pub fn as_bytes(values: &[f32]) -> &[u8] {
     // SAFETY: same memory, u8 has no alignment or validity requirements.
-    unsafe {
-        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-    }
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
 #[cfg(test)]
@@ -388,34 +324,23 @@ mod tests {
         let l = Layout::for_size(1, 1024, 128);
         assert_eq!(l.batch_data_bytes(), 1024 * 520);
         assert_eq!(l.batches, 2);
-        assert_eq!(
-            Layout::for_size(1, 16, 4).batches,
-            (1 << 20) / (16 * 24) + 1
-        );
+        assert_eq!(Layout::for_size(1, 16, 4).batches, (1 << 20) / (16 * 24) + 1);
     }
 
     #[test]
     fn write_check_and_open_zero_copy() {
         let dir = tmp_dir();
         let path = dir.join("w.arrow");
-        let layout = Layout {
-            batches: 5,
-            rows_per_batch: 100,
-            dim: 8,
-        };
+        let layout = Layout { batches: 5, rows_per_batch: 100, dim: 8 };
         assert!(check_existing(&path, &layout).is_err());
         write_file(&path, &layout).unwrap();
         check_existing(&path, &layout).unwrap();
-        let other = Layout {
-            batches: 6,
-            ..layout
-        };
+        let other = Layout { batches: 6, ..layout };
         assert!(check_existing(&path, &other).is_err());
 
         let file = File::open(&path).unwrap();
         let mut pages = PageSet::new();
-        let mapped =
-            open_zero_copy(&file, &layout, memmap2::Advice::Normal, &mut pages, 4096).unwrap();
+        let mapped = open_zero_copy(&file, &layout, memmap2::Advice::Normal, &mut pages, 4096).unwrap();
         assert_eq!(mapped.batches.len(), 5);
         assert!(pages.count() >= 1);
         let v = embedding_values(&mapped.batches[3]).unwrap();

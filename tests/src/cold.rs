@@ -18,15 +18,11 @@ pub struct Residency {
 /// its cached pages, then counts with mincore how many are still resident.
 pub fn make_cold(path: &Path) -> Result<Residency> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("fsync of {} failed", path.display()))?;
+    file.sync_all().with_context(|| format!("fsync of {} failed", path.display()))?;
     // SAFETY: plain syscall on an open fd; offset 0 / len 0 means the whole file.
     let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     if rc != 0 {
-        bail!(
-            "posix_fadvise(DONTNEED) failed: {}",
-            std::io::Error::from_raw_os_error(rc)
-        );
+        bail!("posix_fadvise(DONTNEED) failed: {}", std::io::Error::from_raw_os_error(rc));
     }
     resident_pages(&file)
 }
@@ -37,10 +33,7 @@ pub fn make_cold(path: &Path) -> Result<Residency> {
 pub fn resident_pages(file: &File) -> Result<Residency> {
     let len = file.metadata()?.len() as usize;
     if len == 0 {
-        return Ok(Residency {
-            resident: 0,
-            total: 0,
-        });
+        return Ok(Residency { resident: 0, total: 0 });
     }
     // SAFETY: read-only mapping that is never dereferenced, only passed to mincore.
     let map = unsafe { Mmap::map(file) }.context("temporary mmap for mincore failed")?;
@@ -53,8 +46,5 @@ pub fn resident_pages(file: &File) -> Result<Residency> {
         bail!("mincore failed: {}", std::io::Error::last_os_error());
     }
     drop(map);
-    Ok(Residency {
-        resident: vec.iter().filter(|&&b| b & 1 != 0).count() as u64,
-        total: vec.len() as u64,
-    })
+    Ok(Residency { resident: vec.iter().filter(|&&b| b & 1 != 0).count() as u64, total: vec.len() as u64 })
 }

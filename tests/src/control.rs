@@ -16,16 +16,9 @@ fn say(line: &str) -> Result<()> {
 
 /// Announces the pause and blocks until a line (or EOF) arrives on stdin.
 pub fn pause_after(phase: Phase) -> Result<()> {
-    say(&format!(
-        "paused after {} pid={}",
-        phase.name(),
-        std::process::id()
-    ))?;
+    say(&format!("paused after {} pid={}", phase.name(), std::process::id()))?;
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read stdin")?;
+    std::io::stdin().lock().read_line(&mut line).context("cannot read stdin")?;
     Ok(())
 }
 

@@ -49,8 +49,7 @@ pub fn build(ctx: &PhaseCtx, target: u64, total_rows: usize) -> Built {
 
     // Every buffer but the last is a full chunk, so this capacity is never
     // exceeded and the outer vector does not reallocate mid-way.
-    let mut buffers: Vec<Vec<f32>> =
-        Vec::with_capacity((target as usize).div_ceil(CHUNK_BYTES) + 1);
+    let mut buffers: Vec<Vec<f32>> = Vec::with_capacity((target as usize).div_ceil(CHUNK_BYTES) + 1);
     loop {
         let remaining = target.saturating_sub(growth(ctx)) as usize;
         let n = remaining.min(CHUNK_BYTES) / size_of::<f32>();

@@ -60,11 +60,7 @@ fn check_parent_dir(path: &Path, option: &str) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!(
-            "{option} {}: directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
+        bail!("{option} {}: directory {} does not exist", path.display(), dir.display());
     }
     if path.is_dir() {
         bail!("{option} {} is a directory", path.display());
@@ -77,58 +73,76 @@ fn run(args: &Args) -> Result<()> {
     if let Some(t) = &args.truth {
         check_parent_dir(t, "--truth")?;
     }
-    let leak_total = args
-        .leak
-        .checked_mul(args.leak_size)
-        .context("--leak × --leak-size overflows")?;
-    let layout = Layout::for_size(
-        args.size_mib,
-        args.rows_per_batch as usize,
-        args.dim as usize,
-    );
+    let leak_total = args.leak.checked_mul(args.leak_size).context("--leak × --leak-size overflows")?;
+    let layout = Layout::for_size(args.size_mib, args.rows_per_batch as usize, args.dim as usize);
     let page_size = page_size();
-    let pause = |phase: Phase| -> Result<()> {
+    let touched_batches = search::choose_batches(layout.batches, args.touch);
+    let mut cold_resident_pages = None;
+    let mut searched: Option<SearchTruth> = None;
+    // The truth so far; written at a --pause-after point too, so that a test
+    // can compare what a tracer sees during the pause with the phases so far.
+    let make_truth =
+        |runner: &PhaseRunner, cold: Option<u64>, search: Option<SearchTruth>, complete: bool| -> Result<Truth> {
+            Ok(Truth {
+                format: truth::FORMAT,
+                version: truth::VERSION,
+                pid: std::process::id(),
+                file: FileTruth::stat(&args.file, page_size, layout.batches, layout.rows_per_batch, layout.dim)?,
+                cold: args.cold,
+                cold_resident_pages: cold,
+                madvise: args.madvise,
+                touch: args.touch,
+                touched_batches: touched_batches.clone(),
+                phases: runner.records.iter().map(|r| PhaseTruth::from_record(r, page_size)).collect(),
+                file_pages_touched_total: truth::total_pages(&runner.records),
+                leak: LeakTruth {
+                    count: args.leak,
+                    size_bytes: args.leak_size,
+                    total_bytes: leak_total,
+                    function: "leaky_cache_insert",
+                },
+                search,
+                complete,
+            })
+        };
+    let pause = |phase: Phase, runner: &PhaseRunner, cold: Option<u64>, search: &Option<SearchTruth>| -> Result<()> {
         if args.pause_after == Some(phase) {
+            if let Some(path) = &args.truth {
+                truth::write_atomic(&make_truth(runner, cold, search.clone(), false)?, path)?;
+            }
             control::pause_after(phase)?;
         }
         Ok(())
     };
     let mut runner = PhaseRunner::new();
 
-    runner.run(Phase::Write, |_| {
-        match arrow_file::check_existing(&args.file, &layout) {
-            Ok(()) => {
-                eprintln!(
-                    "memtrace-workload: {} is a valid workload file, not rewriting it",
-                    args.file.display()
-                );
-                Ok(())
-            }
-            Err(why) => {
-                eprintln!(
-                    "memtrace-workload: writing {} ({} batches of {} rows, dim {}); no reusable file there ({why})",
-                    args.file.display(),
-                    layout.batches,
-                    layout.rows_per_batch,
-                    layout.dim
-                );
-                arrow_file::write_file(&args.file, &layout)
-            }
+    runner.run(Phase::Write, |_| match arrow_file::check_existing(&args.file, &layout) {
+        Ok(()) => {
+            eprintln!("memtrace-workload: {} is a valid workload file, not rewriting it", args.file.display());
+            Ok(())
+        }
+        Err(why) => {
+            eprintln!(
+                "memtrace-workload: writing {} ({} batches of {} rows, dim {}); no reusable file there ({why})",
+                args.file.display(),
+                layout.batches,
+                layout.rows_per_batch,
+                layout.dim
+            );
+            arrow_file::write_file(&args.file, &layout)
         }
     })?;
-    pause(Phase::Write)?;
+    pause(Phase::Write, &runner, cold_resident_pages, &searched)?;
 
     // Outside any phase: eviction is preparation, not workload behaviour.
-    let cold_resident_pages = if args.cold {
+    cold_resident_pages = if args.cold {
         let r = cold::make_cold(&args.file)?;
         eprintln!(
             "memtrace-workload: cold: {} of {} file pages still resident after POSIX_FADV_DONTNEED",
             r.resident, r.total
         );
         if r.resident * 100 >= r.total.max(1) {
-            eprintln!(
-                "memtrace-workload: warning: 1% or more of the file is still cached; going on"
-            );
+            eprintln!("memtrace-workload: warning: 1% or more of the file is still cached; going on");
         }
         Some(r.resident)
     } else {
@@ -136,46 +150,27 @@ fn run(args: &Args) -> Result<()> {
     };
 
     let mapped = runner.run(Phase::Load, |ctx| {
-        let file = File::open(&args.file)
-            .with_context(|| format!("cannot open {}", args.file.display()))?;
+        let file = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
         // The fd is closed when `file` drops; the mapping outlives it.
-        arrow_file::open_zero_copy(
-            &file,
-            &layout,
-            args.madvise.to_memmap(),
-            &mut ctx.pages,
-            page_size,
-        )
+        arrow_file::open_zero_copy(&file, &layout, args.madvise.to_memmap(), &mut ctx.pages, page_size)
     })?;
-    pause(Phase::Load)?;
+    pause(Phase::Load, &runner, cold_resident_pages, &searched)?;
 
-    let built = runner.run(Phase::Build, |ctx| {
-        Ok(heap_build::build(
-            ctx,
-            args.heap_mib * 1024 * 1024,
-            layout.total_rows(),
-        ))
-    })?;
+    let built =
+        runner.run(Phase::Build, |ctx| Ok(heap_build::build(ctx, args.heap_mib * 1024 * 1024, layout.total_rows())))?;
     eprintln!(
         "memtrace-workload: build: index of {} ids, {} result buffers ({} floats)",
         built.index.len(),
         built.buffers.len(),
         built.buffers.iter().map(Vec::len).sum::<usize>()
     );
-    pause(Phase::Build)?;
+    pause(Phase::Build, &runner, cold_resident_pages, &searched)?;
 
-    let touched_batches = search::choose_batches(layout.batches, args.touch);
     let found = runner.run(Phase::Search, |ctx| {
-        search::search(
-            &mapped,
-            &touched_batches,
-            layout.rows_per_batch,
-            layout.dim,
-            &mut ctx.pages,
-            page_size,
-        )
+        search::search(&mapped, &touched_batches, layout.rows_per_batch, layout.dim, &mut ctx.pages, page_size)
     })?;
-    pause(Phase::Search)?;
+    searched = Some(SearchTruth { rows_scanned: found.rows_scanned, top: found.top });
+    pause(Phase::Search, &runner, cold_resident_pages, &searched)?;
 
     runner.run(Phase::Leak, |ctx| {
         for _ in 0..args.leak {
@@ -189,18 +184,15 @@ fn run(args: &Args) -> Result<()> {
         }
         Ok(())
     })?;
-    pause(Phase::Leak)?;
+    pause(Phase::Leak, &runner, cold_resident_pages, &searched)?;
 
     runner.run(Phase::Teardown, |_| {
         drop(built);
         // Dropping the batches drops the last owner of the mapping (munmap).
-        ensure!(
-            mapped.close(),
-            "the file mapping is still referenced after teardown"
-        );
+        ensure!(mapped.close(), "the file mapping is still referenced after teardown");
         Ok(())
     })?;
-    pause(Phase::Teardown)?;
+    pause(Phase::Teardown, &runner, cold_resident_pages, &searched)?;
 
     let (begins, ends) = markers::marker_counts();
     ensure!(
@@ -208,39 +200,7 @@ fn run(args: &Args) -> Result<()> {
         "phase markers unbalanced: {begins} begins, {ends} ends"
     );
 
-    let truth = Truth {
-        format: truth::FORMAT,
-        version: truth::VERSION,
-        pid: std::process::id(),
-        file: FileTruth::stat(
-            &args.file,
-            page_size,
-            layout.batches,
-            layout.rows_per_batch,
-            layout.dim,
-        )?,
-        cold: args.cold,
-        cold_resident_pages,
-        madvise: args.madvise,
-        touch: args.touch,
-        touched_batches,
-        phases: runner
-            .records
-            .iter()
-            .map(|r| PhaseTruth::from_record(r, page_size))
-            .collect(),
-        file_pages_touched_total: truth::total_pages(&runner.records),
-        leak: LeakTruth {
-            count: args.leak,
-            size_bytes: args.leak_size,
-            total_bytes: leak_total,
-            function: "leaky_cache_insert",
-        },
-        search: SearchTruth {
-            rows_scanned: found.rows_scanned,
-            top: found.top,
-        },
-    };
+    let truth = make_truth(&runner, cold_resident_pages, searched, true)?;
     eprintln!(
         "memtrace-workload: file {} bytes ({} pages), {} of {} batches searched, {} file pages read in all",
         truth.file.size_bytes,

@@ -55,8 +55,5 @@ pub extern "C" fn leaky_cache_insert(size: usize) -> *mut u8 {
 /// How many begin/end markers ran; lets the workload check its own phase
 /// bookkeeping (each begin must be matched by an end).
 pub fn marker_counts() -> (u64, u64) {
-    (
-        PHASE_BEGINS.load(Ordering::SeqCst),
-        PHASE_ENDS.load(Ordering::SeqCst),
-    )
+    (PHASE_BEGINS.load(Ordering::SeqCst), PHASE_ENDS.load(Ordering::SeqCst))
 }

@@ -42,10 +42,7 @@ impl Phase {
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, so
 /// phase times compare directly with memtrace's event timestamps.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
@@ -67,10 +64,7 @@ pub struct PhaseCtx {
 impl PhaseCtx {
     /// A context whose heap figures count from now.
     pub fn starting_now() -> Self {
-        Self {
-            heap_start: HeapSnapshot::now(),
-            ..Self::default()
-        }
+        Self { heap_start: HeapSnapshot::now(), ..Self::default() }
     }
 
     /// Heap activity since the phase started (global allocator only).
@@ -98,10 +92,7 @@ pub struct PhaseRunner {
 
 impl PhaseRunner {
     pub fn new() -> Self {
-        Self {
-            records: Vec::new(),
-            origin_ns: monotonic_ns(),
-        }
+        Self { records: Vec::new(), origin_ns: monotonic_ns() }
     }
 
     /// Runs `body` as `phase`.
@@ -112,21 +103,10 @@ impl PhaseRunner {
     /// interval memtrace sees between the two uprobes. Progress lines go to
     /// stderr outside the markers so their (tiny) allocations stay out of
     /// both accounts.
-    pub fn run<T>(
-        &mut self,
-        phase: Phase,
-        body: impl FnOnce(&mut PhaseCtx) -> Result<T>,
-    ) -> Result<T> {
-        eprintln!(
-            "memtrace-workload: [{:>8.1} ms] phase {} begin",
-            self.elapsed_ms(),
-            phase.name()
-        );
+    pub fn run<T>(&mut self, phase: Phase, body: impl FnOnce(&mut PhaseCtx) -> Result<T>) -> Result<T> {
+        eprintln!("memtrace-workload: [{:>8.1} ms] phase {} begin", self.elapsed_ms(), phase.name());
         memtrace_phase_begin(phase.c_name().as_ptr());
-        let start_unix_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let start_unix_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let start_ns = monotonic_ns();
         let mut ctx = PhaseCtx::starting_now();
         let out = body(&mut ctx);
@@ -147,14 +127,7 @@ impl PhaseRunner {
             heap.frees,
             ctx.pages.count()
         );
-        self.records.push(PhaseRecord {
-            phase,
-            start_ns,
-            end_ns,
-            start_unix_s,
-            heap,
-            pages: ctx.pages,
-        });
+        self.records.push(PhaseRecord { phase, start_ns, end_ns, start_unix_s, heap, pages: ctx.pages });
         out
     }
 

@@ -18,16 +18,12 @@ pub fn choose_batches(n: usize, touch: f64) -> Vec<usize> {
         return Vec::new();
     }
     let k = ((touch * n as f64).round() as usize).clamp(1, n);
-    (0..n)
-        .filter(|&i| i == 0 || (i * k) / n != ((i - 1) * k) / n)
-        .collect()
+    (0..n).filter(|&i| i == 0 || (i * k) / n != ((i - 1) * k) / n).collect()
 }
 
 /// The query vector (deterministic, like the data).
 pub fn query(dim: usize) -> Vec<f32> {
-    (0..dim)
-        .map(|j| ((j * 7919 % 257) as f32 / 128.0) - 1.0)
-        .collect()
+    (0..dim).map(|j| ((j * 7919 % 257) as f32 / 128.0) - 1.0).collect()
 }
 
 #[derive(Debug, Default)]
@@ -49,10 +45,7 @@ pub fn search(
     page_size: u64,
 ) -> Result<SearchResult> {
     let q = query(dim);
-    let mut result = SearchResult {
-        rows_scanned: 0,
-        top: Vec::with_capacity(TOP_K + 1),
-    };
+    let mut result = SearchResult { rows_scanned: 0, top: Vec::with_capacity(TOP_K + 1) };
     for &b in chosen {
         let values = embedding_values(&mapped.batches[b])?;
         let bytes = as_bytes(values);

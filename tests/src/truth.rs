@@ -32,7 +32,11 @@ pub struct Truth {
     /// Distinct pages over all phases (union, not sum).
     pub file_pages_touched_total: u64,
     pub leak: LeakTruth,
-    pub search: SearchTruth,
+    /// Null when the truth was written before the search phase ran.
+    pub search: Option<SearchTruth>,
+    /// False when written at a `--pause-after` point: `phases` holds only the
+    /// phases finished so far (the file is rewritten when the run completes).
+    pub complete: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,16 +56,8 @@ impl FileTruth {
     /// Identity of the file as the kernel sees it (what memtrace keys
     /// per-file stats on): canonical path, inode and st_dev split into
     /// major/minor.
-    pub fn stat(
-        path: &Path,
-        page_size: u64,
-        record_batches: usize,
-        rows_per_batch: usize,
-        dim: usize,
-    ) -> Result<Self> {
-        let path = path
-            .canonicalize()
-            .with_context(|| format!("cannot resolve {}", path.display()))?;
+    pub fn stat(path: &Path, page_size: u64, record_batches: usize, rows_per_batch: usize, dim: usize) -> Result<Self> {
+        let path = path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?;
         let meta = std::fs::metadata(&path)?;
         let dev = meta.dev() as libc::dev_t;
         Ok(Self {
@@ -132,7 +128,7 @@ pub struct LeakTruth {
     pub function: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Clone)]
 pub struct SearchTruth {
     pub rows_scanned: u64,
     /// `[global row, score]`, best first.
@@ -142,17 +138,10 @@ pub struct SearchTruth {
 /// Writes `truth` to `path` atomically: a temp file in the same directory,
 /// then rename, so a reader never sees a partial file.
 pub fn write_atomic(truth: &Truth, path: &Path) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("--truth {} has no file name", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let name = path.file_name().with_context(|| format!("--truth {} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let write = || -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         serde_json::to_writer_pretty(&mut f, truth)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
@@ -162,8 +151,7 @@ pub fn write_atomic(truth: &Truth, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -195,16 +183,9 @@ mod tests {
             touched_batches: vec![],
             phases: vec![],
             file_pages_touched_total: 0,
-            leak: LeakTruth {
-                count: 0,
-                size_bytes: 0,
-                total_bytes: 0,
-                function: "leaky_cache_insert",
-            },
-            search: SearchTruth {
-                rows_scanned: 0,
-                top: vec![(3, 1.5)],
-            },
+            leak: LeakTruth { count: 0, size_bytes: 0, total_bytes: 0, function: "leaky_cache_insert" },
+            search: Some(SearchTruth { rows_scanned: 0, top: vec![(3, 1.5)] }),
+            complete: true,
         };
         let v = serde_json::to_value(&t).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -214,6 +195,7 @@ mod tests {
             [
                 "cold",
                 "cold_resident_pages",
+                "complete",
                 "file",
                 "file_pages_touched_total",
                 "format",

@@ -12,14 +12,8 @@ use std::{
 use common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 6] = [
-    "sched_process_e",
-    "sys_enter_mmap",
-    "sys_exit_mmap",
-    "sys_enter_munma",
-    "sys_exit_munmap",
-    "page_fault_user",
-];
+const OUR_PROGRAMS: [&str; 6] =
+    ["sched_process_e", "sys_enter_mmap", "sys_exit_mmap", "sys_enter_munma", "sys_exit_munmap", "page_fault_user"];
 
 fn our_loaded_programs() -> usize {
     aya::programs::loaded_programs()
@@ -32,10 +26,7 @@ fn read_line_with(reader: &mut impl BufRead, needle: &str) -> String {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "EOF while waiting for `{needle}`"
-        );
+        assert!(reader.read_line(&mut line).unwrap() > 0, "EOF while waiting for `{needle}`");
         if line.contains(needle) {
             return line;
         }
@@ -45,11 +36,7 @@ fn read_line_with(reader: &mut impl BufRead, needle: &str) -> String {
 #[test]
 fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     require_root();
-    assert_eq!(
-        our_loaded_programs(),
-        0,
-        "another memtrace is running; this test needs the kernel to itself"
-    );
+    assert_eq!(our_loaded_programs(), 0, "another memtrace is running; this test needs the kernel to itself");
     let dir = scratch("attach_mode");
     let mut workload = Command::new(workload_bin())
         .arg("--file")
@@ -77,11 +64,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
         .unwrap();
     let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
     read_line_with(&mut m_err, "memtrace: tracing PID");
-    assert_eq!(
-        our_loaded_programs(),
-        6,
-        "all six programs are loaded while tracing"
-    );
+    assert_eq!(our_loaded_programs(), 6, "all six programs are loaded while tracing");
 
     // Activity after attach: 300 fresh anonymous pages, written once each.
     writeln!(w_in, "fault 300").unwrap();
@@ -94,10 +77,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
         if let Some(st) = memtrace.try_wait().unwrap() {
             break st;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "memtrace did not stop on SIGINT"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "memtrace did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stdout = String::new();
@@ -111,27 +91,12 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     assert_eq!(trace["stop_reason"], "interrupted (SIGINT)");
     let c = &trace["counters"];
     assert!(u(&c["page_faults"]) >= 300, "{c:#}");
-    assert!(
-        u(&c["mmap_calls"]) >= 1 && u(&c["munmap_calls"]) >= 1,
-        "{c:#}"
-    );
-    let anon = trace["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == "[anon]")
-        .expect("[anon] region");
+    assert!(u(&c["mmap_calls"]) >= 1 && u(&c["munmap_calls"]) >= 1, "{c:#}");
+    let anon = trace["regions"].as_array().unwrap().iter().find(|r| r["region"] == "[anon]").expect("[anon] region");
     assert!(u(&anon["faults"]["write"]) >= 300, "{anon:#}");
 
-    assert_eq!(
-        our_loaded_programs(),
-        0,
-        "memtrace left programs loaded after it exited"
-    );
-    assert!(
-        workload.try_wait().unwrap().is_none(),
-        "detaching must not disturb the target"
-    );
+    assert_eq!(our_loaded_programs(), 0, "memtrace left programs loaded after it exited");
+    assert!(workload.try_wait().unwrap().is_none(), "detaching must not disturb the target");
     drop(w_in); // EOF: the workload exits
     assert!(workload.wait().unwrap().success());
 }

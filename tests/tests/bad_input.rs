@@ -9,12 +9,7 @@ fn one_line_error(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(!out.status.success(), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "expected a one-line cause:\n{}",
-        describe(&out)
-    );
+    assert_eq!(stderr.lines().count(), 1, "expected a one-line cause:\n{}", describe(&out));
     assert!(stderr.starts_with("memtrace: error: "), "{stderr}");
     stderr
 }
@@ -27,37 +22,21 @@ fn unknown_pid() {
 
 #[test]
 fn command_not_found() {
-    let err = one_line_error(Command::new(memtrace_bin()).args([
-        "run",
-        "--",
-        "memtrace-no-such-command",
-        "x",
-    ]));
-    assert!(
-        err.contains("command not found: memtrace-no-such-command"),
-        "{err}"
-    );
+    let err = one_line_error(Command::new(memtrace_bin()).args(["run", "--", "memtrace-no-such-command", "x"]));
+    assert!(err.contains("command not found: memtrace-no-such-command"), "{err}");
 }
 
 #[test]
 fn nothing_to_trace() {
     let err = one_line_error(&mut Command::new(memtrace_bin()));
-    assert!(
-        err.contains("-p PID") && err.contains("run -- CMD"),
-        "{err}"
-    );
+    assert!(err.contains("-p PID") && err.contains("run -- CMD"), "{err}");
 }
 
 #[test]
 fn unwritable_trace_path_is_refused_before_tracing() {
     require_root();
-    let err = one_line_error(Command::new(memtrace_bin()).args([
-        "run",
-        "--json",
-        "/nonexistent-dir/t.json",
-        "--",
-        "true",
-    ]));
+    let err =
+        one_line_error(Command::new(memtrace_bin()).args(["run", "--json", "/nonexistent-dir/t.json", "--", "true"]));
     assert!(err.contains("/nonexistent-dir"), "{err}");
 }
 
@@ -72,14 +51,9 @@ fn without_privileges_it_says_to_use_sudo() {
     std::fs::copy(memtrace_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-    ])
-    .arg(&bin)
-    .args(["run", "--", "true"]);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&bin)
+        .args(["run", "--", "true"]);
     cmd.current_dir("/");
     let err = one_line_error(&mut cmd);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -9,11 +9,7 @@ use common::*;
 fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     require_root();
     let dir = scratch("run_mode");
-    let (trace_path, truth_path, arrow) = (
-        dir.join("trace.json"),
-        dir.join("truth.json"),
-        dir.join("w.arrow"),
-    );
+    let (trace_path, truth_path, arrow) = (dir.join("trace.json"), dir.join("truth.json"), dir.join("w.arrow"));
     let out = run(Command::new(memtrace_bin())
         .args(["run", "--json"])
         .arg(&trace_path)
@@ -21,15 +17,7 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
         .arg(workload_bin())
         .arg("--file")
         .arg(&arrow)
-        .args([
-            "--size-mib",
-            "32",
-            "--touch",
-            "0.5",
-            "--heap-mib",
-            "8",
-            "--truth",
-        ])
+        .args(["--size-mib", "32", "--touch", "0.5", "--heap-mib", "8", "--truth"])
         .arg(&truth_path));
     assert!(out.status.success(), "{}", describe(&out));
     let report = String::from_utf8_lossy(&out.stdout);
@@ -40,10 +28,7 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     assert_eq!(trace["format"], "memtrace-trace");
     assert_eq!(trace["version"], 1);
     assert_eq!(trace["mode"], "run");
-    assert_eq!(
-        trace["target"]["pid"], truth["pid"],
-        "the traced PID is the workload's own"
-    );
+    assert_eq!(trace["target"]["pid"], truth["pid"], "the traced PID is the workload's own");
     assert_eq!(trace["target"]["exit_code"], 0);
     let mode = std::fs::metadata(&trace_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "traces are private to root");
@@ -55,20 +40,10 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     let measured = u(&c["page_faults"]);
     let kernel = u(&trace["kernel"]["minor_faults"]) + u(&trace["kernel"]["major_faults"]);
     assert!(measured > 100, "{c:#}");
-    assert!(
-        measured * 2 >= kernel && measured <= kernel * 2,
-        "measured {measured} faults, kernel counted {kernel}"
-    );
+    assert!(measured * 2 >= kernel && measured <= kernel * 2, "measured {measured} faults, kernel counted {kernel}");
     assert_eq!(u(&c["ringbuf_drops"]), 0, "{c:#}");
-    assert_eq!(
-        u(&c["page_faults_seen"]),
-        measured,
-        "every counted fault reached userspace"
-    );
-    assert!(
-        u(&c["mmap_calls"]) >= 1 && u(&c["munmap_calls"]) >= 1,
-        "{c:#}"
-    );
+    assert_eq!(u(&c["page_faults_seen"]), measured, "every counted fault reached userspace");
+    assert!(u(&c["mmap_calls"]) >= 1 && u(&c["munmap_calls"]) >= 1, "{c:#}");
 
     // The Arrow file is among the mapped files with its real size, and the
     // search phase's reads faulted inside its mapping.
@@ -80,11 +55,7 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     assert!(u(&f["mapped_bytes"]) >= size, "{f:#}");
     assert!(u(&f["mmap_calls"]) >= 1, "{f:#}");
     assert!(u(&f["page_faults"]["total"]) > 0, "{f:#}");
-    assert_eq!(
-        u(&f["mapped_at_end_bytes"]),
-        0,
-        "teardown unmapped it: {f:#}"
-    );
+    assert_eq!(u(&f["mapped_at_end_bytes"]), 0, "teardown unmapped it: {f:#}");
 }
 
 #[test]
@@ -92,10 +63,8 @@ fn propagates_the_commands_exit_code_and_still_reports() {
     require_root();
     let dir = scratch("run_exit_code");
     let trace_path = dir.join("t.json");
-    let out = run(Command::new(memtrace_bin())
-        .args(["run", "--json"])
-        .arg(&trace_path)
-        .args(["--", "sh", "-c", "exit 3"]));
+    let out =
+        run(Command::new(memtrace_bin()).args(["run", "--json"]).arg(&trace_path).args(["--", "sh", "-c", "exit 3"]));
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let trace = read_json(&trace_path);
     assert_eq!(trace["target"]["exit_code"], 3);

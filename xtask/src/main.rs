@@ -45,15 +45,11 @@ fn main() -> ExitCode {
 }
 
 pub fn root_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn release_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root_dir().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root_dir().join("target"), PathBuf::from);
     target.join("release")
 }
 
@@ -70,9 +66,7 @@ extern "C" {
 /// Runs a command, echoing it, and fails with its exit status.
 pub fn status(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", display(cmd));
-    let st = cmd
-        .status()
-        .with_context(|| format!("cannot run {}", display(cmd)))?;
+    let st = cmd.status().with_context(|| format!("cannot run {}", display(cmd)))?;
     if !st.success() {
         bail!("`{}` failed ({st})", display(cmd));
     }
@@ -122,7 +116,9 @@ fn demo() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let trace = dir.join("trace.json");
     let truth = dir.join("truth.json");
-    eprintln!("\nxtask: tracing the bundled workload (256 MiB Arrow file, 25 % of batches searched, 1000 leaked blocks)\n");
+    eprintln!(
+        "\nxtask: tracing the bundled workload (256 MiB Arrow file, 25 % of batches searched, 1000 leaked blocks)\n"
+    );
     status(
         as_root(&bin.join("memtrace"))
             .args(["run", "--json"])
@@ -135,11 +131,7 @@ fn demo() -> Result<()> {
             .arg(&truth)
             .args(["--touch", "0.25", "--leak", "1000"]),
     )?;
-    eprintln!(
-        "\nxtask: JSON trace in {}, workload ground truth in {}",
-        trace.display(),
-        truth.display()
-    );
+    eprintln!("\nxtask: JSON trace in {}, workload ground truth in {}", trace.display(), truth.display());
     Ok(())
 }
 
@@ -153,8 +145,7 @@ fn test(extra: &[String]) -> Result<()> {
         cargo()
     } else {
         let mut c = Command::new("sudo");
-        c.args(["-E", "--preserve-env=PATH"])
-            .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.args(["-E", "--preserve-env=PATH"]).arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         c.current_dir(root_dir());
         c
     };
@@ -165,13 +156,5 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn lint() -> Result<()> {
     status(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    status(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    status(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))
 }

@@ -25,9 +25,7 @@ pub fn run() -> Result<()> {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn nightly_with_rust_src() -> Result<()> {
@@ -39,36 +37,17 @@ fn nightly_with_rust_src() -> Result<()> {
         eprintln!("xtask: nightly toolchain: already installed");
     } else {
         eprintln!("xtask: nightly toolchain: installing");
-        status(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))
-        .context(
-            "installing the nightly toolchain (needed for -Z build-std on bpfel-unknown-none)",
-        )?;
+        status(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+            .context("installing the nightly toolchain (needed for -Z build-std on bpfel-unknown-none)")?;
     }
-    let components = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))
-    .unwrap_or_default();
+    let components =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .unwrap_or_default();
     if components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: nightly rust-src: already installed");
     } else {
         eprintln!("xtask: nightly rust-src: installing");
-        status(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     Ok(())
 }
@@ -76,9 +55,7 @@ fn nightly_with_rust_src() -> Result<()> {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
-        })
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
 }
 
 /// The nightly sysroot's libLLVM.so.<major>.<minor>-rust-... file.
@@ -95,10 +72,7 @@ fn nightly_libllvm() -> Result<(PathBuf, u32)> {
             }
         }
     }
-    bail!(
-        "the nightly toolchain ships no libLLVM.so.* in {} (bpf-linker needs an LLVM library)",
-        lib.display()
-    )
+    bail!("the nightly toolchain ships no libLLVM.so.* in {} (bpf-linker needs an LLVM library)", lib.display())
 }
 
 fn bpf_linker() -> Result<()> {
@@ -106,35 +80,23 @@ fn bpf_linker() -> Result<()> {
         eprintln!("xtask: bpf-linker: already installed and working");
         return Ok(());
     }
-    eprintln!("xtask: bpf-linker: missing or broken; building it against the nightly toolchain's LLVM (about a minute)");
+    eprintln!(
+        "xtask: bpf-linker: missing or broken; building it against the nightly toolchain's LLVM (about a minute)"
+    );
     let (libllvm, major) = nightly_libllvm()?;
     // bpf-linker's build looks for <prefix>/lib/libLLVM.so; its rpath then
     // points at <prefix>/lib, so the prefix lives under CARGO_HOME, not /tmp.
     let prefix = cargo_home().join("memtrace-llvm");
     let lib = prefix.join("lib");
     std::fs::create_dir_all(&lib)?;
-    for link in [
-        lib.join("libLLVM.so"),
-        lib.join(libllvm.file_name().unwrap()),
-    ] {
+    for link in [lib.join("libLLVM.so"), lib.join(libllvm.file_name().unwrap())] {
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&libllvm, &link)
-            .with_context(|| format!("symlink {}", link.display()))?;
+        std::os::unix::fs::symlink(&libllvm, &link).with_context(|| format!("symlink {}", link.display()))?;
     }
     status(
         Command::new("cargo")
-            .args([
-                "install",
-                "bpf-linker",
-                "--force",
-                "--version",
-                BPF_LINKER_VERSION,
-            ])
-            .args([
-                "--no-default-features",
-                "--features",
-                &format!("llvm-{major}"),
-            ])
+            .args(["install", "bpf-linker", "--force", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
             .env("LLVM_PREFIX", &prefix),
     )
     .context("building bpf-linker")?;
@@ -148,38 +110,21 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn has_command(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|(cmd, _)| !has_command(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|(cmd, _)| !has_command(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
-        eprintln!(
-            "xtask: Debian packages ({}): already installed",
-            DEBIAN_PACKAGES.map(|p| p.1).join(", ")
-        );
+        eprintln!("xtask: Debian packages ({}): already installed", DEBIAN_PACKAGES.map(|p| p.1).join(", "));
         return Ok(());
     }
     if !has_command("apt-get") {
-        bail!(
-            "missing packages {} and no apt-get to install them: install them by hand",
-            missing.join(", ")
-        );
+        bail!("missing packages {} and no apt-get to install them: install them by hand", missing.join(", "));
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(", "));
     let sudo = |args: &[&str]| {
-        let mut cmd = if is_root() {
-            Command::new(args[0])
-        } else {
-            Command::new("sudo")
-        };
+        let mut cmd = if is_root() { Command::new(args[0]) } else { Command::new("sudo") };
         if is_root() {
             cmd.args(&args[1..]);
         } else {

@@ -10,10 +10,7 @@ use std::{
 use serde_json::Value;
 
 pub fn root_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The memtrace binary: $MEMTRACE_BIN (set by `cargo xtask test`), else the
@@ -25,11 +22,7 @@ pub fn memtrace_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let bin = profile_dir.join("memtrace");
-    assert!(
-        bin.exists(),
-        "memtrace binary not found at {}: run the tests with `cargo xtask test`",
-        bin.display()
-    );
+    assert!(bin.exists(), "memtrace binary not found at {}: run the tests with `cargo xtask test`", bin.display());
     bin
 }
 
@@ -41,10 +34,7 @@ pub fn workload_bin() -> PathBuf {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "end-to-end tests load real eBPF programs and need root: run them with `cargo xtask test`"
-    );
+    assert_eq!(euid, 0, "end-to-end tests load real eBPF programs and need root: run them with `cargo xtask test`");
 }
 
 /// A fresh scratch directory for one test under target/e2e.
@@ -56,15 +46,12 @@ pub fn scratch(test: &str) -> PathBuf {
 }
 
 pub fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
 }
 
@@ -88,6 +75,5 @@ pub fn file_entry<'a>(trace: &'a Value, path: &str) -> &'a Value {
 }
 
 pub fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+    v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }

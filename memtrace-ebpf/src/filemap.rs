@@ -1,0 +1,124 @@
+//! The page cache and the target's RSS counters: which file pages the kernel
+//! maps for the target (fault, fault-around), reads from disk for it, evicts,
+//! and the exact RSS counter values that say how many pages each step mapped.
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::{Array, HashMap},
+    programs::TracePointContext,
+};
+use memtrace_common::{
+    FileKey, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_PAGE_CACHE_ADD,
+    EVENT_PAGE_CACHE_DELETE, EVENT_RSS_STAT,
+};
+
+use crate::emit::{emit, offsets, target_tid};
+
+/// Files the target maps (written by userspace): evictions of other files are
+/// not the target's business and are not sent.
+#[map]
+static WATCHED_FILES: HashMap<FileKey, u8> = HashMap::with_max_entries(4096, 0);
+
+/// The target's mm_id (a hash of its mm pointer) as seen in rss_stat from its
+/// own threads; lets reclaim, which runs in other tasks, be attributed too.
+#[map]
+static TARGET_MM: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+unsafe fn read<T>(ctx: &TracePointContext, offset: u32) -> T
+where
+    T: Default,
+{
+    // SAFETY (caller): offsets come from this kernel's tracefs format file.
+    unsafe { ctx.read_at::<T>(offset as usize).unwrap_or_default() }
+}
+
+#[tracepoint]
+pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    let off = offsets();
+    let (mm_id, curr, member, size) = unsafe {
+        (
+            read::<u32>(&ctx, off.rss_mm_id),
+            read::<u32>(&ctx, off.rss_curr),
+            read::<i32>(&ctx, off.rss_member),
+            read::<i64>(&ctx, off.rss_size),
+        )
+    };
+    let tid = match target_tid() {
+        Some(tid) if curr == 1 => {
+            if let Some(slot) = TARGET_MM.get_ptr_mut(0) {
+                // SAFETY: single u32 slot; a racing write stores the same value.
+                unsafe { *slot = mm_id };
+            }
+            tid
+        }
+        _ => {
+            // Another task changing the target's counters (reclaim, exit).
+            match TARGET_MM.get(0) {
+                Some(&target) if target != 0 && target == mm_id => 0,
+                _ => return 0,
+            }
+        }
+    };
+    emit(EVENT_RSS_STAT, tid, [member as u64, size as u64, curr as u64, mm_id as u64, 0, 0]);
+    0
+}
+
+#[inline(always)]
+fn filemap_event(ctx: &TracePointContext, kind: u32, with_last: bool) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    let off = offsets();
+    let (ino, dev, index) = unsafe {
+        (
+            read::<u64>(ctx, off.fault_ino),
+            read::<u32>(ctx, off.fault_dev),
+            read::<u64>(ctx, off.fault_index),
+        )
+    };
+    let last = if with_last { unsafe { read::<u64>(ctx, off.map_pages_last) } } else { index };
+    emit(kind, tid, [dev as u64, ino, index, last, 0, 0]);
+    0
+}
+
+#[tracepoint]
+pub fn mm_filemap_fault(ctx: TracePointContext) -> u32 {
+    filemap_event(&ctx, EVENT_FILEMAP_FAULT, false)
+}
+
+#[tracepoint]
+pub fn mm_filemap_map_pages(ctx: TracePointContext) -> u32 {
+    filemap_event(&ctx, EVENT_FILEMAP_MAP_PAGES, true)
+}
+
+#[inline(always)]
+fn cache_fields(ctx: &TracePointContext) -> (u64, u32, u64, u8) {
+    let off = offsets();
+    unsafe {
+        (
+            read::<u64>(ctx, off.cache_ino),
+            read::<u32>(ctx, off.cache_dev),
+            read::<u64>(ctx, off.cache_index),
+            read::<u8>(ctx, off.cache_order),
+        )
+    }
+}
+
+#[tracepoint]
+pub fn mm_filemap_add_to_page_cache(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    let (ino, dev, index, order) = cache_fields(&ctx);
+    emit(EVENT_PAGE_CACHE_ADD, tid, [dev as u64, ino, index, order as u64, 0, 0]);
+    0
+}
+
+#[tracepoint]
+pub fn mm_filemap_delete_from_page_cache(ctx: TracePointContext) -> u32 {
+    let (ino, dev, index, order) = cache_fields(&ctx);
+    let key = FileKey { ino, s_dev: dev, _pad: 0 };
+    // SAFETY: read-only lookup of a plain value.
+    if unsafe { WATCHED_FILES.get(&key) }.is_none() {
+        return 0;
+    }
+    let tid = target_tid().unwrap_or(0);
+    emit(EVENT_PAGE_CACHE_DELETE, tid, [dev as u64, ino, index, order as u64, 0, 0]);
+    0
+}

@@ -1,0 +1,298 @@
+//! Per-file loading: which bytes of each mapped file the kernel really mapped
+//! into the target, read from disk for it and evicted.
+//!
+//! The kernel's RSS counter for file pages (`kmem:rss_stat`, member 0) is
+//! exact; the filemap tracepoints say which file and pages a fault asked for
+//! but overcount (fault-around ranges include pages the kernel skipped). So
+//! each change of the counter is attributed to the file the changing thread
+//! was working on: the file of its last page fault (fault-around's counter
+//! update comes just before `mm_filemap_map_pages`, a direct fault's after
+//! `mm_filemap_fault`, a copy-on-write's after the fault), or the files of
+//! the range it is unmapping.
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{aspace::FileId, events::RssMember, pageset::PageSet};
+
+pub const PAGE: u64 = 4096;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileLoad {
+    /// Bytes the kernel mapped into the target (sum of attributed increases).
+    pub loaded_bytes: u64,
+    /// Bytes unmapped again (munmap, madvise, copy-on-write, reclaim).
+    pub unloaded_bytes: u64,
+    /// Of `loaded_bytes`, mapped by fault-around (`mm_filemap_map_pages`).
+    pub fault_around_bytes: u64,
+    /// Pages put into the page cache while the target's faults looked the
+    /// file up (synchronous reads and the readahead they started).
+    pub read_from_disk_bytes: u64,
+    /// Pages put into the page cache by the target outside a fault: write(2)
+    /// of new data, read(2), fadvise/madvise readahead. Not mapping loads.
+    pub cache_added_other_bytes: u64,
+    /// Pages named by the target's faults that later left the page cache.
+    pub evicted_bytes: u64,
+    /// Pages the filemap tracepoints named for the target (an overcount of
+    /// what was mapped, kept for page-level views).
+    pub pages: PageSet,
+}
+
+impl FileLoad {
+    /// Bytes of the file mapped now by this accounting (measured).
+    pub fn resident_bytes(&self) -> u64 {
+        self.loaded_bytes.saturating_sub(self.unloaded_bytes)
+    }
+}
+
+/// What a thread is doing, for attributing its next RSS change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Context {
+    /// Handling a page fault in a mapping of this file (None: not a file).
+    Fault(Option<FileId>),
+    /// Inside the page-cache lookup of a fault on this file (between
+    /// `mm_filemap_fault` and the counter change that maps the page): pages
+    /// added to the cache now are read from disk for the mapping.
+    CacheLookup(FileId),
+    /// Inside munmap of a range holding these files.
+    Unmap(Vec<FileId>),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssCounters {
+    pub file: u64,
+    pub anon: u64,
+    pub shmem: u64,
+    pub swap: u64,
+}
+
+impl RssCounters {
+    pub fn total(&self) -> u64 {
+        self.file + self.anon + self.shmem
+    }
+
+    fn slot(&mut self, m: RssMember) -> &mut u64 {
+        match m {
+            RssMember::File => &mut self.file,
+            RssMember::Anon => &mut self.anon,
+            RssMember::Shmem => &mut self.shmem,
+            RssMember::Swap => &mut self.swap,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Loading {
+    pub files: BTreeMap<FileId, FileLoad>,
+    context: HashMap<u32, Context>,
+    /// The last increase attributed on each thread, so that the fault-around
+    /// event that follows it can classify it.
+    last_increase: HashMap<u32, (FileId, u64)>,
+    /// The kernel's RSS counters at the start of the trace and now (kernel truth).
+    pub rss_start: Option<RssCounters>,
+    pub rss_now: RssCounters,
+    /// The counters when their total was highest.
+    pub rss_peak: RssCounters,
+    /// File-page changes no file could be named for.
+    pub unattributed_loaded_bytes: u64,
+    pub unattributed_unloaded_bytes: u64,
+}
+
+impl Loading {
+    /// The counters before the first traced change (attach mode reads them
+    /// from /proc; a fresh exec starts from zero).
+    pub fn set_baseline(&mut self, rss: RssCounters) {
+        self.rss_start = Some(rss);
+        self.rss_now = rss;
+        self.rss_peak = rss;
+    }
+
+    pub fn on_exec(&mut self) {
+        self.context.clear();
+        self.last_increase.clear();
+        self.set_baseline(RssCounters::default());
+    }
+
+    pub fn on_fault(&mut self, tid: u32, file: Option<FileId>) {
+        self.context.insert(tid, Context::Fault(file));
+        self.last_increase.remove(&tid);
+    }
+
+    pub fn on_unmap_enter(&mut self, tid: u32, files: Vec<FileId>) {
+        self.context.insert(tid, Context::Unmap(files));
+    }
+
+    pub fn on_unmap_exit(&mut self, tid: u32) {
+        self.context.remove(&tid);
+    }
+
+    pub fn on_rss(&mut self, tid: u32, member: RssMember, bytes: u64) {
+        if self.rss_start.is_none() {
+            self.set_baseline(RssCounters::default());
+        }
+        let slot = self.rss_now.slot(member);
+        let delta = bytes as i64 - *slot as i64;
+        *slot = bytes;
+        if self.rss_now.total() > self.rss_peak.total() {
+            self.rss_peak = self.rss_now;
+        }
+        if member != RssMember::File || delta == 0 {
+            return;
+        }
+        if let Some(Context::CacheLookup(f)) = self.context.get(&tid) {
+            self.context.insert(tid, Context::Fault(Some(*f)));
+        }
+        let file = match self.context.get(&tid) {
+            Some(Context::Fault(file)) => *file,
+            // Unmapping: the first file of the range that still has pages.
+            Some(Context::Unmap(files)) if delta < 0 => {
+                files.iter().copied().find(|f| self.files.get(f).is_some_and(|l| l.resident_bytes() > 0))
+            }
+            _ => None,
+        };
+        let Some(file) = file else {
+            if delta > 0 {
+                self.unattributed_loaded_bytes += delta as u64;
+            } else {
+                self.unattributed_unloaded_bytes += delta.unsigned_abs();
+            }
+            return;
+        };
+        let load = self.files.entry(file).or_default();
+        if delta > 0 {
+            load.loaded_bytes += delta as u64;
+            self.last_increase.insert(tid, (file, delta as u64));
+        } else {
+            load.unloaded_bytes += delta.unsigned_abs();
+        }
+    }
+
+    pub fn on_filemap_fault(&mut self, tid: u32, file: FileId, index: u64) {
+        self.context.insert(tid, Context::CacheLookup(file));
+        self.files.entry(file).or_default().pages.insert(index, index);
+    }
+
+    pub fn on_map_pages(&mut self, tid: u32, file: FileId, first: u64, last: u64) {
+        let load = self.files.entry(file).or_default();
+        load.pages.insert(first, last);
+        if let Some((f, bytes)) = self.last_increase.remove(&tid) {
+            if f == file {
+                load.fault_around_bytes += bytes;
+            }
+        }
+    }
+
+    pub fn on_cache_add(&mut self, tid: u32, file: FileId, pages: u64) {
+        let in_fault = matches!(self.context.get(&tid), Some(Context::CacheLookup(_)));
+        let load = self.files.entry(file).or_default();
+        if in_fault {
+            load.read_from_disk_bytes += pages * PAGE;
+        } else {
+            load.cache_added_other_bytes += pages * PAGE;
+        }
+    }
+
+    pub fn on_cache_delete(&mut self, file: FileId, index: u64, pages: u64) {
+        if let Some(load) = self.files.get_mut(&file) {
+            load.evicted_bytes += load.pages.remove(index, index + pages - 1) * PAGE;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: FileId = FileId { major: 254, minor: 0, inode: 1 };
+    const B: FileId = FileId { major: 254, minor: 0, inode: 2 };
+
+    fn loading() -> Loading {
+        let mut l = Loading::default();
+        l.set_baseline(RssCounters { file: 100 * PAGE, ..Default::default() });
+        l
+    }
+
+    #[test]
+    fn fault_around_counts_the_counter_change_not_the_range() {
+        let mut l = loading();
+        l.on_fault(1, Some(A));
+        // The kernel mapped 14 of the 16 pages in the range (2 not uptodate).
+        l.on_rss(1, RssMember::File, 114 * PAGE);
+        l.on_map_pages(1, A, 0, 15);
+        let a = &l.files[&A];
+        assert_eq!(a.loaded_bytes, 14 * PAGE);
+        assert_eq!(a.fault_around_bytes, 14 * PAGE);
+        assert_eq!(a.pages.len(), 16, "the range overcounts; it is kept only for page views");
+    }
+
+    #[test]
+    fn a_direct_fault_is_attributed_to_the_file_the_page_cache_named() {
+        let mut l = loading();
+        l.on_fault(1, None); // address not (yet) known to be in a file mapping
+        l.on_filemap_fault(1, B, 7);
+        l.on_rss(1, RssMember::File, 101 * PAGE);
+        assert_eq!(l.files[&B].loaded_bytes, PAGE);
+        assert_eq!(l.files[&B].fault_around_bytes, 0);
+    }
+
+    #[test]
+    fn threads_keep_their_own_context() {
+        let mut l = loading();
+        l.on_fault(1, Some(A));
+        l.on_fault(2, Some(B));
+        l.on_rss(2, RssMember::File, 104 * PAGE);
+        l.on_rss(1, RssMember::File, 105 * PAGE);
+        assert_eq!(l.files[&A].loaded_bytes, PAGE);
+        assert_eq!(l.files[&B].loaded_bytes, 4 * PAGE);
+    }
+
+    #[test]
+    fn unmapping_gives_pages_back_and_anon_changes_are_not_file_loading() {
+        let mut l = loading();
+        l.on_fault(1, Some(A));
+        l.on_rss(1, RssMember::File, 110 * PAGE);
+        l.on_rss(1, RssMember::Anon, 50 * PAGE);
+        l.on_unmap_enter(1, vec![B, A]);
+        l.on_rss(1, RssMember::File, 104 * PAGE);
+        l.on_unmap_exit(1);
+        let a = &l.files[&A];
+        assert_eq!((a.loaded_bytes, a.unloaded_bytes, a.resident_bytes()), (10 * PAGE, 6 * PAGE, 4 * PAGE));
+        assert_eq!(l.rss_now.anon, 50 * PAGE);
+        assert!(!l.files.contains_key(&B));
+    }
+
+    #[test]
+    fn changes_without_context_are_counted_as_unattributed() {
+        let mut l = loading();
+        l.on_rss(0, RssMember::File, 90 * PAGE); // reclaim, from another task
+        l.on_rss(3, RssMember::File, 95 * PAGE); // a thread never seen faulting
+        assert_eq!(l.unattributed_unloaded_bytes, 10 * PAGE);
+        assert_eq!(l.unattributed_loaded_bytes, 5 * PAGE);
+        assert!(l.files.is_empty());
+    }
+
+    #[test]
+    fn disk_reads_and_evictions_of_named_pages() {
+        let mut l = loading();
+        l.on_fault(1, Some(A));
+        l.on_rss(1, RssMember::File, 116 * PAGE);
+        l.on_map_pages(1, A, 0, 15);
+        l.on_filemap_fault(1, A, 20);
+        l.on_cache_add(1, A, 16); // the fault's read and its readahead
+        l.on_rss(1, RssMember::File, 117 * PAGE);
+        l.on_cache_add(1, A, 4); // after the fault: write(2) of new data, say
+        l.on_cache_delete(A, 8, 16); // pages 8..=23: 9 of them were ours
+        let a = &l.files[&A];
+        assert_eq!(a.read_from_disk_bytes, 16 * PAGE);
+        assert_eq!(a.cache_added_other_bytes, 4 * PAGE);
+        assert_eq!(a.loaded_bytes, 17 * PAGE);
+        assert_eq!(a.evicted_bytes, 9 * PAGE);
+    }
+
+    #[test]
+    fn exec_starts_a_new_mm_from_zero() {
+        let mut l = loading();
+        l.on_exec();
+        l.on_fault(1, Some(A));
+        l.on_rss(1, RssMember::File, 3 * PAGE);
+        assert_eq!(l.files[&A].loaded_bytes, 3 * PAGE);
+    }
+}
