@@ -27,9 +27,14 @@ pub const EVENT_PAGE_FAULT: u32 = 3;
 /// The target called `execve` successfully: its address space was replaced. args unused.
 pub const EVENT_EXEC: u32 = 4;
 
-/// `munmap` entered: args = [addr, len]. Marks the thread's RSS changes until
-/// the matching EVENT_MUNMAP as belonging to that range.
-pub const EVENT_MUNMAP_ENTER: u32 = 5;
+/// `munmap` or `madvise` entered: args = [addr, len, RANGE_OP_*, madvise
+/// behavior]. Marks the thread's RSS changes until the matching exit event
+/// (EVENT_MUNMAP or EVENT_MADVISE) as belonging to that range.
+pub const EVENT_RANGE_ENTER: u32 = 5;
+pub const RANGE_OP_MUNMAP: u64 = 0;
+pub const RANGE_OP_MADVISE: u64 = 1;
+/// A finished `madvise`: args = [addr, len, behavior, return value].
+pub const EVENT_MADVISE: u32 = 11;
 /// `kmem:rss_stat` of the target's mm: args = [member (0 file, 1 anon, 2 swap,
 /// 3 shmem), counter value in bytes, curr (1 when the target's own thread
 /// changed it), mm_id].
@@ -64,6 +69,7 @@ pub const COUNTER_RINGBUF_DROPS: u32 = 3;
 /// Syscalls whose entry arguments could not be stashed (the per-thread map was full),
 /// so their exit produced no event.
 pub const COUNTER_PENDING_FULL: u32 = 4;
+pub const COUNTER_MADVISE_CALLS: u32 = 5;
 pub const NUM_COUNTERS: u32 = 8;
 
 /// Byte offsets of the tracepoint fields the programs read, taken from the
@@ -83,6 +89,9 @@ pub struct TracepointOffsets {
     pub mmap_off: u32,
     pub munmap_addr: u32,
     pub munmap_len: u32,
+    pub madvise_start: u32,
+    pub madvise_len: u32,
+    pub madvise_behavior: u32,
     /// `ret` in every `syscalls:sys_exit_*` record.
     pub exit_ret: u32,
     pub rss_mm_id: u32,

@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL, EVENT_MMAP, EVENT_MUNMAP,
-    EVENT_MUNMAP_ENTER,
+    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL, EVENT_MADVISE, EVENT_MMAP,
+    EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MUNMAP,
 };
 
 use crate::emit::{count, emit, offsets, target_tid};
@@ -75,7 +75,7 @@ pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
     let len = read(&ctx, off.munmap_len);
     stash(tid, [addr, addr, len, 0, 0, 0]);
     // RSS changes until the exit event are pages of this range being unmapped.
-    emit(EVENT_MUNMAP_ENTER, tid, [addr, len, 0, 0, 0, 0]);
+    emit(EVENT_RANGE_ENTER, tid, [addr, len, RANGE_OP_MUNMAP, 0, 0, 0]);
     0
 }
 
@@ -85,6 +85,29 @@ pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
     count(COUNTER_MUNMAP_CALLS);
     if let Some(a) = finish(&ctx, tid) {
         emit(EVENT_MUNMAP, tid, [a[1], a[2], a[0], 0, 0, 0]);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    let off = offsets();
+    let (addr, len, behavior) =
+        (read(&ctx, off.madvise_start), read(&ctx, off.madvise_len), read(&ctx, off.madvise_behavior));
+    stash(tid, [addr, addr, len, behavior, 0, 0]);
+    // MADV_DONTNEED, MADV_PAGEOUT, ... drop pages: RSS changes until the exit
+    // event belong to this range.
+    emit(EVENT_RANGE_ENTER, tid, [addr, len, RANGE_OP_MADVISE, behavior, 0, 0]);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_madvise(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    count(COUNTER_MADVISE_CALLS);
+    if let Some(a) = finish(&ctx, tid) {
+        emit(EVENT_MADVISE, tid, [a[1], a[2], a[3], a[0], 0, 0]);
     }
     0
 }

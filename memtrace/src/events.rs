@@ -1,7 +1,8 @@
 //! Decoding of the ring buffer's raw records into typed events.
 use memtrace_common::{
-    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MMAP, EVENT_MUNMAP, EVENT_MUNMAP_ENTER,
-    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_RSS_STAT,
+    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MUNMAP,
+    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_RANGE_ENTER, EVENT_RSS_STAT,
+    RANGE_OP_MUNMAP,
 };
 
 use crate::aspace::FileId;
@@ -41,11 +42,21 @@ pub enum Event {
         ts_ns: u64,
         tid: u32,
     },
-    MunmapEnter {
+    /// munmap or madvise entered on [addr, addr + len).
+    RangeEnter {
         ts_ns: u64,
         tid: u32,
         addr: u64,
         len: u64,
+        munmap: bool,
+    },
+    Madvise {
+        ts_ns: u64,
+        tid: u32,
+        addr: u64,
+        len: u64,
+        behavior: u64,
+        result: i64,
     },
     /// A new value of one of the target's RSS counters (kernel truth).
     RssStat {
@@ -155,7 +166,10 @@ impl Event {
                 Event::PageFault { ts_ns, tid, address: a[0], ip: a[1], access: FaultAccess::from_error_code(a[2]) }
             }
             EVENT_EXEC => Event::Exec { ts_ns, tid },
-            EVENT_MUNMAP_ENTER => Event::MunmapEnter { ts_ns, tid, addr: a[0], len: a[1] },
+            EVENT_RANGE_ENTER => {
+                Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
+            }
+            EVENT_MADVISE => Event::Madvise { ts_ns, tid, addr: a[0], len: a[1], behavior: a[2], result: a[3] as i64 },
             EVENT_RSS_STAT => Event::RssStat {
                 ts_ns,
                 tid,

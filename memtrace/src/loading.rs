@@ -52,8 +52,8 @@ enum Context {
     /// `mm_filemap_fault` and the counter change that maps the page): pages
     /// added to the cache now are read from disk for the mapping.
     CacheLookup(FileId),
-    /// Inside munmap of a range holding these files.
-    Unmap(Vec<FileId>),
+    /// Inside munmap or madvise of a range holding these files.
+    Range(Vec<FileId>),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,11 +116,11 @@ impl Loading {
         self.last_increase.remove(&tid);
     }
 
-    pub fn on_unmap_enter(&mut self, tid: u32, files: Vec<FileId>) {
-        self.context.insert(tid, Context::Unmap(files));
+    pub fn on_range_enter(&mut self, tid: u32, files: Vec<FileId>) {
+        self.context.insert(tid, Context::Range(files));
     }
 
-    pub fn on_unmap_exit(&mut self, tid: u32) {
+    pub fn on_range_exit(&mut self, tid: u32) {
         self.context.remove(&tid);
     }
 
@@ -134,7 +134,8 @@ impl Loading {
         if self.rss_now.total() > self.rss_peak.total() {
             self.rss_peak = self.rss_now;
         }
-        if member != RssMember::File || delta == 0 {
+        // Pages of tmpfs and memfd files are counted as shmem, not file pages.
+        if !matches!(member, RssMember::File | RssMember::Shmem) || delta == 0 {
             return;
         }
         if let Some(Context::CacheLookup(f)) = self.context.get(&tid) {
@@ -142,8 +143,8 @@ impl Loading {
         }
         let file = match self.context.get(&tid) {
             Some(Context::Fault(file)) => *file,
-            // Unmapping: the first file of the range that still has pages.
-            Some(Context::Unmap(files)) if delta < 0 => {
+            // Unmapping or madvise: the first file of the range that still has pages.
+            Some(Context::Range(files)) if delta < 0 => {
                 files.iter().copied().find(|f| self.files.get(f).is_some_and(|l| l.resident_bytes() > 0))
             }
             _ => None,
@@ -250,9 +251,9 @@ mod tests {
         l.on_fault(1, Some(A));
         l.on_rss(1, RssMember::File, 110 * PAGE);
         l.on_rss(1, RssMember::Anon, 50 * PAGE);
-        l.on_unmap_enter(1, vec![B, A]);
+        l.on_range_enter(1, vec![B, A]);
         l.on_rss(1, RssMember::File, 104 * PAGE);
-        l.on_unmap_exit(1);
+        l.on_range_exit(1);
         let a = &l.files[&A];
         assert_eq!((a.loaded_bytes, a.unloaded_bytes, a.resident_bytes()), (10 * PAGE, 6 * PAGE, 4 * PAGE));
         assert_eq!(l.rss_now.anon, 50 * PAGE);

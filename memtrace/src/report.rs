@@ -66,6 +66,8 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o, "  mmap calls       {:>12}   ({} failed)", thousands(c.mmap_calls), thousands(c.mmap_failed));
     let _ =
         writeln!(o, "  munmap calls     {:>12}   ({} failed)", thousands(c.munmap_calls), thousands(c.munmap_failed));
+    let _ =
+        writeln!(o, "  madvise calls    {:>12}   ({} failed)", thousands(c.madvise_calls), thousands(c.madvise_failed));
     let _ = writeln!(o);
     let _ =
         writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");

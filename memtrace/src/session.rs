@@ -10,7 +10,8 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{
-    COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS, COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS,
+    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS, COUNTER_PENDING_FULL,
+    COUNTER_RINGBUF_DROPS,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -75,12 +76,16 @@ impl Consumer {
                 let file = (result >= 0 && fd >= 0).then(|| procmaps::file_at(self.pid, result as u64)).flatten();
                 self.stats.on_mmap(result, len, flags, fd, file);
             }
-            Event::MunmapEnter { tid, addr, len, .. } => {
-                self.loading.on_unmap_enter(tid, self.stats.files_in(addr, len));
+            Event::RangeEnter { tid, addr, len, .. } => {
+                self.loading.on_range_enter(tid, self.stats.files_in(addr, len));
+            }
+            Event::Madvise { tid, result, .. } => {
+                self.stats.on_madvise(result);
+                self.loading.on_range_exit(tid);
             }
             Event::Munmap { tid, addr, len, result, .. } => {
                 self.stats.on_munmap(addr, len, result);
-                self.loading.on_unmap_exit(tid);
+                self.loading.on_range_exit(tid);
             }
             Event::PageFault { tid, address, access, .. } => {
                 if !self.stats.knows(address) && !self.unknown_pages.contains(&(address >> 12)) {
@@ -114,6 +119,7 @@ impl Consumer {
     /// Kernel truth now: per-file smaps Rss, read after the events so far.
     fn truth(&mut self, ring: &mut RingBuf<MapData>) -> Result<HashMap<FileId, u64>, String> {
         self.drain(ring);
+        self.sync(); // current names of the mapped files, e.g. "(deleted)"
         self.rss_at_truth = Some(self.loading.rss_now);
         procmaps::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))
     }
@@ -156,6 +162,10 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let mut watched = HashSet::new();
     let mut start_truth: Option<HashMap<FileId, u64>> = None;
     let mut final_truth: Option<Result<HashMap<FileId, u64>, String>> = None;
+    // Handle Ctrl-C/SIGTERM before the child runs: a signal that arrives
+    // early must stop the trace, not kill memtrace.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut stat_faults = None;
@@ -188,8 +198,6 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         probes.attached.len()
     );
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut grace: Option<tokio::time::Instant> = None;
@@ -287,6 +295,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             page_faults: counters[COUNTER_PAGE_FAULTS as usize],
             mmap_calls: counters[COUNTER_MMAP_CALLS as usize],
             munmap_calls: counters[COUNTER_MUNMAP_CALLS as usize],
+            madvise_calls: counters[COUNTER_MADVISE_CALLS as usize],
+            madvise_failed: s.madvise_failed,
             ringbuf_drops: counters[COUNTER_RINGBUF_DROPS as usize],
             page_faults_seen: s.faults.total,
             page_faults_read: s.faults.read,

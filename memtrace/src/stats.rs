@@ -67,6 +67,7 @@ pub struct TraceStats {
     pub mmap_failed: u64,
     pub munmap_calls: u64,
     pub munmap_failed: u64,
+    pub madvise_failed: u64,
     pub execs: u64,
     /// File-backed mmaps whose file could not be identified from /proc.
     pub unresolved_file_mappings: u64,
@@ -119,6 +120,12 @@ impl TraceStats {
         }
         let removed = self.aspace.unmap(addr, page_end(addr, len));
         self.forget(&removed);
+    }
+
+    pub fn on_madvise(&mut self, result: i64) {
+        if result < 0 {
+            self.madvise_failed += 1;
+        }
     }
 
     /// A new program image replaces the whole address space.
@@ -200,6 +207,11 @@ impl TraceStats {
         });
         if entry.size_bytes.is_none() {
             entry.size_bytes = info.size_bytes;
+        }
+        // The latest name wins: a file deleted or renamed since it was mapped
+        // shows as the kernel names it now ("... (deleted)").
+        if entry.path != info.path {
+            entry.path = info.path;
         }
         entry
     }

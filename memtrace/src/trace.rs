@@ -49,6 +49,7 @@ pub struct Counters {
     pub page_faults: u64,
     pub mmap_calls: u64,
     pub munmap_calls: u64,
+    pub madvise_calls: u64,
     pub ringbuf_drops: u64,
     /// Faults that reached userspace as events (page_faults - drops).
     pub page_faults_seen: u64,
@@ -57,6 +58,7 @@ pub struct Counters {
     pub page_faults_exec: u64,
     pub mmap_failed: u64,
     pub munmap_failed: u64,
+    pub madvise_failed: u64,
     pub execs: u64,
     /// Syscalls whose entry could not be stashed in eBPF (map full).
     pub syscalls_lost: u64,

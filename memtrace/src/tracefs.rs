@@ -96,6 +96,7 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "s_dev"),
         ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "order"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_munmap", "ret"),
+        ("syscalls/sys_exit_mmap", "syscalls/sys_exit_madvise", "ret"),
     ] {
         let size = if field == "s_dev" {
             4
@@ -120,6 +121,9 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         mmap_off: f.u64_field("syscalls/sys_enter_mmap", "off")?,
         munmap_addr: f.u64_field("syscalls/sys_enter_munmap", "addr")?,
         munmap_len: f.u64_field("syscalls/sys_enter_munmap", "len")?,
+        madvise_start: f.u64_field("syscalls/sys_enter_madvise", "start")?,
+        madvise_len: f.u64_field("syscalls/sys_enter_madvise", "len_in")?,
+        madvise_behavior: f.u64_field("syscalls/sys_enter_madvise", "behavior")?,
         exit_ret: f.u64_field("syscalls/sys_exit_mmap", "ret")?,
         rss_mm_id: f.field("kmem/rss_stat", "mm_id", 4)?,
         rss_curr: f.field("kmem/rss_stat", "curr", 4)?,

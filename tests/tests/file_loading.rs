@@ -3,10 +3,7 @@
 //! test interrupts memtrace, which reads smaps while the mapping is alive.
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -17,29 +14,15 @@ fn trace_paused_after_search(name: &str, touch: &str, cold: bool) -> (Value, Val
     require_root();
     let dir = scratch(name);
     let (trace_path, truth_path) = (dir.join("trace.json"), dir.join("truth.json"));
-    let mut cmd = Command::new(memtrace_bin());
-    cmd.args(["run", "--json"]).arg(&trace_path).arg("--").arg(workload_bin());
-    cmd.arg("--file").arg(dir.join("w.arrow")).args(["--size-mib", SIZE_MIB, "--heap-mib", "4", "--touch", touch]);
-    cmd.args(["--pause-after", "search", "--truth"]).arg(&truth_path);
+    let mut workload = Command::new(workload_bin());
+    workload.arg("--file").arg(dir.join("w.arrow")).args(["--size-mib", SIZE_MIB, "--heap-mib", "4", "--touch", touch]);
+    workload.args(["--pause-after", "search", "--truth"]).arg(&truth_path);
     if cold {
-        cmd.arg("--cold");
+        workload.arg("--cold");
     }
-    // The workload inherits memtrace's stdin (kept open: it waits for a line)
-    // and stdout (where it says it paused).
-    let mut memtrace = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut out = BufReader::new(memtrace.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("paused after search") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "workload never paused");
-    }
-    // Ctrl-C: memtrace reads smaps while the mapping is alive, then forwards it.
-    unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
-    let mut report = String::new();
-    std::io::Read::read_to_string(&mut out, &mut report).unwrap();
-    let status = memtrace.wait().unwrap();
+    let (trace, report, status) = trace_until_marker(&trace_path, &mut workload, "paused after search");
     assert_eq!(status.code(), Some(130), "memtrace exits like its interrupted child\n{report}");
-    (read_json(&trace_path), read_json(&truth_path))
+    (trace, read_json(&truth_path))
 }
 
 fn check_loading(name: &str, touch: &str, cold: bool) {

@@ -77,3 +77,37 @@ pub fn file_entry<'a>(trace: &'a Value, path: &str) -> &'a Value {
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
+
+/// Runs `memtrace run --json TRACE -- target...`, waits until the target
+/// prints a line containing `marker` (it then waits on its stdin, which it
+/// shares with memtrace), interrupts memtrace like Ctrl-C would, and returns
+/// the trace. memtrace reads the kernel truth before forwarding the signal.
+pub fn trace_until_marker(
+    trace_path: &Path,
+    target: &mut Command,
+    marker: &str,
+) -> (Value, String, std::process::ExitStatus) {
+    use std::{
+        io::{BufRead, BufReader, Read},
+        process::Stdio,
+    };
+    let mut cmd = Command::new(memtrace_bin());
+    cmd.args(["run", "--json"]).arg(trace_path).arg("--").arg(target.get_program()).args(target.get_args());
+    let mut memtrace = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = BufReader::new(memtrace.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains(marker) {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the target never printed `{marker}`");
+    }
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
+    let mut report = String::new();
+    out.read_to_string(&mut report).unwrap();
+    let status = memtrace.wait().unwrap();
+    (read_json(trace_path), report, status)
+}
+
+pub fn mapper_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_memtrace-mapper"))
+}
