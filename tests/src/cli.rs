@@ -77,9 +77,9 @@ pub struct Args {
     pub hold: bool,
 
     /// After PHASE ends print `paused after <PHASE> pid=<pid>` and wait for one
-    /// line on stdin before going on
+    /// line on stdin before going on (repeatable: --pause-after load --pause-after search)
     #[arg(long, value_name = "PHASE", value_enum)]
-    pub pause_after: Option<Phase>,
+    pub pause_after: Vec<Phase>,
 
     /// Write the ground-truth JSON to PATH (atomically: temp file + rename)
     #[arg(long, value_name = "PATH")]
@@ -142,9 +142,11 @@ mod tests {
         assert_eq!(a.heap_mib, 64);
         assert_eq!(a.leak, 0);
         assert_eq!(a.leak_size, 4096);
-        assert!(a.pause_after.is_none());
+        assert!(a.pause_after.is_empty());
         assert_eq!(a.madvise, Advice::Normal);
         let a = Args::try_parse_from(["w", "--pause-after", "load"]).unwrap();
-        assert_eq!(a.pause_after, Some(Phase::Load));
+        assert_eq!(a.pause_after, [Phase::Load]);
+        let a = Args::try_parse_from(["w", "--pause-after", "load", "--pause-after", "search"]).unwrap();
+        assert_eq!(a.pause_after, [Phase::Load, Phase::Search]);
     }
 }

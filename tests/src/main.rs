@@ -106,7 +106,7 @@ fn run(args: &Args) -> Result<()> {
             })
         };
     let pause = |phase: Phase, runner: &PhaseRunner, cold: Option<u64>, search: &Option<SearchTruth>| -> Result<()> {
-        if args.pause_after == Some(phase) {
+        if args.pause_after.contains(&phase) {
             if let Some(path) = &args.truth {
                 truth::write_atomic(&make_truth(runner, cold, search.clone(), false)?, path)?;
             }

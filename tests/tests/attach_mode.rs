@@ -12,8 +12,21 @@ use std::{
 use common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 6] =
-    ["sched_process_e", "sys_enter_mmap", "sys_exit_mmap", "sys_enter_munma", "sys_exit_munmap", "page_fault_user"];
+const OUR_PROGRAMS: [&str; 13] = [
+    "sched_process_e",
+    "sys_enter_mmap",
+    "sys_exit_mmap",
+    "sys_enter_munma",
+    "sys_exit_munmap",
+    "sys_enter_madvi",
+    "sys_exit_madvis",
+    "page_fault_user",
+    "rss_stat",
+    "mm_filemap_faul",
+    "mm_filemap_map_",
+    "mm_filemap_add_",
+    "mm_filemap_dele",
+];
 
 fn our_loaded_programs() -> usize {
     aya::programs::loaded_programs()
@@ -64,7 +77,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
         .unwrap();
     let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
     read_line_with(&mut m_err, "memtrace: tracing PID");
-    assert_eq!(our_loaded_programs(), 6, "all six programs are loaded while tracing");
+    assert_eq!(our_loaded_programs(), OUR_PROGRAMS.len(), "all our programs are loaded while tracing");
 
     // Activity after attach: 300 fresh anonymous pages, written once each.
     writeln!(w_in, "fault 300").unwrap();

@@ -1,0 +1,81 @@
+//! Attach mode on a process that already loaded part of its file: the
+//! baseline shows what was resident before memtrace came, and the final
+//! figures still match smaps.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
+};
+
+use common::*;
+
+fn wait_for(reader: &mut impl BufRead, needle: &str) {
+    let mut line = String::new();
+    while !line.contains(needle) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "EOF while waiting for `{needle}`");
+    }
+}
+
+#[test]
+fn attach_after_load_starts_from_the_resident_baseline() {
+    require_root();
+    let dir = scratch("attach_loading");
+    let truth_path = dir.join("truth.json");
+    let mut workload = Command::new(workload_bin())
+        .arg("--file")
+        .arg(dir.join("w.arrow"))
+        .args(["--size-mib", "64", "--heap-mib", "4", "--touch", "0.3"])
+        .args(["--pause-after", "load", "--pause-after", "search", "--truth"])
+        .arg(&truth_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut w_out = BufReader::new(workload.stdout.take().unwrap());
+    let mut w_in = workload.stdin.take().unwrap();
+    wait_for(&mut w_out, "paused after load");
+
+    let trace_path = dir.join("trace.json");
+    let mut memtrace = Command::new(memtrace_bin())
+        .arg("-p")
+        .arg(workload.id().to_string())
+        .arg("--json")
+        .arg(&trace_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open until memtrace exits: it reports on stderr to the end.
+    let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
+    wait_for(&mut m_err, "memtrace: tracing PID");
+
+    writeln!(w_in).unwrap(); // go on: build, then search
+    wait_for(&mut w_out, "paused after search");
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
+    assert!(memtrace.wait().unwrap().success());
+
+    let trace = read_json(&trace_path);
+    let truth = read_json(&truth_path);
+    let f = file_entry(&trace, truth["file"]["path"].as_str().unwrap());
+    let at_start = u(&f["resident_at_start_bytes"]);
+    let load_touched = u(&truth["phases"][1]["file_bytes_touched"]);
+    assert_eq!(truth["phases"][1]["name"], "load");
+    assert!(
+        at_start >= load_touched && at_start > 0,
+        "baseline {at_start} below the load phase's {load_touched}: {f:#}"
+    );
+    let kernel = u(&f["kernel_rss_bytes"]);
+    let resident = u(&f["measured_resident_bytes"]);
+    assert!(resident.abs_diff(kernel) <= (kernel / 100).max(64 * 1024), "measured {resident} vs smaps {kernel}: {f:#}");
+    // Pages resident before attach are not counted again as loaded.
+    assert!(u(&f["measured_loaded_bytes"]) + at_start <= kernel + (kernel / 100).max(64 * 1024), "{f:#}");
+    assert!(u(&f["measured_loaded_bytes"]) > 0, "the search phase loaded pages while traced: {f:#}");
+
+    writeln!(w_in).unwrap(); // let the workload finish
+    drop(w_in);
+    assert!(workload.wait().unwrap().success());
+}
