@@ -33,6 +33,11 @@ pub const EVENT_EXEC: u32 = 4;
 pub const EVENT_RANGE_ENTER: u32 = 5;
 pub const RANGE_OP_MUNMAP: u64 = 0;
 pub const RANGE_OP_MADVISE: u64 = 1;
+/// A phase marker function was called: args[0] = 1 for
+/// `memtrace_phase_begin`, 0 for `memtrace_phase_end`; args[1..6] hold the
+/// NUL-terminated name (at most PHASE_NAME_MAX bytes including the NUL).
+pub const EVENT_PHASE: u32 = 12;
+pub const PHASE_NAME_MAX: usize = 40;
 /// A finished `madvise`: args = [addr, len, behavior, return value].
 pub const EVENT_MADVISE: u32 = 11;
 /// `kmem:rss_stat` of the target's mm: args = [member (0 file, 1 anon, 2 swap,

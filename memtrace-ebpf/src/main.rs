@@ -7,6 +7,7 @@ mod emit;
 mod faults;
 mod filemap;
 mod mmap;
+mod phases;
 mod process;
 
 #[cfg(not(test))]

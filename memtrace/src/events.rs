@@ -1,7 +1,7 @@
 //! Decoding of the ring buffer's raw records into typed events.
 use memtrace_common::{
     RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MUNMAP,
-    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_RANGE_ENTER, EVENT_RSS_STAT,
+    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT,
     RANGE_OP_MUNMAP,
 };
 
@@ -11,7 +11,7 @@ use crate::aspace::FileId;
 const PF_WRITE: u64 = 1 << 1;
 const PF_INSTR: u64 = 1 << 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Mmap {
         ts_ns: u64,
@@ -41,6 +41,13 @@ pub enum Event {
     Exec {
         ts_ns: u64,
         tid: u32,
+    },
+    /// A phase marker: `memtrace_phase_begin(name)` or `memtrace_phase_end(name)`.
+    Phase {
+        ts_ns: u64,
+        tid: u32,
+        begin: bool,
+        name: String,
     },
     /// munmap or madvise entered on [addr, addr + len).
     RangeEnter {
@@ -166,6 +173,12 @@ impl Event {
                 Event::PageFault { ts_ns, tid, address: a[0], ip: a[1], access: FaultAccess::from_error_code(a[2]) }
             }
             EVENT_EXEC => Event::Exec { ts_ns, tid },
+            EVENT_PHASE => {
+                let bytes: Vec<u8> = a[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
+                let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                let name = String::from_utf8_lossy(&bytes[..len]).into_owned();
+                Event::Phase { ts_ns, tid, begin: a[0] == 1, name }
+            }
             EVENT_RANGE_ENTER => {
                 Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
             }
@@ -260,6 +273,16 @@ mod tests {
             Event::decode(&bytes(&r)).unwrap(),
             Event::RssStat { member: RssMember::Anon, bytes: 8192, .. }
         ));
+    }
+
+    #[test]
+    fn decodes_phase_names_up_to_their_nul() {
+        let mut args = [1u64, 0, 0, 0, 0, 0];
+        args[1] = u64::from_le_bytes(*b"search\0x");
+        assert_eq!(
+            Event::decode(&bytes(&raw(EVENT_PHASE, args))).unwrap(),
+            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into() }
+        );
     }
 
     #[test]

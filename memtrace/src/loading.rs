@@ -31,6 +31,8 @@ pub struct FileLoad {
     pub cache_added_other_bytes: u64,
     /// Pages named by the target's faults that later left the page cache.
     pub evicted_bytes: u64,
+    /// Highest `resident_bytes()` reached (what the file cost at its peak).
+    pub peak_resident_bytes: u64,
     /// Pages the filemap tracepoints named for the target (an overcount of
     /// what was mapped, kept for page-level views).
     pub pages: PageSet,
@@ -160,6 +162,7 @@ impl Loading {
         let load = self.files.entry(file).or_default();
         if delta > 0 {
             load.loaded_bytes += delta as u64;
+            load.peak_resident_bytes = load.peak_resident_bytes.max(load.resident_bytes());
             self.last_increase.insert(tid, (file, delta as u64));
         } else {
             load.unloaded_bytes += delta.unsigned_abs();
@@ -256,6 +259,7 @@ mod tests {
         l.on_range_exit(1);
         let a = &l.files[&A];
         assert_eq!((a.loaded_bytes, a.unloaded_bytes, a.resident_bytes()), (10 * PAGE, 6 * PAGE, 4 * PAGE));
+        assert_eq!(a.peak_resident_bytes, 10 * PAGE);
         assert_eq!(l.rss_now.anon, 50 * PAGE);
         assert!(!l.files.contains_key(&B));
     }

@@ -5,6 +5,7 @@ mod estimates;
 mod events;
 mod loading;
 mod pageset;
+mod phases;
 mod preflight;
 mod probes;
 mod procmaps;

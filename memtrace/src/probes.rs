@@ -3,10 +3,12 @@
 use anyhow::{Context, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{uprobe::UProbeScope, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use memtrace_common::{FileKey, TracepointOffsets, NUM_COUNTERS};
+
+use std::{num::NonZeroU32, path::Path};
 
 use crate::aspace::FileId;
 
@@ -58,6 +60,27 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("eBPF object lacks map EVENTS")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Attaches to `memtrace_phase_begin`/`memtrace_phase_end` in `binary`
+    /// (the target's executable) for process `pid`. Returns false when the
+    /// binary has no such symbols: phases are optional.
+    pub fn attach_phase_markers(&mut self, pid: u32, binary: &Path) -> Result<bool> {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
+        for (program, symbol) in [("phase_begin", "memtrace_phase_begin"), ("phase_end", "memtrace_phase_end")] {
+            let probe: &mut UProbe =
+                self.ebpf.program_mut(program).context("eBPF object lacks phase programs")?.try_into()?;
+            probe.load().with_context(|| format!("verifier rejected {program}"))?;
+            if let Err(e) = probe.attach(symbol, binary, scope) {
+                let text = format!("{e:#}");
+                if text.contains("symbol") || text.contains("not found") {
+                    return Ok(false);
+                }
+                return Err(e).with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()));
+            }
+            self.attached.push(format!("uprobe {symbol}"));
+        }
+        Ok(true)
     }
 
     /// Asks the kernel side to report page-cache evictions of this file.

@@ -159,11 +159,14 @@ fn render_loading(o: &mut String, t: &Trace) {
     }
     let _ = writeln!(o, "  kernel truth at stop: {}", t.final_truth);
     let _ = writeln!(o);
-    let _ = writeln!(o, "Estimated vs measured [estimate: naive monitors; error against smaps at stop, else measured]");
+    let _ = writeln!(
+        o,
+        "Estimated vs measured [estimate: naive monitors; actual: smaps at stop, else measured peak residency]"
+    );
     let _ = writeln!(o, "  {:>10} {:>22} {:>22} {:>22}  path", "actual", "fixed 80 %", "RSS growth", "capped growth");
     for f in &files {
         let e = &f.estimates;
-        let actual = f.kernel_rss_bytes.unwrap_or(f.measured_resident_bytes);
+        let actual = f.kernel_rss_bytes.unwrap_or(f.peak_resident_bytes);
         let cell = |v: u64, err: i64| format!("{} ({})", bytes(v), percent(err, actual));
         let _ = writeln!(
             o,

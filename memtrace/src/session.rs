@@ -4,6 +4,7 @@
 use std::{
     collections::{HashMap, HashSet},
     os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,11 +25,15 @@ use crate::{
     estimates::{estimate, Inputs},
     events::Event,
     loading::{FileLoad, Loading, RssCounters, PAGE},
+    phases::{Phases, Totals},
     probes::Probes,
     procmaps,
     stats::TraceStats,
     target::{pidfd, ChildExit, HeldChild},
-    trace::{self, Counters, FileEntry, FileEstimates, KernelFaults, RegionFaults, Rss, RssSummary, Trace},
+    trace::{
+        self, Counters, FileEntry, FileEstimates, KernelFaults, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary,
+        Trace,
+    },
     tracefs,
 };
 
@@ -47,6 +52,7 @@ struct Consumer {
     pid: u32,
     stats: TraceStats,
     loading: Loading,
+    phases: Phases,
     /// The RSS counters when the final kernel truth was read.
     rss_at_truth: Option<RssCounters>,
     /// Pages found outside every mapping at the latest /proc re-read: another
@@ -102,6 +108,14 @@ impl Consumer {
                 self.loading.on_exec();
                 self.sync();
             }
+            Event::Phase { ts_ns, begin, name, .. } => {
+                let totals = self.totals();
+                if begin {
+                    self.phases.begin(name, ts_ns, totals);
+                } else {
+                    self.phases.end(&name, ts_ns, &totals);
+                }
+            }
             Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
             Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
             Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
@@ -113,6 +127,20 @@ impl Consumer {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.feed(&item);
+        }
+    }
+
+    /// Running totals for phase accounting.
+    fn totals(&self) -> Totals {
+        Totals {
+            files: self
+                .loading
+                .files
+                .iter()
+                .map(|(id, l)| (*id, [l.loaded_bytes, l.fault_around_bytes, l.read_from_disk_bytes]))
+                .collect(),
+            page_faults: self.stats.faults.total,
+            anon_rss: self.loading.rss_now.anon,
         }
     }
 
@@ -151,12 +179,26 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let offsets = tracefs::read_offsets(&tracefs_root)?;
     let mut probes = Probes::attach(pid, &offsets)?;
     let mut ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
+    let binary = match &target {
+        Target::Run(child) => std::fs::canonicalize(&child.program).unwrap_or_else(|_| child.program.clone()),
+        Target::Attach { pid, .. } => PathBuf::from(format!("/proc/{pid}/exe")),
+    };
+    let phase_markers = match probes.attach_phase_markers(pid, &binary) {
+        Ok(true) => format!("attached to memtrace_phase_begin/end in {}", binary.display()),
+        Ok(false) => format!("none: {} does not export memtrace_phase_begin/end", binary.display()),
+        Err(e) => {
+            eprintln!("memtrace: warning: phases will not be traced: {e:#}");
+            format!("none: {e:#}")
+        }
+    };
+    let start_ns = monotonic_ns();
 
     let mut consumer = Consumer {
         pid,
         stats: TraceStats::default(),
         loading: Loading::default(),
         rss_at_truth: None,
+        phases: Phases::default(),
         unknown_pages: HashSet::new(),
     };
     let mut watched = HashSet::new();
@@ -248,6 +290,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     }
     // Events already in the ring buffer belong to the trace: take them all.
     consumer.drain(ring.get_mut());
+    let end_totals = consumer.totals();
+    consumer.phases.finish(monotonic_ns(), &end_totals);
     let counters = probes.counters()?;
     drop(ring);
     drop(probes); // detaches every program
@@ -323,6 +367,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             Some(Err(e)) => e.clone(),
             None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
         },
+        phase_markers,
+        unmatched_phase_ends: consumer.phases.unmatched_ends,
+        phases: phase_entries(&consumer, start_ns),
         files: file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok())),
         sources: trace::default_sources(),
     })
@@ -359,9 +406,12 @@ fn file_entries(
             let kernel = end.map(|t| t.get(id).copied().unwrap_or(0));
             let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
             let e = estimate(Inputs { file_size: f.size_bytes.unwrap_or(0), all_files_size, rss_growth, heap_growth });
+            // Without a final truth (the target unmapped and exited), compare
+            // with what the file cost at its peak, measured.
+            let peak = at_start.unwrap_or(0) + load.peak_resident_bytes;
             let (reference, truth) = match kernel {
                 Some(k) => ("kernel_rss_bytes", k),
-                None => ("measured_resident_bytes", measured_resident),
+                None => ("peak_resident_bytes", peak),
             };
             let err = |v: u64| v as i64 - truth as i64;
             FileEntry {
@@ -377,6 +427,7 @@ fn file_entries(
                 resident_at_start_bytes: at_start,
                 measured_loaded_bytes: load.loaded_bytes,
                 measured_resident_bytes: measured_resident,
+                peak_resident_bytes: peak,
                 unloaded_bytes: load.unloaded_bytes,
                 fault_around_bytes: load.fault_around_bytes,
                 read_from_disk_bytes: load.read_from_disk_bytes,
@@ -394,6 +445,47 @@ fn file_entries(
                     capped_growth_error_bytes: err(e.capped_growth),
                 },
             }
+        })
+        .collect()
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec; CLOCK_MONOTONIC is the clock of bpf_ktime_get_ns.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn phase_entries(c: &Consumer, start_ns: u64) -> Vec<PhaseEntry> {
+    let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
+    c.phases
+        .done
+        .iter()
+        .map(|p| PhaseEntry {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            depth: p.depth,
+            start_s: secs(p.start_ns),
+            end_s: secs(p.end_ns),
+            duration_s: p.end_ns.saturating_sub(p.start_ns) as f64 / 1e9,
+            start_monotonic_ns: p.start_ns,
+            end_monotonic_ns: p.end_ns,
+            open: p.open,
+            page_faults: p.page_faults,
+            anon_rss_growth_bytes: p.anon_rss_growth,
+            files: p
+                .files
+                .iter()
+                .map(|(id, d)| PhaseFile {
+                    path: c.stats.files.get(id).map_or_else(
+                        || format!("[dev {}:{} inode {}]", id.major, id.minor, id.inode),
+                        |f| f.path.clone(),
+                    ),
+                    measured_loaded_bytes: d[0],
+                    fault_around_bytes: d[1],
+                    read_from_disk_bytes: d[2],
+                })
+                .collect(),
         })
         .collect()
 }

@@ -63,6 +63,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 pub struct HeldChild {
     pub pid: u32,
     pub command: String,
+    /// The executable it will run (resolved from PATH).
+    pub program: PathBuf,
     go: Option<OwnedFd>,
     exec_error: OwnedFd,
 }
@@ -111,7 +113,7 @@ impl HeldChild {
         }
         drop(go_read);
         drop(err_write);
-        Ok(HeldChild { pid: pid as u32, command: argv.join(" "), go: Some(go_write), exec_error: err_read })
+        Ok(HeldChild { pid: pid as u32, command: argv.join(" "), program, go: Some(go_write), exec_error: err_read })
     }
 
     /// Lets the child exec; fails if exec failed.

@@ -29,6 +29,11 @@ pub struct Trace {
     pub rss: Option<RssSummary>,
     /// When the kernel truth at stop (smaps) was read, or why it could not be.
     pub final_truth: String,
+    /// Whether the target's phase markers were found and attached.
+    pub phase_markers: String,
+    pub unmatched_phase_ends: u64,
+    /// Phases in order of start; nested ones follow their parent.
+    pub phases: Vec<PhaseEntry>,
     pub files: Vec<FileEntry>,
     /// Where each group of figures comes from.
     pub sources: BTreeMap<String, String>,
@@ -103,11 +108,40 @@ pub struct FileEstimates {
     pub fixed_ratio_bytes: u64,
     pub rss_growth_bytes: u64,
     pub capped_growth_bytes: u64,
-    /// What the errors are measured against: "kernel_rss_bytes" or "measured_resident_bytes".
+    /// What the errors are measured against: "kernel_rss_bytes" (smaps at stop) or,
+    /// when the target exited first, "peak_resident_bytes" (measured).
     pub reference: String,
     pub fixed_ratio_error_bytes: i64,
     pub rss_growth_error_bytes: i64,
     pub capped_growth_error_bytes: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PhaseEntry {
+    pub name: String,
+    /// Enclosing phases and this one, joined with "/".
+    pub path: String,
+    pub depth: usize,
+    /// Seconds since tracing started.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub duration_s: f64,
+    /// CLOCK_MONOTONIC of the marker calls (exact, not sample-aligned).
+    pub start_monotonic_ns: u64,
+    pub end_monotonic_ns: u64,
+    /// Still running when tracing stopped.
+    pub open: bool,
+    pub page_faults: u64,
+    pub anon_rss_growth_bytes: i64,
+    pub files: Vec<PhaseFile>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PhaseFile {
+    pub path: String,
+    pub measured_loaded_bytes: u64,
+    pub fault_around_bytes: u64,
+    pub read_from_disk_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -128,6 +162,8 @@ pub struct FileEntry {
     pub measured_loaded_bytes: u64,
     /// resident_at_start + loaded - unloaded: what the trace says is mapped now.
     pub measured_resident_bytes: u64,
+    /// Highest measured residency during the trace.
+    pub peak_resident_bytes: u64,
     pub unloaded_bytes: u64,
     pub fault_around_bytes: u64,
     pub read_from_disk_bytes: u64,
@@ -157,6 +193,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.evicted_bytes", "measured (filemap:mm_filemap_delete_from_page_cache of pages the target faulted)"),
         ("files.resident_at_start_bytes", "kernel truth (/proc/PID/smaps Rss at attach)"),
         ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
+        ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
         ("files.estimates", "estimate (fixed 80 % of size; RSS growth minus anon growth by size share; min(RSS growth, 80 % of mapped size) by size share)"),
     ]
     .into_iter()
@@ -242,6 +279,9 @@ mod tests {
             kernel: None,
             regions: vec![],
             rss: None,
+            phase_markers: "none".into(),
+            unmatched_phase_ends: 0,
+            phases: vec![],
             final_truth: "none".into(),
             files: vec![],
             sources: default_sources(),

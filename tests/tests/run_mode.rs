@@ -56,6 +56,30 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     assert!(u(&f["mmap_calls"]) >= 1, "{f:#}");
     assert!(u(&f["page_faults"]["total"]) > 0, "{f:#}");
     assert_eq!(u(&f["mapped_at_end_bytes"]), 0, "teardown unmapped it: {f:#}");
+
+    // Phases from the marker uprobes: the workload's, in order, with its own
+    // CLOCK_MONOTONIC times within 5 ms.
+    assert!(trace["phase_markers"].as_str().unwrap().starts_with("attached"), "{}", trace["phase_markers"]);
+    let phases = trace["phases"].as_array().unwrap();
+    let truth_phases = truth["phases"].as_array().unwrap();
+    let names: Vec<_> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["write", "load", "build", "search", "leak", "teardown"]);
+    for (p, t) in phases.iter().zip(truth_phases) {
+        assert_eq!(p["name"], t["name"]);
+        assert_eq!(p["open"], false);
+        let ms = |a: u64, b: u64| a.abs_diff(b) as f64 / 1e6;
+        assert!(ms(u(&p["start_monotonic_ns"]), u(&t["start_ns"])) < 5.0, "{p:#} vs {t:#}");
+        assert!(ms(u(&p["end_monotonic_ns"]), u(&t["end_ns"])) < 5.0, "{p:#} vs {t:#}");
+    }
+    // The Arrow file is only read inside phases: the per-phase loaded bytes
+    // add up to the total, and the search phase loaded some.
+    let in_phase = |p: &serde_json::Value| {
+        p["files"].as_array().unwrap().iter().find(|f| f["path"] == path).map_or(0, |f| u(&f["measured_loaded_bytes"]))
+    };
+    let per_phase: u64 = phases.iter().map(in_phase).sum();
+    assert_eq!(per_phase, u(&f["measured_loaded_bytes"]), "{phases:#?}");
+    assert!(in_phase(&phases[3]) > 0, "search loaded nothing: {:#}", phases[3]);
+    assert_eq!(in_phase(&phases[2]), 0, "build does not touch the file: {:#}", phases[2]);
 }
 
 #[test]

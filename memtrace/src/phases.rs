@@ -1,0 +1,140 @@
+//! Phases marked by the target (`memtrace_phase_begin/end`): a stack of open
+//! phases, and for each finished one what changed while it ran, computed as
+//! the difference of two snapshots of the running totals.
+use std::collections::BTreeMap;
+
+use crate::aspace::FileId;
+
+/// Running totals at one instant (fed by the session from its aggregators).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Per file: [loaded, fault-around, read from disk] bytes so far.
+    pub files: BTreeMap<FileId, [u64; 3]>,
+    pub page_faults: u64,
+    pub anon_rss: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseRecord {
+    pub name: String,
+    /// Names of the enclosing phases and this one, joined with "/".
+    pub path: String,
+    pub depth: usize,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Still running when tracing stopped (closed at the stop time).
+    pub open: bool,
+    /// Per file: [loaded, fault-around, read from disk] bytes gained in the phase.
+    pub files: BTreeMap<FileId, [u64; 3]>,
+    pub page_faults: u64,
+    pub anon_rss_growth: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct Phases {
+    stack: Vec<(String, u64, Totals)>,
+    pub done: Vec<PhaseRecord>,
+    /// End markers with no matching begin.
+    pub unmatched_ends: u64,
+}
+
+impl Phases {
+    pub fn begin(&mut self, name: String, ts_ns: u64, totals: Totals) {
+        self.stack.push((name, ts_ns, totals));
+    }
+
+    /// Ends the innermost open phase called `name`, and any phase opened
+    /// inside it that was never ended.
+    pub fn end(&mut self, name: &str, ts_ns: u64, totals: &Totals) {
+        let Some(pos) = self.stack.iter().rposition(|(n, _, _)| n == name) else {
+            self.unmatched_ends += 1;
+            return;
+        };
+        while self.stack.len() > pos {
+            self.close(ts_ns, totals, false);
+        }
+    }
+
+    /// Closes whatever is still open when tracing stops.
+    pub fn finish(&mut self, ts_ns: u64, totals: &Totals) {
+        while !self.stack.is_empty() {
+            self.close(ts_ns, totals, true);
+        }
+        self.done.sort_by_key(|p| (p.start_ns, p.depth));
+    }
+
+    pub fn current_path(&self) -> String {
+        self.stack.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join("/")
+    }
+
+    fn close(&mut self, ts_ns: u64, now: &Totals, open: bool) {
+        let path = self.current_path();
+        let (name, start_ns, before) = self.stack.pop().expect("caller checked");
+        let mut files = BTreeMap::new();
+        for (id, n) in &now.files {
+            let b = before.files.get(id).copied().unwrap_or_default();
+            let d = [n[0].saturating_sub(b[0]), n[1].saturating_sub(b[1]), n[2].saturating_sub(b[2])];
+            if d != [0; 3] {
+                files.insert(*id, d);
+            }
+        }
+        self.done.push(PhaseRecord {
+            name,
+            path,
+            depth: self.stack.len(),
+            start_ns,
+            end_ns: ts_ns,
+            open,
+            files,
+            page_faults: now.page_faults.saturating_sub(before.page_faults),
+            anon_rss_growth: now.anon_rss as i64 - before.anon_rss as i64,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: FileId = FileId { major: 8, minor: 1, inode: 5 };
+
+    fn totals(loaded: u64, faults: u64) -> Totals {
+        Totals { files: [(A, [loaded, loaded / 2, 0])].into(), page_faults: faults, anon_rss: faults * 4096 }
+    }
+
+    #[test]
+    fn a_phase_gets_what_changed_while_it_ran() {
+        let mut p = Phases::default();
+        p.begin("load".into(), 10, totals(100, 1));
+        p.end("load", 20, &totals(300, 4));
+        let r = &p.done[0];
+        assert_eq!((r.name.as_str(), r.start_ns, r.end_ns, r.open), ("load", 10, 20, false));
+        assert_eq!(r.files[&A], [200, 100, 0]);
+        assert_eq!((r.page_faults, r.anon_rss_growth), (3, 3 * 4096));
+    }
+
+    #[test]
+    fn nested_phases_have_paths_and_unended_inner_phases_close_with_the_outer() {
+        let mut p = Phases::default();
+        p.begin("search".into(), 0, totals(0, 0));
+        p.begin("batch".into(), 1, totals(0, 0));
+        p.begin("score".into(), 2, totals(0, 0));
+        assert_eq!(p.current_path(), "search/batch/score");
+        p.end("search", 9, &totals(50, 5)); // batch and score never ended
+        p.finish(10, &totals(50, 5));
+        let paths: Vec<_> = p.done.iter().map(|r| (r.path.as_str(), r.depth)).collect();
+        assert_eq!(paths, [("search", 0), ("search/batch", 1), ("search/batch/score", 2)]);
+        assert!(p.done.iter().all(|r| r.end_ns == 9 && !r.open));
+    }
+
+    #[test]
+    fn stray_ends_are_counted_and_open_phases_are_closed_at_stop() {
+        let mut p = Phases::default();
+        p.end("never-begun", 1, &Totals::default());
+        p.begin("serve".into(), 2, Totals::default());
+        p.finish(7, &totals(8, 1));
+        assert_eq!(p.unmatched_ends, 1);
+        assert!(p.done[0].open);
+        assert_eq!(p.done[0].end_ns, 7);
+    }
+}
