@@ -5,7 +5,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     Global,
 };
-use memtrace_common::{RawEvent, TracepointOffsets, COUNTER_RINGBUF_DROPS, NUM_COUNTERS};
+use memtrace_common::{
+    RawEvent, TracepointOffsets, COUNTER_RINGBUF_DROPS, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES,
+    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_RSS_STAT, NUM_COUNTERS,
+};
 
 /// Thread group (userspace PID) being traced; written by the loader.
 #[no_mangle]
@@ -75,6 +78,34 @@ pub fn count(index: u32) {
     }
 }
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Unread bytes after which a frequent event wakes the consumer anyway.
+const WAKEUP_BACKLOG: u64 = 2 * 1024 * 1024;
+
+/// Frequent events (faults, counter changes, page cache) do not wake the
+/// consumer, which drains every few milliseconds: a wakeup per fault cost the
+/// target more than the tracing itself. Rare events (mmap, exec, phases) wake
+/// it at once so /proc is read while the mapping still exists.
+#[inline(always)]
+fn wakeup_flags(kind: u32) -> u64 {
+    let frequent = matches!(
+        kind,
+        EVENT_PAGE_FAULT
+            | EVENT_RSS_STAT
+            | EVENT_FILEMAP_FAULT
+            | EVENT_FILEMAP_MAP_PAGES
+            | EVENT_PAGE_CACHE_ADD
+            | EVENT_PAGE_CACHE_DELETE
+    );
+    if !frequent || EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BACKLOG {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Sends one event; a full ring buffer is counted, never silent.
 #[inline(always)]
 pub fn emit(kind: u32, tid: u32, args: [u64; 6]) {
@@ -86,7 +117,7 @@ pub fn emit(kind: u32, tid: u32, args: [u64; 6]) {
                 ts_ns: unsafe { bpf_ktime_get_ns() },
                 args,
             });
-            entry.submit(0);
+            entry.submit(wakeup_flags(kind));
         }
         None => count(COUNTER_RINGBUF_DROPS),
     }

@@ -3,7 +3,11 @@
 use anyhow::{Context, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+    programs::{
+        trace_point::TracePointLinkId,
+        uprobe::{UProbeLinkId, UProbeScope},
+        TracePoint, UProbe,
+    },
     Ebpf, EbpfLoader,
 };
 use memtrace_common::{FileKey, TracepointOffsets, NUM_COUNTERS};
@@ -35,6 +39,9 @@ const TRACEPOINTS: [(&str, &str, &str); 13] = [
 pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<String>,
+    /// Links in attach order: (program name, link id).
+    tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
+    uprobe_links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 impl Probes {
@@ -45,16 +52,19 @@ impl Probes {
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;
         let mut attached = Vec::new();
+        let mut tracepoint_links = Vec::new();
         for (program, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
                 .with_context(|| format!("eBPF object lacks program {program}"))?
                 .try_into()?;
             tp.load().with_context(|| format!("verifier rejected {program}"))?;
-            tp.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            let link =
+                tp.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            tracepoint_links.push((program, link));
             attached.push(format!("tracepoint {category}:{name}"));
         }
-        Ok(Probes { ebpf, attached })
+        Ok(Probes { ebpf, attached, tracepoint_links, uprobe_links: Vec::new() })
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
@@ -71,12 +81,15 @@ impl Probes {
             let probe: &mut UProbe =
                 self.ebpf.program_mut(program).context("eBPF object lacks phase programs")?.try_into()?;
             probe.load().with_context(|| format!("verifier rejected {program}"))?;
-            if let Err(e) = probe.attach(symbol, binary, scope) {
-                let text = format!("{e:#}");
-                if text.contains("symbol") || text.contains("not found") {
-                    return Ok(false);
+            match probe.attach(symbol, binary, scope) {
+                Ok(link) => self.uprobe_links.push((program, link)),
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    if text.contains("symbol") || text.contains("not found") {
+                        return Ok(false);
+                    }
+                    return Err(e).with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()));
                 }
-                return Err(e).with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()));
             }
             self.attached.push(format!("uprobe {symbol}"));
         }
@@ -90,6 +103,33 @@ impl Probes {
         let key = FileKey { ino: id.inode, s_dev: id.kernel_dev(), _pad: 0 };
         files.insert(key, 1, 0).context("WATCHED_FILES is full")?;
         Ok(())
+    }
+
+    /// Detaches every program. Each detach waits for the kernel to quiesce
+    /// the tracepoint (tens of ms for syscall tracepoints here); doing them
+    /// one after another took about a second, so they run in parallel.
+    pub fn detach(mut self) {
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        for (program, id) in std::mem::take(&mut self.tracepoint_links) {
+            if let Some(Ok(tp)) = self.ebpf.program_mut(program).map(<&mut TracePoint>::try_from) {
+                if let Ok(link) = tp.take_link(id) {
+                    links.push(Box::new(link));
+                }
+            }
+        }
+        for (program, id) in std::mem::take(&mut self.uprobe_links) {
+            if let Some(Ok(up)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
+                if let Ok(link) = up.take_link(id) {
+                    links.push(Box::new(link));
+                }
+            }
+        }
+        std::thread::scope(|s| {
+            for link in links {
+                s.spawn(move || drop(link));
+            }
+        });
+        drop(self.ebpf);
     }
 
     /// The in-kernel counters summed over CPUs, indexed by `COUNTER_*`.

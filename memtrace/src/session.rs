@@ -46,6 +46,8 @@ pub struct Options {
     pub duration: Option<Duration>,
 }
 
+/// How often the ring buffer is drained when no event asked for a wakeup.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// How long after forwarding a signal to a spawned child memtrace waits for it.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
 struct Consumer {
@@ -241,7 +243,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     );
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Frequent events do not wake us (see the eBPF side): drain on a short tick.
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    let mut ticks = 0u64;
     let mut grace: Option<tokio::time::Instant> = None;
     let stop = loop {
         let exit_wait = async {
@@ -270,7 +274,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             exit = exit_wait => break Stop::Exited(exit.flatten()),
             _ = until => break if grace.is_some() { Stop::Signal("signal (target did not exit in time)") } else { Stop::Duration },
             _ = tick.tick() => {
-                if exit_fd.is_some() {
+                consumer.drain(ring.get_mut());
+                ticks += 1;
+                if exit_fd.is_some() && ticks % 100 == 0 {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
                 }
             }
@@ -294,7 +300,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     consumer.phases.finish(monotonic_ns(), &end_totals);
     let counters = probes.counters()?;
     drop(ring);
-    drop(probes); // detaches every program
+    probes.detach();
 
     let (exit_code, exit_signal, kernel, stop_reason) = match &stop {
         Stop::Exited(Some(e)) => (

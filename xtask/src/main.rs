@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, demo and tests for memtrace.
 //! Every set-up step lives here, idempotent, so a fresh machine needs only
 //! `cargo xtask demo` / `cargo xtask test`.
+mod bench;
 mod setup;
 
 use std::{
@@ -18,6 +19,7 @@ commands:
   run -- ARGS    build, then run `memtrace ARGS` as root (via sudo when not root)
   demo           setup + build + trace the bundled Arrow workload and print the report
   test           setup + build + the whole test suite (unit + end-to-end with real eBPF, as root)
+  bench          build, then time the workload untraced vs under memtrace (medians, ratio)
   lint           cargo fmt --check and cargo clippy -D warnings on the userspace crates";
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
+        Some("bench") => build().and_then(|()| bench::run()),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -48,7 +51,7 @@ pub fn root_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-fn release_dir() -> PathBuf {
+pub fn release_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root_dir().join("target"), PathBuf::from);
     target.join("release")
 }
@@ -88,7 +91,7 @@ fn cargo() -> Command {
 }
 
 /// `sudo -E` in front of a command when not root; as is otherwise.
-fn as_root(program: &Path) -> Command {
+pub fn as_root(program: &Path) -> Command {
     if is_root() {
         Command::new(program)
     } else {
