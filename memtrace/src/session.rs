@@ -276,7 +276,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             _ = tick.tick() => {
                 consumer.drain(ring.get_mut());
                 ticks += 1;
-                if exit_fd.is_some() && ticks % 100 == 0 {
+                if exit_fd.is_some() && ticks.is_multiple_of(100) {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
                 }
             }
