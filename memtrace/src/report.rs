@@ -161,12 +161,15 @@ fn render_loading(o: &mut String, t: &Trace) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "Estimated vs measured [estimate: naive monitors; actual: smaps at stop, else measured peak residency]"
+        "Estimated vs measured [estimate: naive monitors; actual: smaps at stop if still mapped, else measured peak]"
     );
     let _ = writeln!(o, "  {:>10} {:>22} {:>22} {:>22}  path", "actual", "fixed 80 %", "RSS growth", "capped growth");
     for f in &files {
         let e = &f.estimates;
-        let actual = f.kernel_rss_bytes.unwrap_or(f.peak_resident_bytes);
+        let actual = match e.reference.as_str() {
+            "kernel_rss_bytes" => f.kernel_rss_bytes.unwrap_or(0),
+            _ => f.peak_resident_bytes,
+        };
         let cell = |v: u64, err: i64| format!("{} ({})", bytes(v), percent(err, actual));
         let _ = writeln!(
             o,

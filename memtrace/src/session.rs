@@ -17,7 +17,7 @@ use memtrace_common::{
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
-    sync::oneshot,
+    sync::{mpsc, oneshot},
 };
 
 use crate::{
@@ -48,6 +48,8 @@ pub struct Options {
 
 /// How often the ring buffer is drained when no event asked for a wakeup.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// How long the child may be held at its exit stop while smaps is read.
+const EXIT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after forwarding a signal to a spawned child memtrace waits for it.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
 struct Consumer {
@@ -206,6 +208,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let mut watched = HashSet::new();
     let mut start_truth: Option<HashMap<FileId, u64>> = None;
     let mut final_truth: Option<Result<HashMap<FileId, u64>, String>> = None;
+    let mut truth_moment = "when tracing stopped";
     // Handle Ctrl-C/SIGTERM before the child runs: a signal that arrives
     // early must stop the trace, not kill memtrace.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -214,6 +217,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let clock = Instant::now();
     let mut stat_faults = None;
     let mut exit_rx: Option<oneshot::Receiver<Result<ChildExit>>> = None;
+    let mut exit_stop: Option<mpsc::UnboundedReceiver<std::sync::mpsc::SyncSender<()>>> = None;
     let mut exit_fd: Option<AsyncFd<OwnedFd>> = None;
     match target {
         Target::Run(mut child) => {
@@ -221,11 +225,16 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             // its few faults are not mistaken for the command's.
             consumer.stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
             child.release()?;
-            let (tx, rx) = oneshot::channel();
-            // A plain thread: a blocking wait4 must not hold up runtime shutdown
-            // when memtrace stops before the child (--duration).
-            std::thread::spawn(move || tx.send(HeldChild::wait(pid)));
+            let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+            let rx = child.supervise(Box::new(move || {
+                // The child is stopped at exit: let the session read smaps, then go on.
+                let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+                if stop_tx.send(ack_tx).is_ok() {
+                    let _ = ack_rx.recv_timeout(EXIT_STOP_TIMEOUT);
+                }
+            }))?;
             exit_rx = Some(rx);
+            exit_stop = Some(stop_rx);
         }
         Target::Attach { .. } => {
             consumer.sync(); // baseline: what was mapped before we attached
@@ -264,7 +273,20 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 None => std::future::pending().await,
             }
         };
+        let at_exit_stop = async {
+            match &mut exit_stop {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            Some(ack) = at_exit_stop => {
+                if final_truth.is_none() {
+                    final_truth = Some(consumer.truth(ring.get_mut()));
+                    truth_moment = "at the target's exit (stopped there with ptrace; mappings intact)";
+                }
+                let _ = ack.send(());
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 consumer.drain(guard.get_inner_mut());
@@ -284,6 +306,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 if exit_rx.is_some() && grace.is_none() {
                     // Run mode: read the kernel truth while the child still has its mappings.
                     final_truth = Some(consumer.truth(ring.get_mut()));
+                    truth_moment = "when memtrace was interrupted";
                 }
                 if let Some(s) = on_signal(&exit_rx, pid, sig, &mut grace) {
                     break s;
@@ -369,7 +392,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             at_final_truth: consumer.rss_at_truth.map(rss),
         }),
         final_truth: match &final_truth {
-            Some(Ok(_)) => "read from /proc/PID/smaps when tracing stopped".into(),
+            Some(Ok(_)) => format!("read from /proc/PID/smaps {truth_moment}"),
             Some(Err(e)) => e.clone(),
             None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
         },
@@ -412,12 +435,13 @@ fn file_entries(
             let kernel = end.map(|t| t.get(id).copied().unwrap_or(0));
             let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
             let e = estimate(Inputs { file_size: f.size_bytes.unwrap_or(0), all_files_size, rss_growth, heap_growth });
-            // Without a final truth (the target unmapped and exited), compare
-            // with what the file cost at its peak, measured.
+            // Estimates are judged against smaps at stop while the file is
+            // still mapped; once unmapped (or without a final truth), against
+            // what the file cost at its peak, measured.
             let peak = at_start.unwrap_or(0) + load.peak_resident_bytes;
             let (reference, truth) = match kernel {
-                Some(k) => ("kernel_rss_bytes", k),
-                None => ("peak_resident_bytes", peak),
+                Some(k) if f.mapped_now > 0 => ("kernel_rss_bytes", k),
+                _ => ("peak_resident_bytes", peak),
             };
             let err = |v: u64| v as i64 - truth as i64;
             FileEntry {

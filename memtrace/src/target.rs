@@ -10,7 +10,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::ptr;
+
 use anyhow::{bail, Context, Result};
+use tokio::sync::oneshot;
 
 /// Exit of a spawned child, with the kernel's own accounting of it.
 #[derive(Clone, Copy, Debug)]
@@ -67,7 +70,15 @@ pub struct HeldChild {
     pub program: PathBuf,
     go: Option<OwnedFd>,
     exec_error: OwnedFd,
+    /// The thread that forked the child is its ptrace tracer (only the
+    /// tracing thread may ptrace it): it waits here for `supervise`.
+    supervisor: Option<std::sync::mpsc::Sender<Supervision>>,
+    supervisor_thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Called while the child is stopped at exit, memory intact.
+pub type ExitHook = Box<dyn FnMut() + Send>;
+type Supervision = (ExitHook, oneshot::Sender<Result<ChildExit>>);
 
 impl HeldChild {
     pub fn spawn(argv: &[String]) -> Result<HeldChild> {
@@ -78,42 +89,74 @@ impl HeldChild {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .context("argument contains a NUL byte")?;
-        let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
-        c_argv.push(std::ptr::null());
         let (go_read, go_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
-
-        // SAFETY: the child only calls async-signal-safe functions (read,
-        // execv, write, _exit) on memory prepared before the fork.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error()).context("fork");
-        }
-        if pid == 0 {
-            unsafe {
-                // Our copies of the parent's ends: holding go_write would keep
-                // the read below from seeing EOF when memtrace gives up.
-                libc::close(go_write.as_raw_fd());
-                libc::close(err_read.as_raw_fd());
-                let mut byte = 0u8;
-                loop {
-                    let n = libc::read(go_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
-                    if n == 1 {
-                        break;
-                    }
-                    if n == 0 || *libc::__errno_location() != libc::EINTR {
-                        libc::_exit(127); // memtrace gave up before releasing us
-                    }
+        let (go_write_fd, err_read_fd) = (go_write.as_raw_fd(), err_read.as_raw_fd());
+        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Supervision>();
+        let thread = std::thread::spawn(move || {
+            let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+            c_argv.push(ptr::null());
+            // SAFETY: the child only calls async-signal-safe functions (close,
+            // read, ptrace, execv, write, _exit) on memory prepared before the fork.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                unsafe {
+                    held_child(
+                        go_read.as_raw_fd(),
+                        go_write_fd,
+                        err_read_fd,
+                        err_write.as_raw_fd(),
+                        &c_program,
+                        &c_argv,
+                    )
                 }
-                libc::execv(c_program.as_ptr(), c_argv.as_ptr());
-                let errno = *libc::__errno_location();
-                libc::write(err_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
-                libc::_exit(127);
             }
-        }
-        drop(go_read);
-        drop(err_write);
-        Ok(HeldChild { pid: pid as u32, command: argv.join(" "), program, go: Some(go_write), exec_error: err_read })
+            drop((go_read, err_write));
+            let _ = pid_tx.send(if pid < 0 { Err(std::io::Error::last_os_error()) } else { Ok(pid as u32) });
+            if pid < 0 {
+                return;
+            }
+            match cmd_rx.recv() {
+                Ok((hook, result)) => {
+                    let _ = result.send(supervise(pid as u32, hook));
+                }
+                // Never supervised (memtrace gave up before releasing it): reap it.
+                Err(_) => {
+                    let _ = supervise(pid as u32, Box::new(|| {}));
+                }
+            }
+        });
+        let pid = pid_rx.recv().context("the supervisor thread died")?.context("fork")?;
+        Ok(HeldChild {
+            pid,
+            command: argv.join(" "),
+            program,
+            go: Some(go_write),
+            exec_error: err_read,
+            supervisor: Some(cmd_tx),
+            supervisor_thread: Some(thread),
+        })
+    }
+
+    /// Runs the child to its end on the tracer thread; `at_exit` is called
+    /// while it is stopped at exit. The receiver gets its exit.
+    pub fn supervise(&mut self, at_exit: ExitHook) -> Result<oneshot::Receiver<Result<ChildExit>>> {
+        let (tx, rx) = oneshot::channel();
+        self.supervisor
+            .take()
+            .context("child already supervised")?
+            .send((at_exit, tx))
+            .ok()
+            .context("the supervisor thread died")?;
+        self.supervisor_thread = None; // runs until the child exits; not joined
+        Ok(rx)
+    }
+
+    /// Blocks until the child exits (for callers without a hook).
+    #[cfg(test)]
+    pub fn wait(&mut self) -> Result<ChildExit> {
+        self.supervise(Box::new(|| {}))?.blocking_recv().context("the supervisor thread died")?
     }
 
     /// Lets the child exec; fails if exec failed.
@@ -130,34 +173,110 @@ impl HeldChild {
         }
         Ok(())
     }
+}
 
-    /// Waits for the child to exit (blocking) and reaps it.
-    pub fn wait(pid: u32) -> Result<ChildExit> {
-        let mut status = 0;
-        // SAFETY: rusage is plain data filled by wait4.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
-            if rc == pid as i32 {
-                break;
-            }
+/// Runs the traced child to its end (blocking, on its tracer thread):
+/// passes its signals on, and when it stops at exit (PTRACE_EVENT_EXIT,
+/// memory still mapped) calls `at_exit` before letting it finish. Reaps it.
+fn supervise(pid: u32, mut at_exit: ExitHook) -> Result<ChildExit> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut seen_exec = false;
+    let cont = |deliver: i32| {
+        // SAFETY: ptrace on our stopped tracee; `data` is the signal to deliver.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_CONT,
+                pid as i32,
+                ptr::null_mut::<libc::c_void>(),
+                deliver as usize as *mut libc::c_void,
+            )
+        };
+    };
+    loop {
+        let rc = unsafe { libc::wait4(pid as i32, &mut status, libc::__WALL, &mut usage) };
+        if rc != pid as i32 {
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINTR) {
-                return Err(err).context("wait4");
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
             }
+            return Err(err).context("wait4");
         }
-        let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
-        let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
-        Ok(ChildExit { code, signal, minflt: usage.ru_minflt as u64, majflt: usage.ru_majflt as u64 })
+        if !libc::WIFSTOPPED(status) {
+            break;
+        }
+        let sig = libc::WSTOPSIG(status);
+        if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXIT {
+            at_exit();
+            cont(0);
+        } else if sig == libc::SIGTRAP && !seen_exec {
+            // The stop after a traced execve: from now on, stop at exit.
+            seen_exec = true;
+            // SAFETY: ptrace on our stopped tracee.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_SETOPTIONS,
+                    pid as i32,
+                    ptr::null_mut::<libc::c_void>(),
+                    libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+                )
+            };
+            cont(0);
+        } else {
+            cont(sig); // the child's own signal: deliver it
+        }
     }
+    let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
+    Ok(ChildExit { code, signal, minflt: usage.ru_minflt as u64, majflt: usage.ru_majflt as u64 })
 }
 
 impl Drop for HeldChild {
     fn drop(&mut self) {
         if self.go.take().is_some() {
-            // Never released: closing the pipe makes it _exit(127); reap it.
-            let _ = HeldChild::wait(self.pid);
+            // Never released: closing the pipe makes it _exit(127); the
+            // supervisor thread, no longer waited for, reaps it.
+            self.supervisor = None;
+            if let Some(t) = self.supervisor_thread.take() {
+                let _ = t.join();
+            }
         }
+    }
+}
+
+/// The child between fork and exec: waits for memtrace's go, asks to be
+/// traced, execs. Never returns.
+unsafe fn held_child(
+    go_read: i32,
+    go_write: i32,
+    err_read: i32,
+    err_write: i32,
+    program: &CString,
+    argv: &[*const libc::c_char],
+) -> ! {
+    unsafe {
+        // Our copies of the parent's ends: holding go_write would keep the
+        // read below from seeing EOF when memtrace gives up.
+        libc::close(go_write);
+        libc::close(err_read);
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(go_read, (&mut byte as *mut u8).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n == 0 || *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127); // memtrace gave up before releasing us
+            }
+        }
+        // Traced by the thread that forked us: we stop at exit with our
+        // memory intact, so the kernel truth (smaps) can be read before teardown.
+        libc::ptrace(libc::PTRACE_TRACEME, 0, ptr::null_mut::<libc::c_void>(), ptr::null_mut::<libc::c_void>());
+        libc::execv(program.as_ptr(), argv.as_ptr());
+        let errno = *libc::__errno_location();
+        libc::write(err_write, (&errno as *const i32).cast(), 4);
+        libc::_exit(127);
     }
 }
 
@@ -216,7 +335,7 @@ mod tests {
         let mut status = 0;
         assert_eq!(unsafe { libc::waitpid(child.pid as i32, &mut status, libc::WNOHANG) }, 0);
         child.release().unwrap();
-        let exit = HeldChild::wait(child.pid).unwrap();
+        let exit = child.wait().unwrap();
         assert_eq!((exit.code, exit.signal), (7, None));
         assert!(exit.minflt > 0, "the kernel counts the child's faults");
     }

@@ -108,8 +108,8 @@ pub struct FileEstimates {
     pub fixed_ratio_bytes: u64,
     pub rss_growth_bytes: u64,
     pub capped_growth_bytes: u64,
-    /// What the errors are measured against: "kernel_rss_bytes" (smaps at stop) or,
-    /// when the target exited first, "peak_resident_bytes" (measured).
+    /// What the errors are measured against: "kernel_rss_bytes" (smaps at stop, file
+    /// still mapped) or "peak_resident_bytes" (measured; file unmapped or no truth).
     pub reference: String,
     pub fixed_ratio_error_bytes: i64,
     pub rss_growth_error_bytes: i64,

@@ -12,7 +12,7 @@ use std::{
 use common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 13] = [
+const OUR_PROGRAMS: [&str; 15] = [
     "sched_process_e",
     "sys_enter_mmap",
     "sys_exit_mmap",
@@ -26,6 +26,8 @@ const OUR_PROGRAMS: [&str; 13] = [
     "mm_filemap_map_",
     "mm_filemap_add_",
     "mm_filemap_dele",
+    "phase_begin",
+    "phase_end",
 ];
 
 fn our_loaded_programs() -> usize {
@@ -33,6 +35,18 @@ fn our_loaded_programs() -> usize {
         .filter_map(Result::ok)
         .filter(|p| p.name_as_str().is_some_and(|n| OUR_PROGRAMS.contains(&n)))
         .count()
+}
+
+/// The kernel frees programs after an RCU grace period: poll a little.
+fn wait_for_no_programs_of_ours() -> usize {
+    let start = Instant::now();
+    loop {
+        let n = our_loaded_programs();
+        if n == 0 || start.elapsed() > Duration::from_secs(3) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn read_line_with(reader: &mut impl BufRead, needle: &str) -> String {
@@ -49,7 +63,7 @@ fn read_line_with(reader: &mut impl BufRead, needle: &str) -> String {
 #[test]
 fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     require_root();
-    assert_eq!(our_loaded_programs(), 0, "another memtrace is running; this test needs the kernel to itself");
+    assert_eq!(wait_for_no_programs_of_ours(), 0, "another memtrace is running; this test needs the kernel to itself");
     let dir = scratch("attach_mode");
     let mut workload = Command::new(workload_bin())
         .arg("--file")
@@ -77,6 +91,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
         .unwrap();
     let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
     read_line_with(&mut m_err, "memtrace: tracing PID");
+    // The workload exports the phase markers, so the two uprobes load too.
     assert_eq!(our_loaded_programs(), OUR_PROGRAMS.len(), "all our programs are loaded while tracing");
 
     // Activity after attach: 300 fresh anonymous pages, written once each.
@@ -108,7 +123,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     let anon = trace["regions"].as_array().unwrap().iter().find(|r| r["region"] == "[anon]").expect("[anon] region");
     assert!(u(&anon["faults"]["write"]) >= 300, "{anon:#}");
 
-    assert_eq!(our_loaded_programs(), 0, "memtrace left programs loaded after it exited");
+    assert_eq!(wait_for_no_programs_of_ours(), 0, "memtrace left programs loaded after it exited");
     assert!(workload.try_wait().unwrap().is_none(), "detaching must not disturb the target");
     drop(w_in); // EOF: the workload exits
     assert!(workload.wait().unwrap().success());

@@ -56,6 +56,12 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     assert!(u(&f["mmap_calls"]) >= 1, "{f:#}");
     assert!(u(&f["page_faults"]["total"]) > 0, "{f:#}");
     assert_eq!(u(&f["mapped_at_end_bytes"]), 0, "teardown unmapped it: {f:#}");
+    // The kernel truth was read at the exit stop, mappings intact: the
+    // workload's own binary is still mapped there, and measured agrees.
+    assert!(trace["final_truth"].as_str().unwrap().contains("at the target's exit"), "{}", trace["final_truth"]);
+    assert_eq!(u(&f["kernel_rss_bytes"]), 0, "unmapped at teardown, so nothing resident at exit: {f:#}");
+    assert_eq!(f["estimates"]["reference"], "peak_resident_bytes", "an unmapped file is judged by its peak");
+    assert_eq!(u(&f["peak_resident_bytes"]), u(&f["measured_loaded_bytes"]), "{f:#}");
 
     // Phases from the marker uprobes: the workload's, in order, with its own
     // CLOCK_MONOTONIC times within 5 ms.
