@@ -8,9 +8,14 @@ use clap::{Args, Parser, Subcommand};
     name = "memtrace",
     version,
     about = "Measure what a process's memory really is: mapped files vs heap, from the kernel, with eBPF",
-    long_about = "memtrace traces one process with eBPF (tracepoints on mmap/munmap, user page faults and exec) \
-and reports its page faults by mapping and the files it maps. Every figure says where it comes from: \
-measured (eBPF), kernel truth (/proc, rusage) or estimate.\n\n\
+    long_about = "memtrace traces one process with eBPF and reports, per mapped file, how many bytes the kernel \
+really mapped into it (kmem:rss_stat changes attributed to the faulting file), how many it read from disk and \
+evicted, what /proc/PID/smaps says at the end, and how wrong the usual estimates (80 % of the file, RSS growth) \
+are. It also counts page faults by mapping and, when the program exports memtrace_phase_begin/end, splits \
+everything by phase. Every figure says where it comes from: measured (eBPF), kernel truth (/proc, rusage) or \
+estimate.\n\n\
+In run mode the command is held before exec until every probe is attached, and stopped at its exit (ptrace) \
+so smaps is read with its mappings intact. Ctrl-C reads smaps at once, then passes the signal on.\n\n\
 It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.8 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \

@@ -106,6 +106,7 @@ pub fn render(t: &Trace) -> String {
     }
     let _ = writeln!(o);
     render_loading(&mut o, t);
+    render_phases(&mut o, t);
     let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events;
     let _ = writeln!(
         o,
@@ -125,6 +126,45 @@ fn percent(err: i64, reference: u64) -> String {
         return "n/a".into();
     }
     format!("{:+.1} %", err as f64 * 100.0 / reference as f64)
+}
+
+/// Phases from the target's markers, with what each loaded.
+fn render_phases(o: &mut String, t: &Trace) {
+    if t.phases.is_empty() {
+        let _ = writeln!(o, "Phases: {}", t.phase_markers);
+        let _ = writeln!(o);
+        return;
+    }
+    let _ = writeln!(o, "Phases [measured: uprobes on memtrace_phase_begin/end; figures gained during each phase]");
+    let _ = writeln!(
+        o,
+        "  {:<24} {:>9} {:>9} {:>10} {:>10}  file loaded most",
+        "phase", "start s", "ms", "faults", "anon RSS"
+    );
+    for p in t.phases.iter().take(30) {
+        let top = p.files.iter().max_by_key(|f| f.measured_loaded_bytes);
+        let top = top.map_or_else(String::new, |f| format!("{} {}", bytes(f.measured_loaded_bytes), f.path));
+        let anon = if p.anon_rss_growth_bytes < 0 {
+            format!("-{}", bytes(p.anon_rss_growth_bytes.unsigned_abs()))
+        } else {
+            bytes(p.anon_rss_growth_bytes as u64)
+        };
+        let name = format!("{}{}{}", "  ".repeat(p.depth), p.name, if p.open { " (open)" } else { "" });
+        let _ = writeln!(
+            o,
+            "  {:<24} {:>9.3} {:>9.1} {:>10} {:>10}  {}",
+            name,
+            p.start_s,
+            p.duration_s * 1e3,
+            thousands(p.page_faults),
+            anon,
+            top
+        );
+    }
+    if t.phases.len() > 30 {
+        let _ = writeln!(o, "  ... {} more phases in the JSON trace", t.phases.len() - 30);
+    }
+    let _ = writeln!(o);
 }
 
 /// Per-file loading and the estimated-vs-measured comparison.

@@ -416,11 +416,11 @@ fn file_entries(
     end: Option<&HashMap<FileId, u64>>,
 ) -> Vec<FileEntry> {
     let all_files_size: u64 = c.stats.files.values().filter_map(|f| f.size_bytes).sum();
-    // A monitor samples RSS while the program runs: growth up to the final
-    // truth, or to the peak when the target exited first.
+    // A monitor samples RSS while the program runs; give it its best case:
+    // the growth from the start to the peak of the RSS total.
     let (rss_growth, heap_growth) = match c.loading.rss_start {
         Some(s) => {
-            let now = c.rss_at_truth.unwrap_or(c.loading.rss_peak);
+            let now = c.loading.rss_peak;
             (now.total() as i64 - s.total() as i64, now.anon as i64 - s.anon as i64)
         }
         None => (0, 0),

@@ -194,7 +194,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.resident_at_start_bytes", "kernel truth (/proc/PID/smaps Rss at attach)"),
         ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
-        ("files.estimates", "estimate (fixed 80 % of size; RSS growth minus anon growth by size share; min(RSS growth, 80 % of mapped size) by size share)"),
+        ("files.estimates", "estimate (fixed 80 % of size; peak RSS growth minus anon growth, by size share; min(peak RSS growth, 80 % of mapped size), by size share)"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
