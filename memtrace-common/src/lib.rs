@@ -33,6 +33,9 @@ pub const EVENT_EXEC: u32 = 4;
 pub const EVENT_RANGE_ENTER: u32 = 5;
 pub const RANGE_OP_MUNMAP: u64 = 0;
 pub const RANGE_OP_MADVISE: u64 = 1;
+pub const RANGE_OP_MREMAP: u64 = 2;
+/// A finished `mremap`: args = [old addr, old len, new len, flags, result (new addr or -errno)].
+pub const EVENT_MREMAP: u32 = 13;
 /// A phase marker function was called: args[0] = 1 for
 /// `memtrace_phase_begin`, 0 for `memtrace_phase_end`; args[1..6] hold the
 /// NUL-terminated name (at most PHASE_NAME_MAX bytes including the NUL).
@@ -75,6 +78,7 @@ pub const COUNTER_RINGBUF_DROPS: u32 = 3;
 /// so their exit produced no event.
 pub const COUNTER_PENDING_FULL: u32 = 4;
 pub const COUNTER_MADVISE_CALLS: u32 = 5;
+pub const COUNTER_MREMAP_CALLS: u32 = 6;
 pub const NUM_COUNTERS: u32 = 8;
 
 /// Byte offsets of the tracepoint fields the programs read, taken from the
@@ -97,6 +101,10 @@ pub struct TracepointOffsets {
     pub madvise_start: u32,
     pub madvise_len: u32,
     pub madvise_behavior: u32,
+    pub mremap_addr: u32,
+    pub mremap_old_len: u32,
+    pub mremap_new_len: u32,
+    pub mremap_flags: u32,
     /// `ret` in every `syscalls:sys_exit_*` record.
     pub exit_ret: u32,
     pub rss_mm_id: u32,

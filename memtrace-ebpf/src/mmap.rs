@@ -7,8 +7,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL, EVENT_MADVISE, EVENT_MMAP,
-    EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MUNMAP,
+    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL,
+    EVENT_MADVISE, EVENT_MMAP, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
+    RANGE_OP_MUNMAP,
 };
 
 use crate::emit::{count, emit, offsets, target_tid};
@@ -108,6 +109,28 @@ pub fn sys_exit_madvise(ctx: TracePointContext) -> u32 {
     count(COUNTER_MADVISE_CALLS);
     if let Some(a) = finish(&ctx, tid) {
         emit(EVENT_MADVISE, tid, [a[1], a[2], a[3], a[0], 0, 0]);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    let off = offsets();
+    let addr = read(&ctx, off.mremap_addr);
+    let old_len = read(&ctx, off.mremap_old_len);
+    stash(tid, [addr, addr, old_len, read(&ctx, off.mremap_new_len), read(&ctx, off.mremap_flags), 0]);
+    // Shrinking unmaps the tail: RSS changes until the exit event belong here.
+    emit(EVENT_RANGE_ENTER, tid, [addr, old_len, RANGE_OP_MREMAP, 0, 0, 0]);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    count(COUNTER_MREMAP_CALLS);
+    if let Some(a) = finish(&ctx, tid) {
+        emit(EVENT_MREMAP, tid, [a[1], a[2], a[3], a[4], a[0], 0]);
     }
     0
 }

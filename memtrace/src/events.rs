@@ -1,8 +1,8 @@
 //! Decoding of the ring buffer's raw records into typed events.
 use memtrace_common::{
-    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MUNMAP,
-    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT,
-    RANGE_OP_MUNMAP,
+    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MREMAP,
+    EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER,
+    EVENT_RSS_STAT, RANGE_OP_MUNMAP,
 };
 
 use crate::aspace::FileId;
@@ -63,6 +63,16 @@ pub enum Event {
         addr: u64,
         len: u64,
         behavior: u64,
+        result: i64,
+    },
+    Mremap {
+        ts_ns: u64,
+        tid: u32,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        /// New address, or a negative errno.
         result: i64,
     },
     /// A new value of one of the target's RSS counters (kernel truth).
@@ -183,6 +193,15 @@ impl Event {
                 Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
             }
             EVENT_MADVISE => Event::Madvise { ts_ns, tid, addr: a[0], len: a[1], behavior: a[2], result: a[3] as i64 },
+            EVENT_MREMAP => Event::Mremap {
+                ts_ns,
+                tid,
+                old_addr: a[0],
+                old_len: a[1],
+                new_len: a[2],
+                flags: a[3],
+                result: a[4] as i64,
+            },
             EVENT_RSS_STAT => Event::RssStat {
                 ts_ns,
                 tid,

@@ -20,7 +20,7 @@ use crate::aspace::FileId;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// (program name in the object, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 13] = [
+const TRACEPOINTS: [(&str, &str, &str); 15] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
@@ -28,6 +28,8 @@ const TRACEPOINTS: [(&str, &str, &str); 13] = [
     ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
     ("sys_enter_madvise", "syscalls", "sys_enter_madvise"),
     ("sys_exit_madvise", "syscalls", "sys_exit_madvise"),
+    ("sys_enter_mremap", "syscalls", "sys_enter_mremap"),
+    ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
     ("page_fault_user", "exceptions", "page_fault_user"),
     ("rss_stat", "kmem", "rss_stat"),
     ("mm_filemap_fault", "filemap", "mm_filemap_fault"),

@@ -68,6 +68,8 @@ pub fn render(t: &Trace) -> String {
         writeln!(o, "  munmap calls     {:>12}   ({} failed)", thousands(c.munmap_calls), thousands(c.munmap_failed));
     let _ =
         writeln!(o, "  madvise calls    {:>12}   ({} failed)", thousands(c.madvise_calls), thousands(c.madvise_failed));
+    let _ =
+        writeln!(o, "  mremap calls     {:>12}   ({} failed)", thousands(c.mremap_calls), thousands(c.mremap_failed));
     let _ = writeln!(o);
     let _ =
         writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");
@@ -110,12 +112,14 @@ pub fn render(t: &Trace) -> String {
     let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events;
     let _ = writeln!(
         o,
-        "Losses: ring-buffer drops {}, syscalls lost {}, malformed events {}, faults outside known mappings {}, unidentified file mappings {}{}",
+        "Losses: ring-buffer drops {}, syscalls lost {}, malformed events {}, faults outside known mappings {}, unidentified file mappings {}, file RSS changes with no file named +{}/-{}{}",
         thousands(c.ringbuf_drops),
         thousands(c.syscalls_lost),
         thousands(c.malformed_events),
         thousands(c.unattributed_faults),
         thousands(c.unresolved_file_mappings),
+        bytes(c.unattributed_file_loaded_bytes),
+        bytes(c.unattributed_file_unloaded_bytes),
         if lost == 0 { " (nothing lost)" } else { " (per-mapping figures are incomplete)" }
     );
     o

@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{
-    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS, COUNTER_PENDING_FULL,
-    COUNTER_RINGBUF_DROPS,
+    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS,
+    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -83,11 +83,16 @@ impl Consumer {
         };
         match event {
             Event::Mmap { result, len, flags, fd, .. } => {
+                // Not /proc/PID/fd/FD: by now the fd may name another file.
                 let file = (result >= 0 && fd >= 0).then(|| procmaps::file_at(self.pid, result as u64)).flatten();
                 self.stats.on_mmap(result, len, flags, fd, file);
             }
             Event::RangeEnter { tid, addr, len, .. } => {
                 self.loading.on_range_enter(tid, self.stats.files_in(addr, len));
+            }
+            Event::Mremap { tid, old_addr, old_len, new_len, result, .. } => {
+                self.stats.on_mremap(old_addr, old_len, new_len, result);
+                self.loading.on_range_exit(tid);
             }
             Event::Madvise { tid, result, .. } => {
                 self.stats.on_madvise(result);
@@ -98,9 +103,13 @@ impl Consumer {
                 self.loading.on_range_exit(tid);
             }
             Event::PageFault { tid, address, access, .. } => {
-                if !self.stats.knows(address) && !self.unknown_pages.contains(&(address >> 12)) {
+                // Outside every known mapping, or in a file mapping whose file
+                // could not be named when its mmap was read (it had moved or
+                // gone by then): the maps file says what is there now.
+                let unsure = !self.stats.knows(address) || self.stats.is_unresolved(address);
+                if unsure && !self.unknown_pages.contains(&(address >> 12)) {
                     self.sync();
-                    if !self.stats.knows(address) {
+                    if !self.stats.knows(address) || self.stats.is_unresolved(address) {
                         self.unknown_pages.insert(address >> 12);
                     }
                 }
@@ -297,6 +306,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             _ = until => break if grace.is_some() { Stop::Signal("signal (target did not exit in time)") } else { Stop::Duration },
             _ = tick.tick() => {
                 consumer.drain(ring.get_mut());
+                watch_new_files(&mut probes, &consumer.stats, &mut watched);
                 ticks += 1;
                 if exit_fd.is_some() && ticks.is_multiple_of(100) {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
@@ -370,6 +380,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             munmap_calls: counters[COUNTER_MUNMAP_CALLS as usize],
             madvise_calls: counters[COUNTER_MADVISE_CALLS as usize],
             madvise_failed: s.madvise_failed,
+            mremap_calls: counters[COUNTER_MREMAP_CALLS as usize],
+            mremap_failed: s.mremap_failed,
             ringbuf_drops: counters[COUNTER_RINGBUF_DROPS as usize],
             page_faults_seen: s.faults.total,
             page_faults_read: s.faults.read,
@@ -382,6 +394,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             unattributed_faults: s.unattributed_faults,
             unresolved_file_mappings: s.unresolved_file_mappings,
             malformed_events: s.malformed_events,
+            unattributed_file_loaded_bytes: consumer.loading.unattributed_loaded_bytes,
+            unattributed_file_unloaded_bytes: consumer.loading.unattributed_unloaded_bytes,
         },
         kernel,
         regions: s.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect(),

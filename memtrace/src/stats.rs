@@ -12,6 +12,7 @@ use crate::{
 
 const PAGE: u64 = 4096;
 const MAP_ANONYMOUS: u64 = 0x20;
+const UNRESOLVED: &str = "[unresolved file]";
 
 /// A file mapped by the target, as resolved from /proc/PID (kernel truth).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +69,7 @@ pub struct TraceStats {
     pub munmap_calls: u64,
     pub munmap_failed: u64,
     pub madvise_failed: u64,
+    pub mremap_failed: u64,
     pub execs: u64,
     /// File-backed mmaps whose file could not be identified from /proc.
     pub unresolved_file_mappings: u64,
@@ -104,7 +106,7 @@ impl TraceStats {
             Region::File(id)
         } else {
             self.unresolved_file_mappings += 1;
-            Region::Special("[unresolved file]".into())
+            Region::Special(UNRESOLVED.into())
         };
         let end = page_end(start, len);
         let removed = self.aspace.map(start, end, region.clone());
@@ -120,6 +122,23 @@ impl TraceStats {
         }
         let removed = self.aspace.unmap(addr, page_end(addr, len));
         self.forget(&removed);
+    }
+
+    /// A mapping moved and/or resized: what was at [old, old + old_len) now
+    /// spans [result, result + new_len) (MREMAP_DONTUNMAP aside).
+    pub fn on_mremap(&mut self, old_addr: u64, old_len: u64, new_len: u64, result: i64) {
+        if result < 0 {
+            self.mremap_failed += 1;
+            return;
+        }
+        let Some(region) = self.aspace.find(old_addr).cloned() else { return };
+        let removed = self.aspace.unmap(old_addr, page_end(old_addr, old_len));
+        self.forget(&removed);
+        let start = result as u64;
+        let end = page_end(start, new_len);
+        let replaced = self.aspace.map(start, end, region.clone());
+        self.forget(&replaced);
+        self.account(&region, end - start, true);
     }
 
     pub fn on_madvise(&mut self, result: i64) {
@@ -156,6 +175,11 @@ impl TraceStats {
             Some(Region::File(id)) => Some(*id),
             _ => None,
         }
+    }
+
+    /// In a file mapping whose file could not be identified.
+    pub fn is_unresolved(&self, address: u64) -> bool {
+        matches!(self.aspace.find(address), Some(Region::Special(name)) if name == UNRESOLVED)
     }
 
     pub fn knows(&self, address: u64) -> bool {
@@ -283,6 +307,19 @@ mod tests {
         assert_eq!((f.mmap_calls, f.mapped_peak, f.mapped_now), (2, 16384, 12288));
         s.on_fault(0x100000, FaultAccess::Read);
         assert_eq!(s.unattributed_faults, 1);
+    }
+
+    #[test]
+    fn mremap_moves_and_grows_a_file_mapping() {
+        let mut s = TraceStats::default();
+        s.on_mmap(0x100000, 8192, 0x1, 3, arrow());
+        s.on_mremap(0x100000, 8192, 16384, 0x900000);
+        assert!(!s.knows(0x100000));
+        s.on_fault(0x903000, FaultAccess::Read);
+        let f = &s.files[&ARROW];
+        assert_eq!((f.mapped_now, f.mapped_peak, f.faults.total), (16384, 16384, 1));
+        s.on_mremap(0x900000, 16384, 4096, -12);
+        assert_eq!(s.mremap_failed, 1);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub struct Counters {
     pub mmap_calls: u64,
     pub munmap_calls: u64,
     pub madvise_calls: u64,
+    pub mremap_calls: u64,
     pub ringbuf_drops: u64,
     /// Faults that reached userspace as events (page_faults - drops).
     pub page_faults_seen: u64,
@@ -64,12 +65,16 @@ pub struct Counters {
     pub mmap_failed: u64,
     pub munmap_failed: u64,
     pub madvise_failed: u64,
+    pub mremap_failed: u64,
     pub execs: u64,
     /// Syscalls whose entry could not be stashed in eBPF (map full).
     pub syscalls_lost: u64,
     pub unattributed_faults: u64,
     pub unresolved_file_mappings: u64,
     pub malformed_events: u64,
+    /// File-page RSS changes no file could be named for (kmem:rss_stat).
+    pub unattributed_file_loaded_bytes: u64,
+    pub unattributed_file_unloaded_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -190,7 +195,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.fault_around_bytes", "measured (changes followed by filemap:mm_filemap_map_pages)"),
         ("files.read_from_disk_bytes", "measured (filemap:mm_filemap_add_to_page_cache inside the target's faults)"),
         ("files.cache_added_other_bytes", "measured (filemap:mm_filemap_add_to_page_cache by the target outside faults)"),
-        ("files.evicted_bytes", "measured (filemap:mm_filemap_delete_from_page_cache of pages the target faulted)"),
+        ("files.evicted_bytes", "measured (filemap:mm_filemap_delete_from_page_cache of files the target maps)"),
         ("files.resident_at_start_bytes", "kernel truth (/proc/PID/smaps Rss at attach)"),
         ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),

@@ -97,6 +97,7 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         ("filemap/mm_filemap_add_to_page_cache", "filemap/mm_filemap_delete_from_page_cache", "order"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_munmap", "ret"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_madvise", "ret"),
+        ("syscalls/sys_exit_mmap", "syscalls/sys_exit_mremap", "ret"),
     ] {
         let size = if field == "s_dev" {
             4
@@ -124,6 +125,10 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         madvise_start: f.u64_field("syscalls/sys_enter_madvise", "start")?,
         madvise_len: f.u64_field("syscalls/sys_enter_madvise", "len_in")?,
         madvise_behavior: f.u64_field("syscalls/sys_enter_madvise", "behavior")?,
+        mremap_addr: f.u64_field("syscalls/sys_enter_mremap", "addr")?,
+        mremap_old_len: f.u64_field("syscalls/sys_enter_mremap", "old_len")?,
+        mremap_new_len: f.u64_field("syscalls/sys_enter_mremap", "new_len")?,
+        mremap_flags: f.u64_field("syscalls/sys_enter_mremap", "flags")?,
         exit_ret: f.u64_field("syscalls/sys_exit_mmap", "ret")?,
         rss_mm_id: f.field("kmem/rss_stat", "mm_id", 4)?,
         rss_curr: f.field("kmem/rss_stat", "curr", 4)?,

@@ -12,7 +12,7 @@ use std::{
 use common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 15] = [
+const OUR_PROGRAMS: [&str; 17] = [
     "sched_process_e",
     "sys_enter_mmap",
     "sys_exit_mmap",
@@ -20,6 +20,8 @@ const OUR_PROGRAMS: [&str; 15] = [
     "sys_exit_munmap",
     "sys_enter_madvi",
     "sys_exit_madvis",
+    "sys_enter_mrema",
+    "sys_exit_mremap",
     "page_fault_user",
     "rss_stat",
     "mm_filemap_faul",

@@ -13,7 +13,9 @@ const FILE_SIZE: u64 = 16 * MIB;
 fn data_file(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("data.bin");
     let bytes: Vec<u8> = (0..FILE_SIZE).map(|i| (i % 251) as u8).collect();
-    std::fs::write(&path, bytes).unwrap();
+    let mut file = std::fs::File::create(&path).unwrap();
+    std::io::Write::write_all(&mut file, &bytes).unwrap();
+    file.sync_all().unwrap(); // clean pages: reclaim may drop them at once
     path
 }
 
@@ -110,5 +112,35 @@ fn a_memfd_mapping_is_a_shmem_file() {
     let (trace, _) = run_case("memfd");
     let f = entry(&trace, "/memfd:memtrace-test");
     assert_eq!(u(&f["kernel_rss_bytes"]), 8 * MIB);
+    assert_resident_matches(f);
+}
+
+#[test]
+fn mremap_grows_and_moves_a_file_mapping() {
+    let (trace, file) = run_case("mremap");
+    let f = entry(&trace, file.to_str().unwrap());
+    assert_eq!(u(&f["kernel_rss_bytes"]), FILE_SIZE);
+    assert_resident_matches(f);
+    assert!(u(&trace["counters"]["mremap_calls"]) >= 1);
+    assert_eq!(u(&f["mapped_at_end_bytes"]), FILE_SIZE);
+}
+
+#[test]
+fn madv_pageout_reclaims_and_evicts() {
+    let (trace, file) = run_case("pageout");
+    let f = entry(&trace, file.to_str().unwrap());
+    assert_resident_matches(f);
+    let kernel = u(&f["kernel_rss_bytes"]);
+    assert!(kernel < FILE_SIZE / 2, "MADV_PAGEOUT left {kernel} bytes resident: {f:#}");
+    assert_eq!(u(&f["unloaded_bytes"]), FILE_SIZE - kernel, "{f:#}");
+    assert!(u(&f["evicted_bytes"]) > 0, "reclaimed clean pages leave the page cache: {f:#}");
+    assert!(u(&f["evicted_bytes"]) <= FILE_SIZE, "{f:#}");
+}
+
+#[test]
+fn a_device_mapping_is_reported_with_what_is_known() {
+    let (trace, _) = run_case("device");
+    let f = entry(&trace, "/dev/zero");
+    assert_eq!(u(&f["kernel_rss_bytes"]), MIB, "{f:#}");
     assert_resident_matches(f);
 }

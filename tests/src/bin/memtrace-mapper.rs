@@ -9,6 +9,10 @@
 //!   anon      write 32 MiB of anonymous memory, read one page of FILE
 //!   deleted   map FILE, delete it, then read it all
 //!   memfd     fill a 8 MiB memfd, map it shared and read it all (FILE unused)
+//!   mremap    map the first half of FILE, read it, grow the mapping to all of FILE
+//!             with mremap (it may move), read the second half
+//!   pageout   map FILE, read it all, MADV_PAGEOUT all of it (reclaim)
+//!   device    map /dev/zero shared (1 MiB) and write it (FILE unused)
 use std::{
     ffi::CString,
     io::{BufRead, Write},
@@ -29,6 +33,10 @@ fn map(fd: i32, len: usize, prot: i32, flags: i32) -> *mut u8 {
     if p == libc::MAP_FAILED {
         fail("mmap");
     }
+    // Like a real program, keep the mapping a moment before moving or
+    // dropping it: memtrace names a mapping's file from /proc/PID/maps when
+    // it reads the mmap event, a few milliseconds later (see README, Limits).
+    std::thread::sleep(std::time::Duration::from_millis(50));
     p.cast()
 }
 
@@ -52,7 +60,7 @@ fn unmap(p: *mut u8, len: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
-        eprintln!("usage: memtrace-mapper twice|unmap|dontneed|anon|deleted|memfd FILE");
+        eprintln!("usage: memtrace-mapper twice|unmap|dontneed|anon|deleted|memfd|mremap|pageout|device FILE");
         std::process::exit(2);
     }
     let (scenario, path) = (args[1].as_str(), &args[2]);
@@ -117,6 +125,33 @@ fn main() {
                 unsafe { ptr::write_volatile(m.add(off), 7) };
             }
             sum += read_pages(m, 0, mlen);
+        }
+        "mremap" => {
+            let a = map(fd, len / 2, r, p);
+            sum += read_pages(a, 0, len / 2);
+            // SAFETY: growing our own mapping; the kernel may move it.
+            let b = unsafe { libc::mremap(a.cast(), len / 2, len, libc::MREMAP_MAYMOVE) };
+            if b == libc::MAP_FAILED {
+                fail("mremap");
+            }
+            sum += read_pages(b.cast(), len / 2, len);
+        }
+        "pageout" => {
+            let a = map(fd, len, r, p);
+            sum += read_pages(a, 0, len);
+            // SAFETY: our own mapping.
+            if unsafe { libc::madvise(a.cast(), len, libc::MADV_PAGEOUT) } != 0 {
+                fail("madvise(MADV_PAGEOUT)");
+            }
+        }
+        "device" => {
+            let zero = std::fs::OpenOptions::new().read(true).write(true).open("/dev/zero").unwrap();
+            let dlen = 1 << 20;
+            let m = map(zero.as_raw_fd(), dlen, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED);
+            for off in (0..dlen).step_by(PAGE) {
+                // SAFETY: inside the shared mapping.
+                unsafe { ptr::write_volatile(m.add(off), 3) };
+            }
         }
         other => {
             eprintln!("memtrace-mapper: error: unknown scenario `{other}`");
