@@ -34,6 +34,9 @@ pub const EVENT_RANGE_ENTER: u32 = 5;
 pub const RANGE_OP_MUNMAP: u64 = 0;
 pub const RANGE_OP_MADVISE: u64 = 1;
 pub const RANGE_OP_MREMAP: u64 = 2;
+/// The file behind a new mapping, read in the kernel from the task's fd table
+/// at `sys_exit_mmap`, just before EVENT_MMAP: args = [mapped address, s_dev, inode].
+pub const EVENT_MMAP_FILE: u32 = 14;
 /// A finished `mremap`: args = [old addr, old len, new len, flags, result (new addr or -errno)].
 pub const EVENT_MREMAP: u32 = 13;
 /// A phase marker function was called: args[0] = 1 for
@@ -123,6 +126,21 @@ pub struct TracepointOffsets {
     pub cache_order: u32,
 }
 
+/// Byte offsets of kernel struct members the fexit program follows, read
+/// from the kernel's BTF at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub super_block_s_dev: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: both are repr(C), made only of integers, with no padding holes
@@ -130,4 +148,5 @@ mod pod {
     unsafe impl aya::Pod for super::RawEvent {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
 }

@@ -16,7 +16,7 @@ use crate::emit::{emit, offsets, target_tid};
 /// Files the target maps (written by userspace): evictions of other files are
 /// not the target's business and are not sent.
 #[map]
-static WATCHED_FILES: HashMap<FileKey, u8> = HashMap::with_max_entries(4096, 0);
+pub(crate) static WATCHED_FILES: HashMap<FileKey, u8> = HashMap::with_max_entries(4096, 0);
 
 /// The target's mm_id (a hash of its mm pointer) as seen in rss_stat from its
 /// own threads; lets reclaim, which runs in other tasks, be attributed too.

@@ -7,6 +7,7 @@ mod emit;
 mod faults;
 mod filemap;
 mod mmap;
+mod mmap_file;
 mod phases;
 mod process;
 

@@ -7,12 +7,19 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
+    FileKey,
     COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL,
-    EVENT_MADVISE, EVENT_MMAP, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
+    EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
     RANGE_OP_MUNMAP,
 };
 
-use crate::emit::{count, emit, offsets, target_tid};
+use crate::{
+    emit::{count, emit, offsets, target_tid},
+    filemap::WATCHED_FILES,
+    mmap_file::file_of_fd,
+};
+
+const MAP_ANONYMOUS: u64 = 0x20;
 
 /// Entry arguments of the syscall each target thread is inside, keyed by tid.
 #[map]
@@ -62,6 +69,16 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     count(COUNTER_MMAP_CALLS);
     if let Some(args) = finish(&ctx, tid) {
+        // args = [result, len, prot, flags, fd, offset]
+        let (result, flags, fd) = (args[0] as i64, args[3], args[4] as i64);
+        if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 {
+            if let Some((dev, ino)) = file_of_fd(fd as u64) {
+                // Watch its evictions from now on, not from when userspace
+                // gets to this event.
+                let _ = WATCHED_FILES.insert(&FileKey { ino, s_dev: dev, _pad: 0 }, &1, 0);
+                emit(EVENT_MMAP_FILE, tid, [args[0], dev as u64, ino, 0, 0, 0]);
+            }
+        }
         emit(EVENT_MMAP, tid, args);
     }
     0

@@ -1,8 +1,8 @@
 //! Decoding of the ring buffer's raw records into typed events.
 use memtrace_common::{
-    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MREMAP,
-    EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER,
-    EVENT_RSS_STAT, RANGE_OP_MUNMAP,
+    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE,
+    EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE,
+    EVENT_RANGE_ENTER, EVENT_RSS_STAT, RANGE_OP_MUNMAP,
 };
 
 use crate::aspace::FileId;
@@ -64,6 +64,14 @@ pub enum Event {
         len: u64,
         behavior: u64,
         result: i64,
+    },
+    /// The kernel's identity of the file a new mapping maps (read from the
+    /// task's fd table at sys_exit_mmap), sent just before its Mmap event.
+    MmapFile {
+        ts_ns: u64,
+        tid: u32,
+        result: i64,
+        file: FileId,
     },
     Mremap {
         ts_ns: u64,
@@ -193,6 +201,7 @@ impl Event {
                 Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
             }
             EVENT_MADVISE => Event::Madvise { ts_ns, tid, addr: a[0], len: a[1], behavior: a[2], result: a[3] as i64 },
+            EVENT_MMAP_FILE => Event::MmapFile { ts_ns, tid, result: a[0] as i64, file: file(a[1], a[2]) },
             EVENT_MREMAP => Event::Mremap {
                 ts_ns,
                 tid,

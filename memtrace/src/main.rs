@@ -1,5 +1,6 @@
 //! memtrace: per-process memory tracing with eBPF. See README.md.
 mod aspace;
+mod btf;
 mod cli;
 mod estimates;
 mod events;

@@ -10,7 +10,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use memtrace_common::{FileKey, TracepointOffsets, NUM_COUNTERS};
+use memtrace_common::{FileKey, KernelOffsets, TracepointOffsets, NUM_COUNTERS};
 
 use std::{num::NonZeroU32, path::Path};
 
@@ -46,11 +46,29 @@ pub struct Probes {
     uprobe_links: Vec<(&'static str, UProbeLinkId)>,
 }
 
+fn kernel_offsets() -> Result<KernelOffsets> {
+    let btf = crate::btf::Btf::from_sys_fs()?;
+    Ok(KernelOffsets {
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        file_f_inode: btf.member_offset("file", "f_inode")?,
+        inode_i_ino: btf.member_offset("inode", "i_ino")?,
+        inode_i_sb: btf.member_offset("inode", "i_sb")?,
+        super_block_s_dev: btf.member_offset("super_block", "s_dev")?,
+    })
+}
+
 impl Probes {
     pub fn attach(tgid: u32, offsets: &TracepointOffsets) -> Result<Probes> {
+        // Offsets sys_exit_mmap needs to name a mapping's file from the fd
+        // table; without them memtrace names files from /proc only.
+        let kernel_offsets = kernel_offsets();
         let mut ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
+            .override_global("KERNEL_OFFSETS", kernel_offsets.as_ref().unwrap_or(&KernelOffsets::default()), true)
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;
         let mut attached = Vec::new();
@@ -65,6 +83,9 @@ impl Probes {
                 tp.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
             tracepoint_links.push((program, link));
             attached.push(format!("tracepoint {category}:{name}"));
+        }
+        if let Err(e) = &kernel_offsets {
+            eprintln!("memtrace: warning: mapped files will be named from /proc only (no kernel BTF offsets): {e:#}");
         }
         Ok(Probes { ebpf, attached, tracepoint_links, uprobe_links: Vec::new() })
     }

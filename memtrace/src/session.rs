@@ -28,7 +28,7 @@ use crate::{
     phases::{Phases, Totals},
     probes::Probes,
     procmaps,
-    stats::TraceStats,
+    stats::{FileInfo, TraceStats},
     target::{pidfd, ChildExit, HeldChild},
     trace::{
         self, Counters, FileEntry, FileEstimates, KernelFaults, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary,
@@ -57,6 +57,8 @@ struct Consumer {
     stats: TraceStats,
     loading: Loading,
     phases: Phases,
+    /// The kernel's file identity of each thread's mmap in progress.
+    mmap_file: HashMap<u32, (i64, FileId)>,
     /// The RSS counters when the final kernel truth was read.
     rss_at_truth: Option<RssCounters>,
     /// Pages found outside every mapping at the latest /proc re-read: another
@@ -82,9 +84,23 @@ impl Consumer {
             }
         };
         match event {
-            Event::Mmap { result, len, flags, fd, .. } => {
-                // Not /proc/PID/fd/FD: by now the fd may name another file.
-                let file = (result >= 0 && fd >= 0).then(|| procmaps::file_at(self.pid, result as u64)).flatten();
+            Event::MmapFile { tid, result, file, .. } => {
+                self.mmap_file.insert(tid, (result, file));
+            }
+            Event::Mmap { tid, result, len, flags, fd, .. } => {
+                // The kernel named the file as the mapping was made; /proc
+                // adds the path when the mapping is still there. Never
+                // /proc/PID/fd/FD: by now the fd may name another file.
+                let ident = self.mmap_file.remove(&tid).filter(|(r, _)| *r == result).map(|(_, id)| id);
+                let from_proc = (result >= 0 && fd >= 0).then(|| procmaps::file_at(self.pid, result as u64)).flatten();
+                // /proc names what is mapped (for a shared /dev/zero mapping,
+                // a shmem file, not the fd's device); the fd's identity serves
+                // when the mapping has already moved or gone.
+                let file = match (from_proc, ident) {
+                    (Some(info), _) => Some(info),
+                    (None, Some(id)) => Some(self.known_file(id)),
+                    (None, None) => None,
+                };
                 self.stats.on_mmap(result, len, flags, fd, file);
             }
             Event::RangeEnter { tid, addr, len, .. } => {
@@ -140,6 +156,17 @@ impl Consumer {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.feed(&item);
+        }
+    }
+
+    /// A file known by identity only: its path if seen before, else its
+    /// device and inode until /proc shows its name.
+    fn known_file(&self, id: FileId) -> FileInfo {
+        match self.stats.files.get(&id) {
+            Some(f) => FileInfo { id, path: f.path.clone(), size_bytes: f.size_bytes },
+            None => {
+                FileInfo { id, path: format!("[dev {}:{} inode {}]", id.major, id.minor, id.inode), size_bytes: None }
+            }
         }
     }
 
@@ -212,6 +239,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         loading: Loading::default(),
         rss_at_truth: None,
         phases: Phases::default(),
+        mmap_file: HashMap::new(),
         unknown_pages: HashSet::new(),
     };
     let mut watched = HashSet::new();

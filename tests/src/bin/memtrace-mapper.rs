@@ -33,10 +33,6 @@ fn map(fd: i32, len: usize, prot: i32, flags: i32) -> *mut u8 {
     if p == libc::MAP_FAILED {
         fail("mmap");
     }
-    // Like a real program, keep the mapping a moment before moving or
-    // dropping it: memtrace names a mapping's file from /proc/PID/maps when
-    // it reads the mmap event, a few milliseconds later (see README, Limits).
-    std::thread::sleep(std::time::Duration::from_millis(50));
     p.cast()
 }
 
