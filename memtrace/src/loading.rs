@@ -23,9 +23,11 @@ pub struct FileLoad {
     pub unloaded_bytes: u64,
     /// Of `loaded_bytes`, mapped by fault-around (`mm_filemap_map_pages`).
     pub fault_around_bytes: u64,
-    /// Pages put into the page cache while the target's faults looked the
-    /// file up (synchronous reads and the readahead they started).
+    /// Distinct pages put into the page cache while the target's faults
+    /// looked the file up (synchronous reads and the readahead they started).
+    /// Distinct, so a page read twice counts once.
     pub read_from_disk_bytes: u64,
+    disk_pages: PageSet,
     /// Pages put into the page cache by the target outside a fault: write(2)
     /// of new data, read(2), fadvise/madvise readahead. Not mapping loads.
     pub cache_added_other_bytes: u64,
@@ -185,11 +187,12 @@ impl Loading {
         }
     }
 
-    pub fn on_cache_add(&mut self, tid: u32, file: FileId, pages: u64) {
+    pub fn on_cache_add(&mut self, tid: u32, file: FileId, index: u64, pages: u64) {
         let in_fault = matches!(self.context.get(&tid), Some(Context::CacheLookup(_)));
         let load = self.files.entry(file).or_default();
         if in_fault {
-            load.read_from_disk_bytes += pages * PAGE;
+            load.disk_pages.insert(index, index + pages - 1);
+            load.read_from_disk_bytes = load.disk_pages.len() * PAGE;
         } else {
             load.cache_added_other_bytes += pages * PAGE;
         }
@@ -285,12 +288,13 @@ mod tests {
         l.on_rss(1, RssMember::File, 116 * PAGE);
         l.on_map_pages(1, A, 0, 15);
         l.on_filemap_fault(1, A, 20);
-        l.on_cache_add(1, A, 16); // the fault's read and its readahead
+        l.on_cache_add(1, A, 16, 16); // the fault's read and its readahead
+        l.on_cache_add(1, A, 24, 8); // overlaps: counted once
         l.on_rss(1, RssMember::File, 117 * PAGE);
-        l.on_cache_add(1, A, 4); // after the fault: write(2) of new data, say
+        l.on_cache_add(1, A, 40, 4); // after the fault: write(2) of new data, say
         l.on_cache_delete(A, 8, 16);
         let a = &l.files[&A];
-        assert_eq!(a.read_from_disk_bytes, 16 * PAGE);
+        assert_eq!(a.read_from_disk_bytes, 16 * PAGE); // pages 16..=31
         assert_eq!(a.cache_added_other_bytes, 4 * PAGE);
         assert_eq!(a.loaded_bytes, 17 * PAGE);
         assert_eq!(a.evicted_bytes, 16 * PAGE);

@@ -201,6 +201,19 @@ fn render_loading(o: &mut String, t: &Trace) {
             f.path
         );
     }
+    let ft = &t.file_totals;
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), bytes);
+    let _ = writeln!(
+        o,
+        "  total over {} files: loaded {}, via fault-around {}, from disk {}, evicted {}; at stop smaps {}, pagemap {}",
+        ft.files,
+        bytes(ft.measured_loaded_bytes),
+        bytes(ft.fault_around_bytes),
+        bytes(ft.read_from_disk_bytes),
+        bytes(ft.evicted_bytes),
+        opt(ft.kernel_rss_bytes),
+        opt(ft.kernel_pagemap_bytes)
+    );
     let _ = writeln!(o, "  kernel truth at stop: {}", t.final_truth);
     let _ = writeln!(o);
     let _ = writeln!(

@@ -31,8 +31,8 @@ use crate::{
     stats::{FileInfo, TraceStats},
     target::{pidfd, ChildExit, HeldChild},
     trace::{
-        self, Counters, FileEntry, FileEstimates, KernelFaults, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary,
-        Trace,
+        self, Counters, FileEntry, FileEstimates, FileTotals, KernelFaults, PhaseEntry, PhaseFile, RegionFaults, Rss,
+        RssSummary, Trace,
     },
     tracefs,
 };
@@ -148,7 +148,7 @@ impl Consumer {
             Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
             Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
             Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
-            Event::PageCacheAdd { tid, file, pages, .. } => self.loading.on_cache_add(tid, file, pages),
+            Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
             Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
         }
     }
@@ -184,12 +184,16 @@ impl Consumer {
         }
     }
 
-    /// Kernel truth now: per-file smaps Rss, read after the events so far.
-    fn truth(&mut self, ring: &mut RingBuf<MapData>) -> Result<HashMap<FileId, u64>, String> {
+    /// Kernel truth now: per-file smaps Rss and pagemap present pages, read
+    /// after the events so far.
+    fn truth(&mut self, ring: &mut RingBuf<MapData>) -> Result<KernelTruth, String> {
         self.drain(ring);
         self.sync(); // current names of the mapped files, e.g. "(deleted)"
         self.rss_at_truth = Some(self.loading.rss_now);
-        procmaps::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))
+        let smaps =
+            procmaps::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))?;
+        let pagemap = procmaps::file_pagemap(self.pid).ok();
+        Ok(KernelTruth { smaps, pagemap })
     }
 }
 
@@ -244,7 +248,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     };
     let mut watched = HashSet::new();
     let mut start_truth: Option<HashMap<FileId, u64>> = None;
-    let mut final_truth: Option<Result<HashMap<FileId, u64>, String>> = None;
+    let mut final_truth: Option<Result<KernelTruth, String>> = None;
     let mut truth_moment = "when tracing stopped";
     // Handle Ctrl-C/SIGTERM before the child runs: a signal that arrives
     // early must stop the trace, not kill memtrace.
@@ -394,6 +398,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
 
     let s = &consumer.stats;
     let unix = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let files = file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok()));
     Ok(Trace {
         format: trace::FORMAT.into(),
         version: trace::VERSION,
@@ -441,9 +446,16 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         phase_markers,
         unmatched_phase_ends: consumer.phases.unmatched_ends,
         phases: phase_entries(&consumer, start_ns),
-        files: file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok())),
+        file_totals: FileTotals::of(&files),
+        files,
         sources: trace::default_sources(),
     })
+}
+
+/// Per-file kernel truth at one instant.
+struct KernelTruth {
+    smaps: HashMap<FileId, u64>,
+    pagemap: Option<HashMap<FileId, u64>>,
 }
 
 fn rss(c: RssCounters) -> Rss {
@@ -452,11 +464,7 @@ fn rss(c: RssCounters) -> Rss {
 
 /// One entry per file the target mapped, joining the mapping statistics, the
 /// measured loading, the kernel truth and the estimates.
-fn file_entries(
-    c: &Consumer,
-    start: Option<&HashMap<FileId, u64>>,
-    end: Option<&HashMap<FileId, u64>>,
-) -> Vec<FileEntry> {
+fn file_entries(c: &Consumer, start: Option<&HashMap<FileId, u64>>, end: Option<&KernelTruth>) -> Vec<FileEntry> {
     let all_files_size: u64 = c.stats.files.values().filter_map(|f| f.size_bytes).sum();
     // A monitor samples RSS while the program runs; give it its best case:
     // the growth from the start to the peak of the RSS total.
@@ -474,7 +482,8 @@ fn file_entries(
         .map(|(id, f)| {
             let load = c.loading.files.get(id).unwrap_or(&empty);
             let at_start = start.map(|t| t.get(id).copied().unwrap_or(0));
-            let kernel = end.map(|t| t.get(id).copied().unwrap_or(0));
+            let kernel = end.map(|t| t.smaps.get(id).copied().unwrap_or(0));
+            let pagemap = end.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
             let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
             let e = estimate(Inputs { file_size: f.size_bytes.unwrap_or(0), all_files_size, rss_growth, heap_growth });
             // Estimates are judged against smaps at stop while the file is
@@ -502,11 +511,15 @@ fn file_entries(
                 peak_resident_bytes: peak,
                 unloaded_bytes: load.unloaded_bytes,
                 fault_around_bytes: load.fault_around_bytes,
-                read_from_disk_bytes: load.read_from_disk_bytes,
+                // A large folio at the end of the file reaches past EOF.
+                read_from_disk_bytes: f
+                    .size_bytes
+                    .map_or(load.read_from_disk_bytes, |s| load.read_from_disk_bytes.min(s.div_ceil(PAGE) * PAGE)),
                 cache_added_other_bytes: load.cache_added_other_bytes,
                 evicted_bytes: load.evicted_bytes,
                 fault_ranges_bytes: load.pages.len() * PAGE,
                 kernel_rss_bytes: kernel,
+                kernel_pagemap_bytes: pagemap,
                 estimates: FileEstimates {
                     fixed_ratio_bytes: e.fixed_ratio,
                     rss_growth_bytes: e.rss_growth,

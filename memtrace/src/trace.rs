@@ -35,6 +35,8 @@ pub struct Trace {
     /// Phases in order of start; nested ones follow their parent.
     pub phases: Vec<PhaseEntry>,
     pub files: Vec<FileEntry>,
+    /// Sums over `files`.
+    pub file_totals: FileTotals,
     /// Where each group of figures comes from.
     pub sources: BTreeMap<String, String>,
 }
@@ -121,6 +123,40 @@ pub struct FileEstimates {
     pub capped_growth_error_bytes: i64,
 }
 
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FileTotals {
+    pub files: usize,
+    pub size_bytes: u64,
+    pub mapped_bytes: u64,
+    pub resident_at_start_bytes: Option<u64>,
+    pub measured_loaded_bytes: u64,
+    pub measured_resident_bytes: u64,
+    pub fault_around_bytes: u64,
+    pub read_from_disk_bytes: u64,
+    pub evicted_bytes: u64,
+    pub kernel_rss_bytes: Option<u64>,
+    pub kernel_pagemap_bytes: Option<u64>,
+}
+
+impl FileTotals {
+    pub fn of(files: &[FileEntry]) -> FileTotals {
+        let opt = |f: fn(&FileEntry) -> Option<u64>| files.iter().map(f).sum::<Option<u64>>();
+        FileTotals {
+            files: files.len(),
+            size_bytes: files.iter().filter_map(|f| f.size_bytes).sum(),
+            mapped_bytes: files.iter().map(|f| f.mapped_bytes).sum(),
+            resident_at_start_bytes: opt(|f| f.resident_at_start_bytes),
+            measured_loaded_bytes: files.iter().map(|f| f.measured_loaded_bytes).sum(),
+            measured_resident_bytes: files.iter().map(|f| f.measured_resident_bytes).sum(),
+            fault_around_bytes: files.iter().map(|f| f.fault_around_bytes).sum(),
+            read_from_disk_bytes: files.iter().map(|f| f.read_from_disk_bytes).sum(),
+            evicted_bytes: files.iter().map(|f| f.evicted_bytes).sum(),
+            kernel_rss_bytes: opt(|f| f.kernel_rss_bytes),
+            kernel_pagemap_bytes: opt(|f| f.kernel_pagemap_bytes),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PhaseEntry {
     pub name: String,
@@ -179,6 +215,8 @@ pub struct FileEntry {
     pub fault_ranges_bytes: u64,
     /// smaps Rss of the file's mappings when tracing stopped; null when no truth could be read.
     pub kernel_rss_bytes: Option<u64>,
+    /// Present pages of the file's mappings in /proc/PID/pagemap at the same moment.
+    pub kernel_pagemap_bytes: Option<u64>,
     pub estimates: FileEstimates,
 }
 
@@ -198,6 +236,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.evicted_bytes", "measured (filemap:mm_filemap_delete_from_page_cache of files the target maps)"),
         ("files.resident_at_start_bytes", "kernel truth (/proc/PID/smaps Rss at attach)"),
         ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
+        ("files.kernel_pagemap_bytes", "kernel truth (/proc/PID/pagemap present pages at stop)"),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
         ("files.estimates", "estimate (fixed 80 % of size; peak RSS growth minus anon growth, by size share; min(peak RSS growth, 80 % of mapped size), by size share)"),
     ]
@@ -289,6 +328,7 @@ mod tests {
             phases: vec![],
             final_truth: "none".into(),
             files: vec![],
+            file_totals: FileTotals::default(),
             sources: default_sources(),
         }
     }

@@ -44,6 +44,10 @@ fn check_loading(name: &str, touch: &str, cold: bool) {
         f["read_from_disk_bytes"]
     );
     assert!(measured.abs_diff(kernel) <= tolerance, "measured {measured} vs smaps {kernel}: {f:#}");
+    // Two kernel truths, page by page (pagemap) and summed (smaps), agree.
+    assert_eq!(u(&f["kernel_pagemap_bytes"]), kernel, "{f:#}");
+    let totals = &trace["file_totals"];
+    assert!(u(&totals["measured_loaded_bytes"]) >= measured, "{totals:#}");
     assert!(measured >= touched, "measured {measured} below the {touched} bytes the workload read: {f:#}");
     assert_eq!(f["resident_at_start_bytes"], Value::Null, "run mode starts from nothing");
     assert!(u(&f["fault_around_bytes"]) <= measured);
