@@ -99,6 +99,10 @@ pub struct Loading {
     /// File-page changes no file could be named for.
     pub unattributed_loaded_bytes: u64,
     pub unattributed_unloaded_bytes: u64,
+    /// File pages given back as the process tore its memory down at exit
+    /// (after the exit stop): not unmapping by the program, so no file's figure.
+    pub released_at_exit_bytes: u64,
+    exiting: bool,
 }
 
 impl Loading {
@@ -108,6 +112,12 @@ impl Loading {
         self.rss_start = Some(rss);
         self.rss_now = rss;
         self.rss_peak = rss;
+    }
+
+    /// The target is stopped at exit: every later decrease is its teardown.
+    pub fn on_exit(&mut self) {
+        self.exiting = true;
+        self.context.clear();
     }
 
     pub fn on_exec(&mut self) {
@@ -141,6 +151,10 @@ impl Loading {
         }
         // Pages of tmpfs and memfd files are counted as shmem, not file pages.
         if !matches!(member, RssMember::File | RssMember::Shmem) || delta == 0 {
+            return;
+        }
+        if self.exiting && delta < 0 {
+            self.released_at_exit_bytes += delta.unsigned_abs();
             return;
         }
         if let Some(Context::CacheLookup(f)) = self.context.get(&tid) {
@@ -299,6 +313,18 @@ mod tests {
         assert_eq!(a.loaded_bytes, 17 * PAGE);
         assert_eq!(a.evicted_bytes, 16 * PAGE);
         assert_eq!(a.pages.len(), 8, "pages 0..=7 remain named");
+    }
+
+    #[test]
+    fn teardown_after_the_exit_stop_is_no_files_unloading() {
+        let mut l = loading();
+        l.on_fault(1, Some(A));
+        l.on_rss(1, RssMember::File, 110 * PAGE);
+        l.on_exit();
+        l.on_rss(1, RssMember::File, 0);
+        assert_eq!(l.files[&A].unloaded_bytes, 0);
+        assert_eq!(l.released_at_exit_bytes, 110 * PAGE);
+        assert_eq!(l.unattributed_unloaded_bytes, 0);
     }
 
     #[test]

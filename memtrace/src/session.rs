@@ -326,6 +326,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                     final_truth = Some(consumer.truth(ring.get_mut()));
                     truth_moment = "at the target's exit (stopped there with ptrace; mappings intact)";
                 }
+                consumer.loading.on_exit();
                 let _ = ack.send(());
             }
             guard = ring.readable_mut() => {
@@ -429,6 +430,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             malformed_events: s.malformed_events,
             unattributed_file_loaded_bytes: consumer.loading.unattributed_loaded_bytes,
             unattributed_file_unloaded_bytes: consumer.loading.unattributed_unloaded_bytes,
+            file_rss_released_at_exit_bytes: consumer.loading.released_at_exit_bytes,
         },
         kernel,
         regions: s.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect(),

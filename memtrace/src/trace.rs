@@ -77,6 +77,8 @@ pub struct Counters {
     /// File-page RSS changes no file could be named for (kmem:rss_stat).
     pub unattributed_file_loaded_bytes: u64,
     pub unattributed_file_unloaded_bytes: u64,
+    /// File pages given back by the kernel's teardown after the exit stop.
+    pub file_rss_released_at_exit_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
