@@ -4,19 +4,11 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufReader, Write},
     process::{Command, Stdio},
 };
 
 use common::*;
-
-fn wait_for(reader: &mut impl BufRead, needle: &str) {
-    let mut line = String::new();
-    while !line.contains(needle) {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "EOF while waiting for `{needle}`");
-    }
-}
 
 #[test]
 fn attach_after_load_starts_from_the_resident_baseline() {
@@ -36,7 +28,7 @@ fn attach_after_load_starts_from_the_resident_baseline() {
         .unwrap();
     let mut w_out = BufReader::new(workload.stdout.take().unwrap());
     let mut w_in = workload.stdin.take().unwrap();
-    wait_for(&mut w_out, "paused after load");
+    read_line_with_text(&mut w_out, "paused after load");
 
     let trace_path = dir.join("trace.json");
     let mut memtrace = Command::new(memtrace_bin())
@@ -50,10 +42,10 @@ fn attach_after_load_starts_from_the_resident_baseline() {
         .unwrap();
     // Kept open until memtrace exits: it reports on stderr to the end.
     let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
-    wait_for(&mut m_err, "memtrace: tracing PID");
+    read_line_with_text(&mut m_err, "memtrace: tracing PID");
 
     writeln!(w_in).unwrap(); // go on: build, then search
-    wait_for(&mut w_out, "paused after search");
+    read_line_with_text(&mut w_out, "paused after search");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
     assert!(memtrace.wait().unwrap().success());

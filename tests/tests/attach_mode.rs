@@ -4,7 +4,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufReader, Write},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -51,17 +51,6 @@ fn wait_for_no_programs_of_ours() -> usize {
     }
 }
 
-fn read_line_with(reader: &mut impl BufRead, needle: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "EOF while waiting for `{needle}`");
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
-
 #[test]
 fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     require_root();
@@ -77,7 +66,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
         .unwrap();
     let mut w_out = BufReader::new(workload.stdout.take().unwrap());
     let mut w_in = workload.stdin.take().unwrap();
-    let line = read_line_with(&mut w_out, "holding pid=");
+    let line = read_line_with_text(&mut w_out, "holding pid=");
     let pid: u32 = line.trim().rsplit('=').next().unwrap().parse().unwrap();
     assert_eq!(pid, workload.id());
 
@@ -92,13 +81,13 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
         .spawn()
         .unwrap();
     let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
-    read_line_with(&mut m_err, "memtrace: tracing PID");
+    read_line_with_text(&mut m_err, "memtrace: tracing PID");
     // The workload exports the phase markers, so the two uprobes load too.
     assert_eq!(our_loaded_programs(), OUR_PROGRAMS.len(), "all our programs are loaded while tracing");
 
     // Activity after attach: 300 fresh anonymous pages, written once each.
     writeln!(w_in, "fault 300").unwrap();
-    read_line_with(&mut w_out, "done fault 300");
+    read_line_with_text(&mut w_out, "done fault 300");
 
     // Ctrl-C: memtrace stops, reports and writes the trace.
     unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };

@@ -111,3 +111,15 @@ pub fn trace_until_marker(
 pub fn mapper_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memtrace-mapper"))
 }
+
+/// Reads lines until one contains `needle`; returns that line.
+pub fn read_line_with_text(reader: &mut impl std::io::BufRead, needle: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "EOF while waiting for `{needle}`");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
