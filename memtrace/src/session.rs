@@ -247,7 +247,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         unknown_pages: HashSet::new(),
     };
     let mut watched = HashSet::new();
-    let mut start_truth: Option<HashMap<FileId, u64>> = None;
+    let mut start_truth: Option<KernelTruth> = None;
     let mut final_truth: Option<Result<KernelTruth, String>> = None;
     let mut truth_moment = "when tracing stopped";
     // Handle Ctrl-C/SIGTERM before the child runs: a signal that arrives
@@ -282,7 +282,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             if let Some(rss) = procmaps::rss_counters(pid) {
                 consumer.loading.set_baseline(rss);
             }
-            start_truth = procmaps::file_rss(pid).ok();
+            start_truth = procmaps::file_rss(pid)
+                .ok()
+                .map(|smaps| KernelTruth { smaps, pagemap: procmaps::file_pagemap(pid).ok() });
             stat_faults = procmaps::kernel_faults(pid);
             exit_fd = Some(readable(pidfd(pid)?).context("polling the target's pidfd")?);
         }
@@ -466,7 +468,7 @@ fn rss(c: RssCounters) -> Rss {
 
 /// One entry per file the target mapped, joining the mapping statistics, the
 /// measured loading, the kernel truth and the estimates.
-fn file_entries(c: &Consumer, start: Option<&HashMap<FileId, u64>>, end: Option<&KernelTruth>) -> Vec<FileEntry> {
+fn file_entries(c: &Consumer, start: Option<&KernelTruth>, end: Option<&KernelTruth>) -> Vec<FileEntry> {
     let all_files_size: u64 = c.stats.files.values().filter_map(|f| f.size_bytes).sum();
     // A monitor samples RSS while the program runs; give it its best case:
     // the growth from the start to the peak of the RSS total.
@@ -483,7 +485,8 @@ fn file_entries(c: &Consumer, start: Option<&HashMap<FileId, u64>>, end: Option<
         .iter()
         .map(|(id, f)| {
             let load = c.loading.files.get(id).unwrap_or(&empty);
-            let at_start = start.map(|t| t.get(id).copied().unwrap_or(0));
+            let at_start = start.map(|t| t.smaps.get(id).copied().unwrap_or(0));
+            let at_start_pagemap = start.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
             let kernel = end.map(|t| t.smaps.get(id).copied().unwrap_or(0));
             let pagemap = end.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
             let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
@@ -508,6 +511,7 @@ fn file_entries(c: &Consumer, start: Option<&HashMap<FileId, u64>>, end: Option<
                 inode: id.inode,
                 page_faults: f.faults,
                 resident_at_start_bytes: at_start,
+                resident_at_start_pagemap_bytes: at_start_pagemap,
                 measured_loaded_bytes: load.loaded_bytes,
                 measured_resident_bytes: measured_resident,
                 peak_resident_bytes: peak,

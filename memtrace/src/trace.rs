@@ -201,6 +201,8 @@ pub struct FileEntry {
     pub page_faults: FaultCounts,
     /// Resident when tracing started (attach mode; smaps). Null in run mode.
     pub resident_at_start_bytes: Option<u64>,
+    /// Present pages of its mappings in /proc/PID/pagemap at attach.
+    pub resident_at_start_pagemap_bytes: Option<u64>,
     /// Bytes the kernel mapped into the target during the trace.
     pub measured_loaded_bytes: u64,
     /// resident_at_start + loaded - unloaded: what the trace says is mapped now.
@@ -237,6 +239,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.cache_added_other_bytes", "measured (filemap:mm_filemap_add_to_page_cache by the target outside faults)"),
         ("files.evicted_bytes", "measured (filemap:mm_filemap_delete_from_page_cache of files the target maps)"),
         ("files.resident_at_start_bytes", "kernel truth (/proc/PID/smaps Rss at attach)"),
+        ("files.resident_at_start_pagemap_bytes", "kernel truth (/proc/PID/pagemap present pages at attach)"),
         ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
         ("files.kernel_pagemap_bytes", "kernel truth (/proc/PID/pagemap present pages at stop)"),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),

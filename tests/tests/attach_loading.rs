@@ -60,6 +60,7 @@ fn attach_after_load_starts_from_the_resident_baseline() {
         at_start >= load_touched && at_start > 0,
         "baseline {at_start} below the load phase's {load_touched}: {f:#}"
     );
+    assert_eq!(u(&f["resident_at_start_pagemap_bytes"]), at_start, "pagemap and smaps agree at attach: {f:#}");
     let kernel = u(&f["kernel_rss_bytes"]);
     let resident = u(&f["measured_resident_bytes"]);
     assert!(resident.abs_diff(kernel) <= (kernel / 100).max(64 * 1024), "measured {resident} vs smaps {kernel}: {f:#}");
