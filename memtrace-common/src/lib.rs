@@ -82,6 +82,9 @@ pub const COUNTER_RINGBUF_DROPS: u32 = 3;
 pub const COUNTER_PENDING_FULL: u32 = 4;
 pub const COUNTER_MADVISE_CALLS: u32 = 5;
 pub const COUNTER_MREMAP_CALLS: u32 = 6;
+/// Mapped files the kernel side could not add to WATCHED_FILES (map full):
+/// their evictions are not seen.
+pub const COUNTER_WATCH_FULL: u32 = 7;
 pub const NUM_COUNTERS: u32 = 8;
 
 /// Byte offsets of the tracepoint fields the programs read, taken from the

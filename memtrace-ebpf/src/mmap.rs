@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    FileKey,
+    FileKey, COUNTER_WATCH_FULL,
     COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL,
     EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
     RANGE_OP_MUNMAP,
@@ -75,7 +75,9 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
             if let Some((dev, ino)) = file_of_fd(fd as u64) {
                 // Watch its evictions from now on, not from when userspace
                 // gets to this event.
-                let _ = WATCHED_FILES.insert(&FileKey { ino, s_dev: dev, _pad: 0 }, &1, 0);
+                if WATCHED_FILES.insert(&FileKey { ino, s_dev: dev, _pad: 0 }, &1, 0).is_err() {
+                    count(COUNTER_WATCH_FULL);
+                }
                 emit(EVENT_MMAP_FILE, tid, [args[0], dev as u64, ino, 0, 0, 0]);
             }
         }

@@ -85,10 +85,16 @@ impl AddressSpace {
         self.vmas.range(..=addr).next_back().filter(|(_, (end, _))| addr < *end).map(|(_, (_, region))| region)
     }
 
+    /// Regions of the mappings overlapping [start, end), by a range query.
+    pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Region> {
+        self.vmas.range(..end).rev().take_while(move |(_, (e, _))| *e > start).map(|(_, (_, r))| r)
+    }
+
     pub fn clear(&mut self) {
         self.vmas.clear();
     }
 
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &Region)> {
         self.vmas.iter().map(|(s, (e, r))| (*s, *e, r))
     }
@@ -141,6 +147,18 @@ mod tests {
         );
         let got: Vec<_> = a.iter().map(|(s, e, r)| (s, e, r.clone())).collect();
         assert_eq!(got, vec![(0x1000, 0x2000, file(1)), (0x2000, 0x4000, Region::Anon), (0x4000, 0x5000, file(2))]);
+    }
+
+    #[test]
+    fn overlapping_finds_exactly_the_mappings_a_range_touches() {
+        let mut a = AddressSpace::default();
+        a.map(0x1000, 0x2000, file(1));
+        a.map(0x2000, 0x3000, Region::Anon);
+        a.map(0x5000, 0x6000, file(2));
+        let got: Vec<_> = a.overlapping(0x1800, 0x5001).cloned().collect();
+        assert_eq!(got, vec![file(2), Region::Anon, file(1)]);
+        assert_eq!(a.overlapping(0x3000, 0x5000).count(), 0);
+        assert_eq!(a.overlapping(0x2fff, 0x3000).count(), 1);
     }
 
     #[test]

@@ -109,12 +109,13 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o);
     render_loading(&mut o, t);
     render_phases(&mut o, t);
-    let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events;
+    let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events + c.eviction_watch_full;
     let _ = writeln!(
         o,
-        "Losses: ring-buffer drops {}, syscalls lost {}, malformed events {}, faults outside known mappings {}, unidentified file mappings {}, file RSS changes with no file named +{}/-{}{}",
+        "Losses: ring-buffer drops {}, syscalls lost {}, files not watched for eviction {}, malformed events {}, faults outside known mappings {}, unidentified file mappings {}, file RSS changes with no file named +{}/-{}{}",
         thousands(c.ringbuf_drops),
         thousands(c.syscalls_lost),
+        thousands(c.eviction_watch_full),
         thousands(c.malformed_events),
         thousands(c.unattributed_faults),
         thousands(c.unresolved_file_mappings),

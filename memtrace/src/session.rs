@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{
     COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS,
-    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS,
+    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS, COUNTER_WATCH_FULL,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -129,8 +129,8 @@ impl Consumer {
                         self.unknown_pages.insert(address >> 12);
                     }
                 }
-                self.stats.on_fault(address, access);
-                self.loading.on_fault(tid, self.stats.file_at(address));
+                let file = self.stats.on_fault(address, access);
+                self.loading.on_fault(tid, file);
             }
             Event::Exec { .. } => {
                 self.stats.on_exec();
@@ -199,6 +199,10 @@ impl Consumer {
 
 /// Tells the kernel side which files' evictions matter: those the target maps.
 fn watch_new_files(probes: &mut Probes, stats: &TraceStats, watched: &mut HashSet<FileId>) {
+    // Called after every drain: cheap when no file is new (files are never removed).
+    if stats.files.len() == watched.len() {
+        return;
+    }
     for id in stats.files.keys() {
         if watched.insert(*id) {
             if let Err(e) = probes.watch_file(*id) {
@@ -427,6 +431,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             munmap_failed: s.munmap_failed,
             execs: s.execs,
             syscalls_lost: counters[COUNTER_PENDING_FULL as usize],
+            eviction_watch_full: counters[COUNTER_WATCH_FULL as usize],
             unattributed_faults: s.unattributed_faults,
             unresolved_file_mappings: s.unresolved_file_mappings,
             malformed_events: s.malformed_events,

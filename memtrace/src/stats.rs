@@ -80,13 +80,21 @@ fn page_end(start: u64, len: u64) -> u64 {
     start.saturating_add(len).saturating_add(PAGE - 1) & !(PAGE - 1)
 }
 
-pub fn region_label(region: &Region) -> String {
+pub fn region_label(region: &Region) -> &str {
     match region {
-        Region::File(_) => "file".into(),
-        Region::Heap => "[heap]".into(),
-        Region::Stack => "[stack]".into(),
-        Region::Anon => "[anon]".into(),
-        Region::Special(name) => name.clone(),
+        Region::File(_) => "file",
+        Region::Heap => "[heap]",
+        Region::Stack => "[stack]",
+        Region::Anon => "[anon]",
+        Region::Special(name) => name,
+    }
+}
+
+/// Counts one fault under `label`, allocating the key only the first time.
+fn count_region(regions: &mut BTreeMap<String, FaultCounts>, label: &str, access: FaultAccess) {
+    match regions.get_mut(label) {
+        Some(c) => c.add(access),
+        None => regions.entry(label.to_string()).or_default().add(access),
     }
 }
 
@@ -159,22 +167,14 @@ impl TraceStats {
     /// Files mapped anywhere in [start, start + len).
     pub fn files_in(&self, start: u64, len: u64) -> Vec<FileId> {
         let mut files = Vec::new();
-        for (s, e, region) in self.aspace.iter() {
+        for region in self.aspace.overlapping(start, start.saturating_add(len)) {
             if let Region::File(id) = region {
-                if s < start.saturating_add(len) && e > start && !files.contains(id) {
+                if !files.contains(id) {
                     files.push(*id);
                 }
             }
         }
         files
-    }
-
-    /// The file mapped at `address`, if any.
-    pub fn file_at(&self, address: u64) -> Option<FileId> {
-        match self.aspace.find(address) {
-            Some(Region::File(id)) => Some(*id),
-            _ => None,
-        }
     }
 
     /// In a file mapping whose file could not be identified.
@@ -186,20 +186,28 @@ impl TraceStats {
         self.aspace.find(address).is_some()
     }
 
-    pub fn on_fault(&mut self, address: u64, access: FaultAccess) {
+    /// Counts a fault in the mapping that holds `address`; returns the file
+    /// mapped there, if any (one lookup: this runs for every fault).
+    pub fn on_fault(&mut self, address: u64, access: FaultAccess) -> Option<FileId> {
         self.faults.add(access);
-        match self.aspace.find(address).cloned() {
+        match self.aspace.find(address) {
             Some(region) => {
-                if let Region::File(id) = &region {
-                    if let Some(f) = self.files.get_mut(id) {
-                        f.faults.add(access);
+                let file = match region {
+                    Region::File(id) => {
+                        if let Some(f) = self.files.get_mut(id) {
+                            f.faults.add(access);
+                        }
+                        Some(*id)
                     }
-                }
-                self.regions.entry(region_label(&region)).or_default().add(access);
+                    _ => None,
+                };
+                count_region(&mut self.regions, region_label(region), access);
+                file
             }
             None => {
                 self.unattributed_faults += 1;
-                self.regions.entry("[unknown]".into()).or_default().add(access);
+                count_region(&mut self.regions, "[unknown]", access);
+                None
             }
         }
     }

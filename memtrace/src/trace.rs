@@ -71,6 +71,8 @@ pub struct Counters {
     pub execs: u64,
     /// Syscalls whose entry could not be stashed in eBPF (map full).
     pub syscalls_lost: u64,
+    /// Mapped files whose evictions could not be watched (eBPF map full).
+    pub eviction_watch_full: u64,
     pub unattributed_faults: u64,
     pub unresolved_file_mappings: u64,
     pub malformed_events: u64,

@@ -31,18 +31,7 @@ fn attach_after_load_starts_from_the_resident_baseline() {
     read_line_with_text(&mut w_out, "paused after load");
 
     let trace_path = dir.join("trace.json");
-    let mut memtrace = Command::new(memtrace_bin())
-        .arg("-p")
-        .arg(workload.id().to_string())
-        .arg("--json")
-        .arg(&trace_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kept open until memtrace exits: it reports on stderr to the end.
-    let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
-    read_line_with_text(&mut m_err, "memtrace: tracing PID");
+    let (mut memtrace, _m_err) = attach_memtrace(workload.id(), &trace_path);
 
     writeln!(w_in).unwrap(); // go on: build, then search
     read_line_with_text(&mut w_out, "paused after search");

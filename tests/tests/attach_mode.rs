@@ -71,17 +71,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     assert_eq!(pid, workload.id());
 
     let trace_path = dir.join("trace.json");
-    let mut memtrace = Command::new(memtrace_bin())
-        .arg("-p")
-        .arg(pid.to_string())
-        .arg("--json")
-        .arg(&trace_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut m_err = BufReader::new(memtrace.stderr.take().unwrap());
-    read_line_with_text(&mut m_err, "memtrace: tracing PID");
+    let (mut memtrace, _m_err) = attach_memtrace(pid, &trace_path);
     // The workload exports the phase markers, so the two uprobes load too.
     assert_eq!(our_loaded_programs(), OUR_PROGRAMS.len(), "all our programs are loaded while tracing");
 

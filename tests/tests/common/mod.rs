@@ -123,3 +123,25 @@ pub fn read_line_with_text(reader: &mut impl std::io::BufRead, needle: &str) -> 
         }
     }
 }
+
+/// Starts `memtrace -p PID --json TRACE` and waits until it says it is
+/// tracing. Its stdout is piped; its stderr reader is returned and must be
+/// kept until memtrace exits (it reports on stderr to the end).
+pub fn attach_memtrace(
+    pid: u32,
+    trace_path: &Path,
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStderr>) {
+    use std::process::Stdio;
+    let mut memtrace = Command::new(memtrace_bin())
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("--json")
+        .arg(trace_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(memtrace.stderr.take().unwrap());
+    read_line_with_text(&mut err, "memtrace: tracing PID");
+    (memtrace, err)
+}
