@@ -63,6 +63,11 @@ pub fn offsets() -> TracepointOffsets {
     OFFSETS.load()
 }
 
+#[inline(always)]
+pub fn target_tgid() -> u32 {
+    TARGET_TGID.load()
+}
+
 /// Returns the current thread id when the current task belongs to the target.
 #[inline(always)]
 pub fn target_tid() -> Option<u32> {

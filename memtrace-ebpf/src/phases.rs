@@ -1,9 +1,22 @@
 //! Phase markers: `memtrace_phase_begin(const char *name)` and
 //! `memtrace_phase_end(const char *name)` in the target, read at entry.
-use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::uprobe, programs::ProbeContext};
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user_str_bytes, generated::bpf_send_signal_thread},
+    macros::uprobe,
+    programs::ProbeContext,
+    Global,
+};
 use memtrace_common::{EVENT_PHASE, PHASE_NAME_MAX};
 
-use crate::emit::{emit, target_tid};
+use crate::emit::{emit, target_tgid, target_tid};
+
+/// Set by the loader for `--phase-truth` (run mode only): stop the target's
+/// main thread at each marker so memtrace, its ptrace tracer, reads the
+/// kernel truth at the phase boundary before the marker runs.
+#[no_mangle]
+static PHASE_STOP: Global<u32> = Global::new(0);
+
+const SIGSTOP: u32 = 19;
 
 #[inline(always)]
 fn marker(ctx: &ProbeContext, begin: u64) -> u32 {
@@ -23,6 +36,13 @@ fn marker(ctx: &ProbeContext, begin: u64) -> u32 {
         }
     }
     emit(EVENT_PHASE, tid, args);
+    // Only the main thread is ptraced; a SIGSTOP to another thread would stop
+    // the whole group behind the tracer's back.
+    if PHASE_STOP.load() != 0 && tid == target_tgid() {
+        // SAFETY: the helper queues a signal for the current thread; it is
+        // delivered (as a ptrace signal-delivery stop) on return to user mode.
+        unsafe { bpf_send_signal_thread(SIGSTOP) };
+    }
     0
 }
 

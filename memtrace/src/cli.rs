@@ -55,6 +55,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<f64>,
 
+    /// Run mode: stop the target's main thread at each phase marker for a
+    /// moment to read /proc/PID/smaps, so every phase has kernel truth for
+    /// its per-file RSS change (adds a few ms per marker to the phase times)
+    #[arg(long)]
+    pub phase_truth: bool,
+
     /// Also write the trace as JSON to PATH (written whole at the end, mode 0600)
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

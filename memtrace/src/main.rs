@@ -45,6 +45,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             target::resolve_command(&command[0])?;
             (trace, Err(command))
         }
+        (None, Some(_)) if cli.trace.phase_truth => {
+            bail!("--phase-truth needs run mode (memtrace must be the target's ptrace tracer): use `memtrace run --phase-truth -- CMD`")
+        }
         (None, Some(pid)) => {
             let command = target::check_pid(pid)?;
             (cli.trace, Ok((pid, command)))
@@ -65,7 +68,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let opts = Options { duration: args.duration.map(Duration::from_secs_f64) };
+    let opts = Options { duration: args.duration.map(Duration::from_secs_f64), phase_truth: args.phase_truth };
     let trace = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();
     print!("{}", report::render(&trace));

@@ -5,11 +5,30 @@ use std::collections::BTreeMap;
 
 use crate::aspace::FileId;
 
+/// One file's measured byte counts (running totals, or gains in a phase).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileCounts {
+    pub loaded: u64,
+    pub fault_around: u64,
+    pub read_from_disk: u64,
+    pub unloaded: u64,
+}
+
+impl FileCounts {
+    fn since(&self, before: &FileCounts) -> FileCounts {
+        FileCounts {
+            loaded: self.loaded.saturating_sub(before.loaded),
+            fault_around: self.fault_around.saturating_sub(before.fault_around),
+            read_from_disk: self.read_from_disk.saturating_sub(before.read_from_disk),
+            unloaded: self.unloaded.saturating_sub(before.unloaded),
+        }
+    }
+}
+
 /// Running totals at one instant (fed by the session from its aggregators).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Per file: [loaded, fault-around, read from disk] bytes so far.
-    pub files: BTreeMap<FileId, [u64; 3]>,
+    pub files: BTreeMap<FileId, FileCounts>,
     pub page_faults: u64,
     pub anon_rss: u64,
 }
@@ -24,8 +43,8 @@ pub struct PhaseRecord {
     pub end_ns: u64,
     /// Still running when tracing stopped (closed at the stop time).
     pub open: bool,
-    /// Per file: [loaded, fault-around, read from disk] bytes gained in the phase.
-    pub files: BTreeMap<FileId, [u64; 3]>,
+    /// Per file: what changed in the phase (files with no change left out).
+    pub files: BTreeMap<FileId, FileCounts>,
     pub page_faults: u64,
     pub anon_rss_growth: i64,
 }
@@ -72,9 +91,8 @@ impl Phases {
         let (name, start_ns, before) = self.stack.pop().expect("caller checked");
         let mut files = BTreeMap::new();
         for (id, n) in &now.files {
-            let b = before.files.get(id).copied().unwrap_or_default();
-            let d = [n[0].saturating_sub(b[0]), n[1].saturating_sub(b[1]), n[2].saturating_sub(b[2])];
-            if d != [0; 3] {
+            let d = n.since(&before.files.get(id).copied().unwrap_or_default());
+            if d != FileCounts::default() {
                 files.insert(*id, d);
             }
         }
@@ -99,7 +117,8 @@ mod tests {
     const A: FileId = FileId { major: 8, minor: 1, inode: 5 };
 
     fn totals(loaded: u64, faults: u64) -> Totals {
-        Totals { files: [(A, [loaded, loaded / 2, 0])].into(), page_faults: faults, anon_rss: faults * 4096 }
+        let counts = FileCounts { loaded, fault_around: loaded / 2, read_from_disk: 0, unloaded: loaded / 4 };
+        Totals { files: [(A, counts)].into(), page_faults: faults, anon_rss: faults * 4096 }
     }
 
     #[test]
@@ -109,7 +128,7 @@ mod tests {
         p.end("load", 20, &totals(300, 4));
         let r = &p.done[0];
         assert_eq!((r.name.as_str(), r.start_ns, r.end_ns, r.open), ("load", 10, 20, false));
-        assert_eq!(r.files[&A], [200, 100, 0]);
+        assert_eq!(r.files[&A], FileCounts { loaded: 200, fault_around: 100, read_from_disk: 0, unloaded: 50 });
         assert_eq!((r.page_faults, r.anon_rss_growth), (3, 3 * 4096));
     }
 

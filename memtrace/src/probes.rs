@@ -61,13 +61,16 @@ fn kernel_offsets() -> Result<KernelOffsets> {
 }
 
 impl Probes {
-    pub fn attach(tgid: u32, offsets: &TracepointOffsets) -> Result<Probes> {
+    /// `phase_stop`: the phase-marker probes stop the target's main thread
+    /// (run mode only, where memtrace is its ptrace tracer).
+    pub fn attach(tgid: u32, offsets: &TracepointOffsets, phase_stop: bool) -> Result<Probes> {
         // Offsets sys_exit_mmap needs to name a mapping's file from the fd
         // table; without them memtrace names files from /proc only.
         let kernel_offsets = kernel_offsets();
         let mut ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
+            .override_global("PHASE_STOP", &u32::from(phase_stop), true)
             .override_global("KERNEL_OFFSETS", kernel_offsets.as_ref().unwrap_or(&KernelOffsets::default()), true)
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;

@@ -133,6 +133,14 @@ fn percent(err: i64, reference: u64) -> String {
     format!("{:+.1} %", err as f64 * 100.0 / reference as f64)
 }
 
+fn signed_bytes(v: i64) -> String {
+    if v < 0 {
+        format!("-{}", bytes(v.unsigned_abs()))
+    } else {
+        format!("+{}", bytes(v as u64))
+    }
+}
+
 /// Phases from the target's markers, with what each loaded.
 fn render_phases(o: &mut String, t: &Trace) {
     if t.phases.is_empty() {
@@ -141,6 +149,7 @@ fn render_phases(o: &mut String, t: &Trace) {
         return;
     }
     let _ = writeln!(o, "Phases [measured: uprobes on memtrace_phase_begin/end; figures gained during each phase]");
+    let _ = writeln!(o, "  kernel truth at boundaries: {}", t.phase_truth);
     let _ = writeln!(
         o,
         "  {:<24} {:>9} {:>9} {:>10} {:>10}  file loaded most",
@@ -148,12 +157,17 @@ fn render_phases(o: &mut String, t: &Trace) {
     );
     for p in t.phases.iter().take(30) {
         let top = p.files.iter().max_by_key(|f| f.measured_loaded_bytes);
-        let top = top.map_or_else(String::new, |f| format!("{} {}", bytes(f.measured_loaded_bytes), f.path));
-        let anon = if p.anon_rss_growth_bytes < 0 {
-            format!("-{}", bytes(p.anon_rss_growth_bytes.unsigned_abs()))
-        } else {
-            bytes(p.anon_rss_growth_bytes as u64)
-        };
+        let top = top.map_or_else(String::new, |f| {
+            let truth = f.kernel_rss_change_bytes.map_or_else(String::new, |k| {
+                format!(
+                    " (RSS change: measured {}, smaps {})",
+                    signed_bytes(f.measured_rss_change_bytes),
+                    signed_bytes(k)
+                )
+            });
+            format!("{} {}{truth}", bytes(f.measured_loaded_bytes), f.path)
+        });
+        let anon = signed_bytes(p.anon_rss_growth_bytes);
         let name = format!("{}{}{}", "  ".repeat(p.depth), p.name, if p.open { " (open)" } else { "" });
         let _ = writeln!(
             o,

@@ -2,7 +2,7 @@
 //! aggregator until the target exits, the duration elapses or a signal
 //! arrives, then build the trace. Every stop path ends in a trace.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     os::fd::{AsRawFd, OwnedFd},
     path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -25,11 +25,11 @@ use crate::{
     estimates::{estimate, Inputs},
     events::Event,
     loading::{FileLoad, Loading, RssCounters, PAGE},
-    phases::{Phases, Totals},
+    phases::{FileCounts, Phases, Totals},
     probes::Probes,
     procmaps,
     stats::{FileInfo, TraceStats},
-    target::{pidfd, ChildExit, HeldChild},
+    target::{pidfd, ChildExit, HeldChild, Hooks},
     trace::{
         self, Counters, FileEntry, FileEstimates, FileTotals, KernelFaults, PhaseEntry, PhaseFile, RegionFaults, Rss,
         RssSummary, Trace,
@@ -44,12 +44,21 @@ pub enum Target {
 
 pub struct Options {
     pub duration: Option<Duration>,
+    /// Stop the target at each phase marker to read smaps (run mode).
+    pub phase_truth: bool,
+}
+
+/// A ptrace stop of the spawned child that the session must act on before
+/// the child may go on.
+enum ChildStop {
+    Exit,
+    Marker,
 }
 
 /// How often the ring buffer is drained when no event asked for a wakeup.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
-/// How long the child may be held at its exit stop while smaps is read.
-const EXIT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the child may be held at a stop while smaps is read.
+const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after forwarding a signal to a spawned child memtrace waits for it.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
 struct Consumer {
@@ -65,6 +74,13 @@ struct Consumer {
     /// fault there does not trigger a new re-read (brk growth and mremap are
     /// not traced yet, so the maps file is how the model learns of them).
     unknown_pages: HashSet<u64>,
+    /// Timestamp of the latest phase marker of the main thread: where a
+    /// `--phase-truth` stop belongs.
+    last_main_marker_ns: Option<u64>,
+    /// Per-file smaps Rss at phase boundaries, by marker timestamp.
+    boundary_truth: HashMap<u64, HashMap<FileId, u64>>,
+    /// Time the target spent stopped for boundary truth.
+    boundary_stopped: Duration,
 }
 
 impl Consumer {
@@ -137,7 +153,10 @@ impl Consumer {
                 self.loading.on_exec();
                 self.sync();
             }
-            Event::Phase { ts_ns, begin, name, .. } => {
+            Event::Phase { ts_ns, tid, begin, name } => {
+                if tid == self.pid {
+                    self.last_main_marker_ns = Some(ts_ns);
+                }
                 let totals = self.totals();
                 if begin {
                     self.phases.begin(name, ts_ns, totals);
@@ -177,7 +196,15 @@ impl Consumer {
                 .loading
                 .files
                 .iter()
-                .map(|(id, l)| (*id, [l.loaded_bytes, l.fault_around_bytes, l.read_from_disk_bytes]))
+                .map(|(id, l)| {
+                    let counts = FileCounts {
+                        loaded: l.loaded_bytes,
+                        fault_around: l.fault_around_bytes,
+                        read_from_disk: l.read_from_disk_bytes,
+                        unloaded: l.unloaded_bytes,
+                    };
+                    (*id, counts)
+                })
                 .collect(),
             page_faults: self.stats.faults.total,
             anon_rss: self.loading.rss_now.anon,
@@ -194,6 +221,17 @@ impl Consumer {
             procmaps::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))?;
         let pagemap = procmaps::file_pagemap(self.pid).ok();
         Ok(KernelTruth { smaps, pagemap })
+    }
+
+    /// The target is stopped at a phase marker: record per-file smaps Rss
+    /// for that boundary.
+    fn boundary(&mut self, ring: &mut RingBuf<MapData>) {
+        let stopped = Instant::now();
+        self.drain(ring); // the marker's own event is in the ring already
+        if let (Some(ts), Ok(smaps)) = (self.last_main_marker_ns, procmaps::file_rss(self.pid)) {
+            self.boundary_truth.insert(ts, smaps);
+        }
+        self.boundary_stopped += stopped.elapsed();
     }
 }
 
@@ -225,7 +263,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     };
     let tracefs_root = tracefs::ensure_mounted()?;
     let offsets = tracefs::read_offsets(&tracefs_root)?;
-    let mut probes = Probes::attach(pid, &offsets)?;
+    let phase_truth = opts.phase_truth && mode == "run";
+    let mut probes = Probes::attach(pid, &offsets, phase_truth)?;
     let mut ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
     let binary = match &target {
         Target::Run(child) => std::fs::canonicalize(&child.program).unwrap_or_else(|_| child.program.clone()),
@@ -249,6 +288,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         phases: Phases::default(),
         mmap_file: HashMap::new(),
         unknown_pages: HashSet::new(),
+        last_main_marker_ns: None,
+        boundary_truth: HashMap::new(),
+        boundary_stopped: Duration::ZERO,
     };
     let mut watched = HashSet::new();
     let mut start_truth: Option<KernelTruth> = None;
@@ -262,7 +304,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let clock = Instant::now();
     let mut stat_faults = None;
     let mut exit_rx: Option<oneshot::Receiver<Result<ChildExit>>> = None;
-    let mut exit_stop: Option<mpsc::UnboundedReceiver<std::sync::mpsc::SyncSender<()>>> = None;
+    let mut child_stops: Option<mpsc::UnboundedReceiver<(ChildStop, std::sync::mpsc::SyncSender<()>)>> = None;
     let mut exit_fd: Option<AsyncFd<OwnedFd>> = None;
     match target {
         Target::Run(mut child) => {
@@ -271,15 +313,21 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             consumer.stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
             child.release()?;
             let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-            let rx = child.supervise(Box::new(move || {
-                // The child is stopped at exit: let the session read smaps, then go on.
-                let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
-                if stop_tx.send(ack_tx).is_ok() {
-                    let _ = ack_rx.recv_timeout(EXIT_STOP_TIMEOUT);
-                }
-            }))?;
-            exit_rx = Some(rx);
-            exit_stop = Some(stop_rx);
+            // The child is stopped: let the session read /proc, then go on.
+            let hook = |kind: fn() -> ChildStop, stop_tx: mpsc::UnboundedSender<_>| {
+                Box::new(move || {
+                    let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+                    if stop_tx.send((kind(), ack_tx)).is_ok() {
+                        let _ = ack_rx.recv_timeout(CHILD_STOP_TIMEOUT);
+                    }
+                })
+            };
+            let hooks = Hooks {
+                at_exit: hook(|| ChildStop::Exit, stop_tx.clone()),
+                at_marker: hook(|| ChildStop::Marker, stop_tx),
+            };
+            exit_rx = Some(child.supervise(hooks)?);
+            child_stops = Some(stop_rx);
         }
         Target::Attach { .. } => {
             consumer.sync(); // baseline: what was mapped before we attached
@@ -320,19 +368,24 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 None => std::future::pending().await,
             }
         };
-        let at_exit_stop = async {
-            match &mut exit_stop {
+        let child_stop = async {
+            match &mut child_stops {
                 Some(rx) => rx.recv().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            Some(ack) = at_exit_stop => {
-                if final_truth.is_none() {
-                    final_truth = Some(consumer.truth(ring.get_mut()));
-                    truth_moment = "at the target's exit (stopped there with ptrace; mappings intact)";
+            Some((kind, ack)) = child_stop => {
+                match kind {
+                    ChildStop::Exit => {
+                        if final_truth.is_none() {
+                            final_truth = Some(consumer.truth(ring.get_mut()));
+                            truth_moment = "at the target's exit (stopped there with ptrace; mappings intact)";
+                        }
+                        consumer.loading.on_exit();
+                    }
+                    ChildStop::Marker => consumer.boundary(ring.get_mut()),
                 }
-                consumer.loading.on_exit();
                 let _ = ack.send(());
             }
             guard = ring.readable_mut() => {
@@ -453,6 +506,15 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
         },
         phase_markers,
+        phase_truth: if phase_truth {
+            format!(
+                "smaps read at {} phase boundaries, the main thread stopped there (ptrace) for {:.1} ms in all",
+                consumer.boundary_truth.len(),
+                consumer.boundary_stopped.as_secs_f64() * 1e3
+            )
+        } else {
+            "none (run mode with --phase-truth reads smaps at each phase boundary)".into()
+        },
         unmatched_phase_ends: consumer.phases.unmatched_ends,
         phases: phase_entries(&consumer, start_ns),
         file_totals: FileTotals::of(&files),
@@ -554,34 +616,55 @@ fn monotonic_ns() -> u64 {
 
 fn phase_entries(c: &Consumer, start_ns: u64) -> Vec<PhaseEntry> {
     let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let path_of = |id: &FileId| {
+        c.stats
+            .files
+            .get(id)
+            .map_or_else(|| format!("[dev {}:{} inode {}]", id.major, id.minor, id.inode), |f| f.path.clone())
+    };
     c.phases
         .done
         .iter()
-        .map(|p| PhaseEntry {
-            name: p.name.clone(),
-            path: p.path.clone(),
-            depth: p.depth,
-            start_s: secs(p.start_ns),
-            end_s: secs(p.end_ns),
-            duration_s: p.end_ns.saturating_sub(p.start_ns) as f64 / 1e9,
-            start_monotonic_ns: p.start_ns,
-            end_monotonic_ns: p.end_ns,
-            open: p.open,
-            page_faults: p.page_faults,
-            anon_rss_growth_bytes: p.anon_rss_growth,
-            files: p
-                .files
+        .map(|p| {
+            // Kernel truth at both boundaries (--phase-truth): smaps Rss change.
+            let truth = c.boundary_truth.get(&p.start_ns).zip(c.boundary_truth.get(&p.end_ns));
+            let kernel_change = |id: &FileId| {
+                truth.map(|(a, b)| b.get(id).copied().unwrap_or(0) as i64 - a.get(id).copied().unwrap_or(0) as i64)
+            };
+            let mut ids: BTreeSet<FileId> = p.files.keys().copied().collect();
+            if let Some((a, b)) = truth {
+                ids.extend(a.keys().chain(b.keys()).filter(|id| kernel_change(id) != Some(0)));
+            }
+            let files = ids
                 .iter()
-                .map(|(id, d)| PhaseFile {
-                    path: c.stats.files.get(id).map_or_else(
-                        || format!("[dev {}:{} inode {}]", id.major, id.minor, id.inode),
-                        |f| f.path.clone(),
-                    ),
-                    measured_loaded_bytes: d[0],
-                    fault_around_bytes: d[1],
-                    read_from_disk_bytes: d[2],
+                .map(|id| {
+                    let d = p.files.get(id).copied().unwrap_or_default();
+                    PhaseFile {
+                        path: path_of(id),
+                        measured_loaded_bytes: d.loaded,
+                        measured_unloaded_bytes: d.unloaded,
+                        measured_rss_change_bytes: d.loaded as i64 - d.unloaded as i64,
+                        kernel_rss_change_bytes: kernel_change(id),
+                        fault_around_bytes: d.fault_around,
+                        read_from_disk_bytes: d.read_from_disk,
+                    }
                 })
-                .collect(),
+                .collect();
+            PhaseEntry {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                depth: p.depth,
+                start_s: secs(p.start_ns),
+                end_s: secs(p.end_ns),
+                duration_s: p.end_ns.saturating_sub(p.start_ns) as f64 / 1e9,
+                start_monotonic_ns: p.start_ns,
+                end_monotonic_ns: p.end_ns,
+                open: p.open,
+                kernel_truth_at_boundaries: truth.is_some(),
+                page_faults: p.page_faults,
+                anon_rss_growth_bytes: p.anon_rss_growth,
+                files,
+            }
         })
         .collect()
 }

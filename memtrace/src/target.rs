@@ -76,9 +76,25 @@ pub struct HeldChild {
     supervisor_thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Called while the child is stopped at exit, memory intact.
-pub type ExitHook = Box<dyn FnMut() + Send>;
-type Supervision = (ExitHook, oneshot::Sender<Result<ChildExit>>);
+/// Called on the tracer thread while the child is stopped.
+pub type StopHook = Box<dyn FnMut() + Send>;
+
+/// What to do at the child's ptrace stops.
+pub struct Hooks {
+    /// At its exit, memory still mapped.
+    pub at_exit: StopHook,
+    /// At a phase marker, where memtrace's eBPF sent the main thread a
+    /// SIGSTOP (`--phase-truth`); the signal is then suppressed.
+    pub at_marker: StopHook,
+}
+
+impl Hooks {
+    pub fn none() -> Hooks {
+        Hooks { at_exit: Box::new(|| {}), at_marker: Box::new(|| {}) }
+    }
+}
+
+type Supervision = (Hooks, oneshot::Sender<Result<ChildExit>>);
 
 impl HeldChild {
     pub fn spawn(argv: &[String]) -> Result<HeldChild> {
@@ -118,12 +134,12 @@ impl HeldChild {
                 return;
             }
             match cmd_rx.recv() {
-                Ok((hook, result)) => {
-                    let _ = result.send(supervise(pid as u32, hook));
+                Ok((hooks, result)) => {
+                    let _ = result.send(supervise(pid as u32, hooks));
                 }
                 // Never supervised (memtrace gave up before releasing it): reap it.
                 Err(_) => {
-                    let _ = supervise(pid as u32, Box::new(|| {}));
+                    let _ = supervise(pid as u32, Hooks::none());
                 }
             }
         });
@@ -139,14 +155,14 @@ impl HeldChild {
         })
     }
 
-    /// Runs the child to its end on the tracer thread; `at_exit` is called
-    /// while it is stopped at exit. The receiver gets its exit.
-    pub fn supervise(&mut self, at_exit: ExitHook) -> Result<oneshot::Receiver<Result<ChildExit>>> {
+    /// Runs the child to its end on the tracer thread, calling `hooks` at
+    /// its stops. The receiver gets its exit.
+    pub fn supervise(&mut self, hooks: Hooks) -> Result<oneshot::Receiver<Result<ChildExit>>> {
         let (tx, rx) = oneshot::channel();
         self.supervisor
             .take()
             .context("child already supervised")?
-            .send((at_exit, tx))
+            .send((hooks, tx))
             .ok()
             .context("the supervisor thread died")?;
         self.supervisor_thread = None; // runs until the child exits; not joined
@@ -156,7 +172,7 @@ impl HeldChild {
     /// Blocks until the child exits (for callers without a hook).
     #[cfg(test)]
     pub fn wait(&mut self) -> Result<ChildExit> {
-        self.supervise(Box::new(|| {}))?.blocking_recv().context("the supervisor thread died")?
+        self.supervise(Hooks::none())?.blocking_recv().context("the supervisor thread died")?
     }
 
     /// Lets the child exec; fails if exec failed.
@@ -178,7 +194,7 @@ impl HeldChild {
 /// Runs the traced child to its end (blocking, on its tracer thread):
 /// passes its signals on, and when it stops at exit (PTRACE_EVENT_EXIT,
 /// memory still mapped) calls `at_exit` before letting it finish. Reaps it.
-fn supervise(pid: u32, mut at_exit: ExitHook) -> Result<ChildExit> {
+fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
     let mut status = 0;
     // SAFETY: rusage is plain data filled by wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -208,7 +224,7 @@ fn supervise(pid: u32, mut at_exit: ExitHook) -> Result<ChildExit> {
         }
         let sig = libc::WSTOPSIG(status);
         if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXIT {
-            at_exit();
+            (hooks.at_exit)();
             cont(0);
         } else if sig == libc::SIGTRAP && !seen_exec {
             // The stop after a traced execve: from now on, stop at exit.
@@ -223,6 +239,11 @@ fn supervise(pid: u32, mut at_exit: ExitHook) -> Result<ChildExit> {
                 )
             };
             cont(0);
+        } else if sig == libc::SIGSTOP && sent_by_kernel(pid) {
+            // memtrace's eBPF stopped it at a phase marker (nobody else
+            // sends SIGSTOP with SI_KERNEL): read the truth, swallow the signal.
+            (hooks.at_marker)();
+            cont(0);
         } else {
             cont(sig); // the child's own signal: deliver it
         }
@@ -230,6 +251,19 @@ fn supervise(pid: u32, mut at_exit: ExitHook) -> Result<ChildExit> {
     let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
     let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
     Ok(ChildExit { code, signal, minflt: usage.ru_minflt as u64, majflt: usage.ru_majflt as u64 })
+}
+
+/// Whether the signal the tracee is stopped with came from the kernel
+/// (bpf_send_signal_thread) rather than from kill(2) or a tty.
+fn sent_by_kernel(pid: u32) -> bool {
+    const SI_KERNEL: i32 = 0x80;
+    // SAFETY: siginfo_t is plain data that PTRACE_GETSIGINFO fills.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: ptrace on our tracee in a signal-delivery stop.
+    let rc = unsafe {
+        libc::ptrace(libc::PTRACE_GETSIGINFO, pid as i32, ptr::null_mut::<libc::c_void>(), &mut info as *mut _)
+    };
+    rc == 0 && info.si_code == SI_KERNEL
 }
 
 impl Drop for HeldChild {

@@ -31,6 +31,8 @@ pub struct Trace {
     pub final_truth: String,
     /// Whether the target's phase markers were found and attached.
     pub phase_markers: String,
+    /// Whether kernel truth was read at phase boundaries, and what it cost.
+    pub phase_truth: String,
     pub unmatched_phase_ends: u64,
     /// Phases in order of start; nested ones follow their parent.
     pub phases: Vec<PhaseEntry>,
@@ -176,6 +178,8 @@ pub struct PhaseEntry {
     pub end_monotonic_ns: u64,
     /// Still running when tracing stopped.
     pub open: bool,
+    /// smaps was read at both of its markers (`--phase-truth`).
+    pub kernel_truth_at_boundaries: bool,
     pub page_faults: u64,
     pub anon_rss_growth_bytes: i64,
     pub files: Vec<PhaseFile>,
@@ -185,6 +189,12 @@ pub struct PhaseEntry {
 pub struct PhaseFile {
     pub path: String,
     pub measured_loaded_bytes: u64,
+    pub measured_unloaded_bytes: u64,
+    /// loaded - unloaded: comparable with `kernel_rss_change_bytes`.
+    pub measured_rss_change_bytes: i64,
+    /// smaps Rss at the phase's end marker minus at its begin marker
+    /// (`--phase-truth`); null without kernel truth at both boundaries.
+    pub kernel_rss_change_bytes: Option<i64>,
     pub fault_around_bytes: u64,
     pub read_from_disk_bytes: u64,
 }
@@ -331,6 +341,7 @@ mod tests {
             regions: vec![],
             rss: None,
             phase_markers: "none".into(),
+            phase_truth: "none".into(),
             unmatched_phase_ends: 0,
             phases: vec![],
             final_truth: "none".into(),

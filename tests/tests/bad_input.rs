@@ -33,6 +33,13 @@ fn nothing_to_trace() {
 }
 
 #[test]
+fn phase_truth_is_refused_in_attach_mode() {
+    let pid = std::process::id().to_string();
+    let err = one_line_error(Command::new(memtrace_bin()).args(["-p", &pid, "--phase-truth"]));
+    assert!(err.contains("--phase-truth needs run mode"), "{err}");
+}
+
+#[test]
 fn unwritable_trace_path_is_refused_before_tracing() {
     require_root();
     let err =

@@ -100,3 +100,46 @@ fn propagates_the_commands_exit_code_and_still_reports() {
     assert_eq!(trace["target"]["exit_code"], 3);
     assert!(u(&trace["counters"]["page_faults"]) > 0);
 }
+
+#[test]
+fn phase_truth_reads_smaps_at_every_marker_and_each_phase_matches_it() {
+    require_root();
+    let dir = scratch("run_phase_truth");
+    let (trace_path, truth_path, arrow) = (dir.join("trace.json"), dir.join("truth.json"), dir.join("w.arrow"));
+    let out = run(Command::new(memtrace_bin())
+        .args(["run", "--phase-truth", "--json"])
+        .arg(&trace_path)
+        .arg("--")
+        .arg(workload_bin())
+        .arg("--file")
+        .arg(&arrow)
+        .args(["--size-mib", "32", "--touch", "0.4", "--heap-mib", "8", "--truth"])
+        .arg(&truth_path));
+    assert!(out.status.success(), "the SIGSTOPs at the markers must not reach the workload: {}", describe(&out));
+    let trace = read_json(&trace_path);
+    let truth = read_json(&truth_path);
+    assert!(trace["phase_truth"].as_str().unwrap().starts_with("smaps read at 12 phase boundaries"), "{}", trace);
+    let path = truth["file"]["path"].as_str().unwrap();
+    let phases = trace["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 6, "{phases:#?}");
+    let mut arrow_change = 0i64;
+    for p in phases {
+        assert_eq!(p["kernel_truth_at_boundaries"], true, "{p:#}");
+        for f in p["files"].as_array().unwrap() {
+            let measured = f["measured_rss_change_bytes"].as_i64().unwrap();
+            let kernel = f["kernel_rss_change_bytes"].as_i64().unwrap();
+            // The bound: 1 % or 64 KiB, whichever is larger.
+            let bound = (kernel.unsigned_abs() / 100).max(64 * 1024);
+            assert!(measured.abs_diff(kernel) <= bound, "phase {}: {f:#}", p["name"]);
+            if f["path"] == path {
+                arrow_change += kernel;
+            }
+        }
+    }
+    // load and search loaded the Arrow file, teardown released all of it.
+    let in_phase = |i: usize| phases[i]["files"].as_array().unwrap().iter().find(|f| f["path"] == path).cloned();
+    let search = in_phase(3).expect("search loaded the Arrow file");
+    assert!(search["kernel_rss_change_bytes"].as_i64().unwrap() > 0, "{search:#}");
+    assert!(in_phase(2).is_none(), "build does not touch the file: {:#}", phases[2]);
+    assert_eq!(arrow_change, 0, "the file ends unmapped: what phases loaded, teardown released");
+}

@@ -124,7 +124,7 @@ fn demo() -> Result<()> {
     );
     status(
         as_root(&bin.join("memtrace"))
-            .args(["run", "--json"])
+            .args(["run", "--phase-truth", "--json"])
             .arg(&trace)
             .arg("--")
             .arg(bin.join("memtrace-workload"))
