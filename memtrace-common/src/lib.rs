@@ -39,11 +39,16 @@ pub const RANGE_OP_MREMAP: u64 = 2;
 pub const EVENT_MMAP_FILE: u32 = 14;
 /// A finished `mremap`: args = [old addr, old len, new len, flags, result (new addr or -errno)].
 pub const EVENT_MREMAP: u32 = 13;
-/// A phase marker function was called: args[0] = 1 for
-/// `memtrace_phase_begin`, 0 for `memtrace_phase_end`; args[1..6] hold the
+/// A phase marker function was called: args[0] bit 0 is 1 for
+/// `memtrace_phase_begin`, 0 for `memtrace_phase_end`; args[0] >> 1 is the
+/// marker's sequence number (1, 2, ...: the `phase_seq` that allocations made
+/// after it carry); args[1..6] hold the
 /// NUL-terminated name (at most PHASE_NAME_MAX bytes including the NUL).
 pub const EVENT_PHASE: u32 = 12;
 pub const PHASE_NAME_MAX: usize = 40;
+/// The heap totals right after a phase marker (same sequence number):
+/// args = [allocated bytes, freed bytes, allocations, frees, unknown frees, sequence number].
+pub const EVENT_HEAP_MARK: u32 = 15;
 /// A finished `madvise`: args = [addr, len, behavior, return value].
 pub const EVENT_MADVISE: u32 = 11;
 /// `kmem:rss_stat` of the target's mm: args = [member (0 file, 1 anon, 2 swap,
@@ -144,6 +149,97 @@ pub struct KernelOffsets {
     pub super_block_s_dev: u32,
 }
 
+/// Allocator entry points, as recorded between a call's entry and return.
+pub const ALLOC_MALLOC: u32 = 1;
+pub const ALLOC_CALLOC: u32 = 2;
+pub const ALLOC_REALLOC: u32 = 3;
+/// `aligned_alloc`, `memalign` (size in the second argument).
+pub const ALLOC_MEMALIGN: u32 = 4;
+pub const ALLOC_POSIX_MEMALIGN: u32 = 5;
+/// `valloc`, `pvalloc`.
+pub const ALLOC_VALLOC: u32 = 6;
+
+/// An allocation call in progress on one thread (`ALLOC_PENDING`, by tid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingAlloc {
+    pub kind: u32,
+    pub _pad: u32,
+    /// Requested bytes.
+    pub size: u64,
+    /// realloc: the old pointer; posix_memalign: where the result is stored.
+    pub arg: u64,
+    /// Stack pointer at entry. An allocator call made from inside this one
+    /// (glibc's realloc calls malloc for mmapped blocks) runs deeper, below
+    /// it: its entry and return are skipped and the outer call accounts. A
+    /// call at or above it means this one never returned through us (longjmp):
+    /// it is replaced.
+    pub sp: u64,
+}
+
+/// One live allocation (`LIVE_ALLOCS`, by address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveAlloc {
+    pub size: u64,
+    pub ts_ns: u64,
+    /// Key in the `STACKS` map (a hash of the frames), or 0 when the stack
+    /// could not be taken.
+    pub stack_id: u64,
+    /// Phase markers seen before it was made (see EVENT_PHASE).
+    pub phase_seq: u32,
+    pub _pad: u32,
+}
+
+/// Frames kept per allocation stack.
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// One user stack (`STACKS`, keyed by a hash of its frames): innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackFrames {
+    pub len: u64,
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
+/// Per allocation stack (`STACK_STATS`, by stack id), updated atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackStats {
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub allocs: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+}
+
+/// Heap totals (`HEAP_TOTALS[0]`), updated atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapTotals {
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    /// free() of an address memtrace never saw allocated (made before it
+    /// attached, or dropped): never subtracted from the live heap.
+    pub unknown_frees: u64,
+    /// Allocations not recorded because LIVE_ALLOCS was full.
+    pub dropped_allocs: u64,
+    /// Allocations whose stack could not be taken (STACKS full, no user stack).
+    pub lost_stacks: u64,
+    /// An address allocated again while memtrace still had it live: the
+    /// free in between was missed (an unprobed path); the old one is retired.
+    pub missed_frees: u64,
+    /// Allocation calls that returned NULL (or an error).
+    pub failed_allocs: u64,
+    /// Allocation calls whose entry could not be recorded (ALLOC_PENDING full).
+    pub lost_calls: u64,
+}
+
+/// `LIVE_ALLOCS` capacity unless the loader overrides it.
+pub const DEFAULT_MAX_LIVE_ALLOCS: u32 = 1 << 20;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: both are repr(C), made only of integers, with no padding holes
@@ -152,4 +248,9 @@ mod pod {
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::PendingAlloc {}
+    unsafe impl aya::Pod for super::LiveAlloc {}
+    unsafe impl aya::Pod for super::StackStats {}
+    unsafe impl aya::Pod for super::StackFrames {}
+    unsafe impl aya::Pod for super::HeapTotals {}
 }

@@ -2,10 +2,13 @@
 //! counting in per-CPU counters and streaming compact events through a ring buffer.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod emit;
 mod faults;
 mod filemap;
+mod heap;
 mod mmap;
 mod mmap_file;
 mod phases;

@@ -6,9 +6,12 @@ use aya_ebpf::{
     programs::ProbeContext,
     Global,
 };
-use memtrace_common::{EVENT_PHASE, PHASE_NAME_MAX};
+use memtrace_common::{EVENT_HEAP_MARK, EVENT_PHASE, PHASE_NAME_MAX};
 
-use crate::emit::{emit, target_tgid, target_tid};
+use crate::{
+    emit::{emit, target_tgid, target_tid},
+    heap,
+};
 
 /// Set by the loader for `--phase-truth` (run mode only): stop the target's
 /// main thread at each marker so memtrace, its ptrace tracer, reads the
@@ -21,8 +24,17 @@ const SIGSTOP: u32 = 19;
 #[inline(always)]
 fn marker(ctx: &ProbeContext, begin: u64) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
+    // Allocations made from now on carry this marker's sequence number.
+    let seq = match heap::PHASE_SEQ.get_ptr_mut(0) {
+        Some(p) => unsafe {
+            // Not atomic: two threads marking at the same instant could share a number.
+            *p += 1;
+            *p
+        },
+        None => 0,
+    };
     let mut args = [0u64; 6];
-    args[0] = begin;
+    args[0] = begin | ((seq as u64) << 1);
     if let Some(name) = ctx.arg::<*const u8>(0) {
         let mut buf = [0u8; PHASE_NAME_MAX];
         // SAFETY: reads at most PHASE_NAME_MAX bytes of user memory; a bad
@@ -36,6 +48,8 @@ fn marker(ctx: &ProbeContext, begin: u64) -> u32 {
         }
     }
     emit(EVENT_PHASE, tid, args);
+    let h = heap::snapshot();
+    emit(EVENT_HEAP_MARK, tid, [h.allocated_bytes, h.freed_bytes, h.allocs, h.frees, h.unknown_frees, seq as u64]);
     // Only the main thread is ptraced; a SIGSTOP to another thread would stop
     // the whole group behind the tracer's back.
     if PHASE_STOP.load() != 0 && tid == target_tgid() {

@@ -1,11 +1,28 @@
 //! Decoding of the ring buffer's raw records into typed events.
 use memtrace_common::{
-    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE,
-    EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE,
-    EVENT_RANGE_ENTER, EVENT_RSS_STAT, RANGE_OP_MUNMAP,
+    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_HEAP_MARK, EVENT_MADVISE, EVENT_MMAP,
+    EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT,
+    EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT, RANGE_OP_MUNMAP,
 };
 
 use crate::aspace::FileId;
+
+/// Allocator totals at one instant, as the eBPF side keeps them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapCounts {
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub unknown_frees: u64,
+}
+
+impl HeapCounts {
+    /// Live heap bytes (allocator view): allocated minus known frees.
+    pub fn live_bytes(&self) -> i64 {
+        self.allocated_bytes as i64 - self.freed_bytes as i64
+    }
+}
 
 /// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
 const PF_WRITE: u64 = 1 << 1;
@@ -48,6 +65,15 @@ pub enum Event {
         tid: u32,
         begin: bool,
         name: String,
+        /// The marker's sequence number: allocations made after it carry it.
+        seq: u32,
+    },
+    /// The allocator totals right after the phase marker `seq`.
+    HeapMark {
+        ts_ns: u64,
+        tid: u32,
+        seq: u32,
+        totals: HeapCounts,
     },
     /// munmap or madvise entered on [addr, addr + len).
     RangeEnter {
@@ -195,11 +221,23 @@ impl Event {
                 let bytes: Vec<u8> = a[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
                 let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 let name = String::from_utf8_lossy(&bytes[..len]).into_owned();
-                Event::Phase { ts_ns, tid, begin: a[0] == 1, name }
+                Event::Phase { ts_ns, tid, begin: a[0] & 1 == 1, name, seq: (a[0] >> 1) as u32 }
             }
             EVENT_RANGE_ENTER => {
                 Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
             }
+            EVENT_HEAP_MARK => Event::HeapMark {
+                ts_ns,
+                tid,
+                seq: a[5] as u32,
+                totals: HeapCounts {
+                    allocated_bytes: a[0],
+                    freed_bytes: a[1],
+                    allocs: a[2],
+                    frees: a[3],
+                    unknown_frees: a[4],
+                },
+            },
             EVENT_MADVISE => Event::Madvise { ts_ns, tid, addr: a[0], len: a[1], behavior: a[2], result: a[3] as i64 },
             EVENT_MMAP_FILE => Event::MmapFile { ts_ns, tid, result: a[0] as i64, file: file(a[1], a[2]) },
             EVENT_MREMAP => Event::Mremap {
@@ -305,12 +343,15 @@ mod tests {
 
     #[test]
     fn decodes_phase_names_up_to_their_nul() {
-        let mut args = [1u64, 0, 0, 0, 0, 0];
+        let mut args = [1u64 | 5 << 1, 0, 0, 0, 0, 0];
         args[1] = u64::from_le_bytes(*b"search\0x");
         assert_eq!(
             Event::decode(&bytes(&raw(EVENT_PHASE, args))).unwrap(),
-            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into() }
+            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into(), seq: 5 }
         );
+        let mark = Event::decode(&bytes(&raw(EVENT_HEAP_MARK, [100, 40, 3, 2, 1, 5]))).unwrap();
+        let totals = HeapCounts { allocated_bytes: 100, freed_bytes: 40, allocs: 3, frees: 2, unknown_frees: 1 };
+        assert_eq!(mark, Event::HeapMark { ts_ns: 99, tid: 7, seq: 5, totals });
     }
 
     #[test]

@@ -1,18 +1,24 @@
 //! memtrace: per-process memory tracing with eBPF. See README.md.
+mod allocator;
 mod aspace;
 mod btf;
 mod cli;
 mod estimates;
 mod events;
+mod heap;
+mod heap_capture;
 mod loading;
 mod pageset;
 mod phases;
 mod preflight;
+mod probe_site;
 mod probes;
 mod procmaps;
 mod report;
+mod report_heap;
 mod session;
 mod stats;
+mod symbolize;
 mod target;
 mod trace;
 mod tracefs;
@@ -68,7 +74,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let opts = Options { duration: args.duration.map(Duration::from_secs_f64), phase_truth: args.phase_truth };
+    let opts = Options {
+        duration: args.duration.map(Duration::from_secs_f64),
+        phase_truth: args.phase_truth,
+        leak_age: args.leak_age.map(Duration::from_secs_f64),
+        explain_probes: args.explain_probes,
+    };
     let trace = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();
     print!("{}", report::render(&trace));

@@ -41,6 +41,9 @@ pub struct PhaseRecord {
     pub depth: usize,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// Sequence numbers of its begin and end markers (end None: closed at stop).
+    pub start_seq: u32,
+    pub end_seq: Option<u32>,
     /// Still running when tracing stopped (closed at the stop time).
     pub open: bool,
     /// Per file: what changed in the phase (files with no change left out).
@@ -51,44 +54,47 @@ pub struct PhaseRecord {
 
 #[derive(Debug, Default)]
 pub struct Phases {
-    stack: Vec<(String, u64, Totals)>,
+    /// Open phases: name, start time, begin marker's sequence number, totals then.
+    stack: Vec<(String, u64, u32, Totals)>,
     pub done: Vec<PhaseRecord>,
     /// End markers with no matching begin.
     pub unmatched_ends: u64,
 }
 
 impl Phases {
-    pub fn begin(&mut self, name: String, ts_ns: u64, totals: Totals) {
-        self.stack.push((name, ts_ns, totals));
+    pub fn begin(&mut self, name: String, ts_ns: u64, seq: u32, totals: Totals) {
+        self.stack.push((name, ts_ns, seq, totals));
     }
 
     /// Ends the innermost open phase called `name`, and any phase opened
     /// inside it that was never ended.
-    pub fn end(&mut self, name: &str, ts_ns: u64, totals: &Totals) {
-        let Some(pos) = self.stack.iter().rposition(|(n, _, _)| n == name) else {
+    pub fn end(&mut self, name: &str, ts_ns: u64, seq: u32, totals: &Totals) {
+        let Some(pos) = self.stack.iter().rposition(|(n, _, _, _)| n == name) else {
             self.unmatched_ends += 1;
             return;
         };
         while self.stack.len() > pos {
-            self.close(ts_ns, totals, false);
+            self.close(ts_ns, Some(seq), totals);
         }
     }
 
     /// Closes whatever is still open when tracing stops.
     pub fn finish(&mut self, ts_ns: u64, totals: &Totals) {
         while !self.stack.is_empty() {
-            self.close(ts_ns, totals, true);
+            self.close(ts_ns, None, totals);
         }
         self.done.sort_by_key(|p| (p.start_ns, p.depth));
     }
 
     pub fn current_path(&self) -> String {
-        self.stack.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join("/")
+        self.stack.iter().map(|(n, _, _, _)| n.as_str()).collect::<Vec<_>>().join("/")
     }
 
-    fn close(&mut self, ts_ns: u64, now: &Totals, open: bool) {
+    /// Closes the innermost phase at its end marker `end_seq`, or at the
+    /// stop (None: it is still open).
+    fn close(&mut self, ts_ns: u64, end_seq: Option<u32>, now: &Totals) {
         let path = self.current_path();
-        let (name, start_ns, before) = self.stack.pop().expect("caller checked");
+        let (name, start_ns, start_seq, before) = self.stack.pop().expect("caller checked");
         let mut files = BTreeMap::new();
         for (id, n) in &now.files {
             let d = n.since(&before.files.get(id).copied().unwrap_or_default());
@@ -102,7 +108,9 @@ impl Phases {
             depth: self.stack.len(),
             start_ns,
             end_ns: ts_ns,
-            open,
+            start_seq,
+            end_seq,
+            open: end_seq.is_none(),
             files,
             page_faults: now.page_faults.saturating_sub(before.page_faults),
             anon_rss_growth: now.anon_rss as i64 - before.anon_rss as i64,
@@ -124,10 +132,11 @@ mod tests {
     #[test]
     fn a_phase_gets_what_changed_while_it_ran() {
         let mut p = Phases::default();
-        p.begin("load".into(), 10, totals(100, 1));
-        p.end("load", 20, &totals(300, 4));
+        p.begin("load".into(), 10, 1, totals(100, 1));
+        p.end("load", 20, 2, &totals(300, 4));
         let r = &p.done[0];
         assert_eq!((r.name.as_str(), r.start_ns, r.end_ns, r.open), ("load", 10, 20, false));
+        assert_eq!((r.start_seq, r.end_seq), (1, Some(2)));
         assert_eq!(r.files[&A], FileCounts { loaded: 200, fault_around: 100, read_from_disk: 0, unloaded: 50 });
         assert_eq!((r.page_faults, r.anon_rss_growth), (3, 3 * 4096));
     }
@@ -135,25 +144,25 @@ mod tests {
     #[test]
     fn nested_phases_have_paths_and_unended_inner_phases_close_with_the_outer() {
         let mut p = Phases::default();
-        p.begin("search".into(), 0, totals(0, 0));
-        p.begin("batch".into(), 1, totals(0, 0));
-        p.begin("score".into(), 2, totals(0, 0));
+        p.begin("search".into(), 0, 1, totals(0, 0));
+        p.begin("batch".into(), 1, 2, totals(0, 0));
+        p.begin("score".into(), 2, 3, totals(0, 0));
         assert_eq!(p.current_path(), "search/batch/score");
-        p.end("search", 9, &totals(50, 5)); // batch and score never ended
+        p.end("search", 9, 4, &totals(50, 5)); // batch and score never ended
         p.finish(10, &totals(50, 5));
         let paths: Vec<_> = p.done.iter().map(|r| (r.path.as_str(), r.depth)).collect();
         assert_eq!(paths, [("search", 0), ("search/batch", 1), ("search/batch/score", 2)]);
-        assert!(p.done.iter().all(|r| r.end_ns == 9 && !r.open));
+        assert!(p.done.iter().all(|r| r.end_ns == 9 && r.end_seq == Some(4) && !r.open));
     }
 
     #[test]
     fn stray_ends_are_counted_and_open_phases_are_closed_at_stop() {
         let mut p = Phases::default();
-        p.end("never-begun", 1, &Totals::default());
-        p.begin("serve".into(), 2, Totals::default());
+        p.end("never-begun", 1, 1, &Totals::default());
+        p.begin("serve".into(), 2, 2, Totals::default());
         p.finish(7, &totals(8, 1));
         assert_eq!(p.unmatched_ends, 1);
-        assert!(p.done[0].open);
+        assert!(p.done[0].open && p.done[0].end_seq.is_none());
         assert_eq!(p.done[0].end_ns, 7);
     }
 }

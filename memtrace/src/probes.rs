@@ -2,19 +2,26 @@
 //! to the target. Dropping `Probes` detaches and unloads everything.
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         trace_point::TracePointLinkId,
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
-use memtrace_common::{FileKey, KernelOffsets, TracepointOffsets, NUM_COUNTERS};
+use memtrace_common::{FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, TracepointOffsets, NUM_COUNTERS};
 
-use std::{num::NonZeroU32, path::Path};
+use std::{
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
-use crate::aspace::FileId;
+use crate::{
+    aspace::FileId,
+    heap::LiveAllocation,
+    probe_site::{self, Library, Placement},
+};
 
 /// The object built by build.rs from memtrace-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
@@ -37,6 +44,35 @@ const TRACEPOINTS: [(&str, &str, &str); 15] = [
     ("mm_filemap_add_to_page_cache", "filemap", "mm_filemap_add_to_page_cache"),
     ("mm_filemap_delete_from_page_cache", "filemap", "mm_filemap_delete_from_page_cache"),
 ];
+
+/// The allocator functions memtrace probes: (entry program, symbol, whether
+/// its return is probed too). `free` needs no return probe.
+const ALLOCATOR_FUNCTIONS: [(&str, &str, bool); 9] = [
+    ("malloc_enter", "malloc", true),
+    ("calloc_enter", "calloc", true),
+    ("realloc_enter", "realloc", true),
+    ("memalign_enter", "aligned_alloc", true),
+    ("memalign_enter", "memalign", true),
+    ("posix_memalign_enter", "posix_memalign", true),
+    ("valloc_enter", "valloc", true),
+    ("valloc_enter", "pvalloc", true),
+    ("free_enter", "free", false),
+];
+const ALLOC_EXIT: &str = "alloc_exit";
+
+/// One allocator function as memtrace probed it (for `--explain-probes`
+/// and the trace).
+#[derive(Clone, Debug)]
+pub struct HeapProbe {
+    pub function: String,
+    pub library: PathBuf,
+    /// Address of the function in the library (ELF virtual address).
+    pub address: u64,
+    /// Where the entry probe (and the return probe) sit, and why.
+    pub placement: Option<Placement>,
+    /// "attached", or why not.
+    pub status: String,
+}
 
 pub struct Probes {
     ebpf: Ebpf,
@@ -122,6 +158,74 @@ impl Probes {
         Ok(true)
     }
 
+    /// Attaches the heap probes to the allocator functions `library` defines
+    /// (glibc's libc.so.6, or another allocator), for process `pid`. Each
+    /// entry probe sits where the kernel can emulate the probed instruction
+    /// (see probe_site); the return probe sits at the same place. Functions
+    /// the library lacks are reported, not fatal; an alias of a function
+    /// already probed (same address) is probed once.
+    pub fn attach_allocator(&mut self, pid: u32, library: &Path) -> Result<Vec<HeapProbe>> {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
+        let lib = Library::open(library)?;
+        for program in ALLOCATOR_FUNCTIONS.iter().map(|f| f.0).chain([ALLOC_EXIT]) {
+            let probe: &mut UProbe =
+                self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
+            if probe.fd().is_err() {
+                probe.load().with_context(|| format!("verifier rejected {program}"))?;
+            }
+        }
+        let mut report: Vec<HeapProbe> = Vec::new();
+        for (program, symbol, returns) in ALLOCATOR_FUNCTIONS {
+            let mut entry = HeapProbe {
+                function: symbol.into(),
+                library: library.to_path_buf(),
+                address: 0,
+                placement: None,
+                status: String::new(),
+            };
+            let code = match lib.function(symbol) {
+                Ok(Some(code)) => code,
+                Ok(None) => {
+                    entry.status = "not in this library: not probed".into();
+                    report.push(entry);
+                    continue;
+                }
+                Err(e) => {
+                    entry.status = format!("not probed: {e:#}");
+                    report.push(entry);
+                    continue;
+                }
+            };
+            entry.address = code.address;
+            if let Some(same) = report.iter().find(|r| r.address == code.address && r.placement.is_some()) {
+                entry.status = format!("same code as {} (an alias): probed once", same.function);
+                report.push(entry);
+                continue;
+            }
+            let placement = probe_site::place(&code.code);
+            let mut attach = |program: &'static str| -> Result<()> {
+                let probe: &mut UProbe =
+                    self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
+                let link = probe
+                    .attach(UProbeAttachLocation::SymbolOffset(symbol, placement.offset), library, scope)
+                    .with_context(|| {
+                    format!("attaching to {symbol}+{} in {}", placement.offset, library.display())
+                })?;
+                self.uprobe_links.push((program, link));
+                Ok(())
+            };
+            attach(program)?;
+            if returns {
+                attach(ALLOC_EXIT)?;
+            }
+            self.attached.push(format!("uprobe {symbol}+{}", placement.offset));
+            entry.status = if returns { "attached (entry and return)" } else { "attached (entry)" }.into();
+            entry.placement = Some(placement);
+            report.push(entry);
+        }
+        Ok(report)
+    }
+
     /// Asks the kernel side to report page-cache evictions of this file.
     pub fn watch_file(&mut self, id: FileId) -> Result<()> {
         let map = self.ebpf.map_mut("WATCHED_FILES").context("eBPF object lacks map WATCHED_FILES")?;
@@ -156,6 +260,40 @@ impl Probes {
             }
         });
         drop(self.ebpf);
+    }
+
+    /// The allocator totals now.
+    pub fn heap_totals(&self) -> Result<HeapTotals> {
+        let map = self.ebpf.map("HEAP_TOTALS").context("eBPF object lacks map HEAP_TOTALS")?;
+        Ok(Array::<_, HeapTotals>::try_from(map)?.get(&0, 0)?)
+    }
+
+    /// Every allocation the live map holds now.
+    pub fn live_allocations(&self) -> Result<Vec<LiveAllocation>> {
+        let map = self.ebpf.map("LIVE_ALLOCS").context("eBPF object lacks map LIVE_ALLOCS")?;
+        let live: HashMap<_, u64, LiveAlloc> = HashMap::try_from(map)?;
+        let mut out = Vec::new();
+        // An entry freed while we iterate may end the walk early or be
+        // skipped: the target is stopped (exit stop) or the count is a snapshot anyway.
+        for entry in live.iter() {
+            let (address, a) = entry?;
+            out.push(LiveAllocation {
+                address,
+                size: a.size,
+                ts_ns: a.ts_ns,
+                stack_id: a.stack_id,
+                phase_seq: a.phase_seq,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The user stack with this id, innermost frame first.
+    pub fn stack(&self, id: u64) -> Result<Vec<u64>> {
+        let map = self.ebpf.map("STACKS").context("eBPF object lacks map STACKS")?;
+        let stacks: HashMap<_, u64, StackFrames> = HashMap::try_from(map)?;
+        let s = stacks.get(&id, 0)?;
+        Ok(s.ips[..(s.len as usize).min(s.ips.len())].to_vec())
     }
 
     /// The in-kernel counters summed over CPUs, indexed by `COUNTER_*`.

@@ -109,6 +109,7 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o);
     render_loading(&mut o, t);
     render_phases(&mut o, t);
+    crate::report_heap::render_heap(&mut o, t);
     let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events + c.eviction_watch_full;
     let _ = writeln!(
         o,
@@ -133,7 +134,7 @@ fn percent(err: i64, reference: u64) -> String {
     format!("{:+.1} %", err as f64 * 100.0 / reference as f64)
 }
 
-fn signed_bytes(v: i64) -> String {
+pub fn signed_bytes(v: i64) -> String {
     if v < 0 {
         format!("-{}", bytes(v.unsigned_abs()))
     } else {
@@ -148,12 +149,15 @@ fn render_phases(o: &mut String, t: &Trace) {
         let _ = writeln!(o);
         return;
     }
-    let _ = writeln!(o, "Phases [measured: uprobes on memtrace_phase_begin/end; figures gained during each phase]");
+    let _ = writeln!(
+        o,
+        "Phases [measured: uprobes on memtrace_phase_begin/end; figures gained during each phase; heap: allocator view]"
+    );
     let _ = writeln!(o, "  kernel truth at boundaries: {}", t.phase_truth);
     let _ = writeln!(
         o,
-        "  {:<24} {:>9} {:>9} {:>10} {:>10}  file loaded most",
-        "phase", "start s", "ms", "faults", "anon RSS"
+        "  {:<24} {:>9} {:>9} {:>10} {:>10} {:>10}  file loaded most",
+        "phase", "start s", "ms", "faults", "anon RSS", "heap"
     );
     for p in t.phases.iter().take(30) {
         let top = p.files.iter().max_by_key(|f| f.measured_loaded_bytes);
@@ -171,12 +175,13 @@ fn render_phases(o: &mut String, t: &Trace) {
         let name = format!("{}{}{}", "  ".repeat(p.depth), p.name, if p.open { " (open)" } else { "" });
         let _ = writeln!(
             o,
-            "  {:<24} {:>9.3} {:>9.1} {:>10} {:>10}  {}",
+            "  {:<24} {:>9.3} {:>9.1} {:>10} {:>10} {:>10}  {}",
             name,
             p.start_s,
             p.duration_s * 1e3,
             thousands(p.page_faults),
             anon,
+            p.heap_growth_bytes.map_or_else(|| "-".into(), signed_bytes),
             top
         );
     }

@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     os::fd::{AsRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,18 +21,24 @@ use tokio::{
 };
 
 use crate::{
+    allocator::{self, Allocator},
     aspace::{FileId, Region},
     estimates::{estimate, Inputs},
     events::Event,
+    events::HeapCounts,
+    heap::HeapMarks,
+    heap_capture::{self, HeapAtStop},
     loading::{FileLoad, Loading, RssCounters, PAGE},
     phases::{FileCounts, Phases, Totals},
+    probes::HeapProbe,
     probes::Probes,
-    procmaps,
+    procmaps, report_heap,
     stats::{FileInfo, TraceStats},
+    symbolize::{self, FileMapping},
     target::{pidfd, ChildExit, HeldChild, Hooks},
     trace::{
-        self, Counters, FileEntry, FileEstimates, FileTotals, KernelFaults, PhaseEntry, PhaseFile, RegionFaults, Rss,
-        RssSummary, Trace,
+        self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapProbeEntry, HeapSample, KernelFaults, Leak,
+        PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary, Trace,
     },
     tracefs,
 };
@@ -46,6 +52,10 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Stop the target at each phase marker to read smaps (run mode).
     pub phase_truth: bool,
+    /// Leak candidates: live allocations at least this old (None: all live at the end).
+    pub leak_age: Option<Duration>,
+    /// Print the allocator probes' placement at start.
+    pub explain_probes: bool,
 }
 
 /// A ptrace stop of the spawned child that the session must act on before
@@ -57,6 +67,8 @@ enum ChildStop {
 
 /// How often the ring buffer is drained when no event asked for a wakeup.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// The heap timeline takes a sample every this many drain ticks (100 ms).
+const HEAP_SAMPLE_TICKS: u64 = 10;
 /// How long the child may be held at a stop while smaps is read.
 const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after forwarding a signal to a spawned child memtrace waits for it.
@@ -81,12 +93,20 @@ struct Consumer {
     boundary_truth: HashMap<u64, HashMap<FileId, u64>>,
     /// Time the target spent stopped for boundary truth.
     boundary_stopped: Duration,
+    heap_marks: HeapMarks,
+    /// The target's file mappings at the latest /proc read: allocation
+    /// stacks are symbolized with them if the target is gone at stop.
+    mappings: Vec<FileMapping>,
 }
 
 impl Consumer {
     fn sync(&mut self) {
         if let Ok(snap) = procmaps::snapshot(self.pid) {
             self.stats.sync(snap.vmas, snap.files);
+        }
+        let mappings = symbolize::read_mappings(self.pid);
+        if !mappings.is_empty() {
+            self.mappings = mappings;
         }
         self.unknown_pages.clear();
     }
@@ -153,17 +173,19 @@ impl Consumer {
                 self.loading.on_exec();
                 self.sync();
             }
-            Event::Phase { ts_ns, tid, begin, name } => {
+            Event::Phase { ts_ns, tid, begin, name, seq } => {
                 if tid == self.pid {
                     self.last_main_marker_ns = Some(ts_ns);
                 }
                 let totals = self.totals();
                 if begin {
-                    self.phases.begin(name, ts_ns, totals);
+                    self.phases.begin(name, ts_ns, seq, totals);
                 } else {
-                    self.phases.end(&name, ts_ns, &totals);
+                    self.phases.end(&name, ts_ns, seq, &totals);
                 }
+                self.heap_marks.on_marker(seq, self.phases.current_path());
             }
+            Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
             Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
             Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
             Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
@@ -278,6 +300,10 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             format!("none: {e:#}")
         }
     };
+    let heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run");
+    if opts.explain_probes {
+        eprint!("{}", report_heap::explain_probes(&heap_setup));
+    }
     let start_ns = monotonic_ns();
 
     let mut consumer = Consumer {
@@ -291,11 +317,15 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         last_main_marker_ns: None,
         boundary_truth: HashMap::new(),
         boundary_stopped: Duration::ZERO,
+        heap_marks: HeapMarks::default(),
+        mappings: Vec::new(),
     };
     let mut watched = HashSet::new();
     let mut start_truth: Option<KernelTruth> = None;
     let mut final_truth: Option<Result<KernelTruth, String>> = None;
     let mut truth_moment = "when tracing stopped";
+    let mut heap_stop: Option<(Result<HeapAtStop, String>, &str)> = None;
+    let mut heap_timeline: Vec<HeapSample> = Vec::new();
     // Handle Ctrl-C/SIGTERM before the child runs: a signal that arrives
     // early must stop the trace, not kill memtrace.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -382,6 +412,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                             final_truth = Some(consumer.truth(ring.get_mut()));
                             truth_moment = "at the target's exit (stopped there with ptrace; mappings intact)";
                         }
+                        if heap_setup.is_ok() {
+                            heap_stop = Some((capture_heap(&probes, &consumer, &opts), "at the target's exit stop"));
+                        }
                         consumer.loading.on_exit();
                     }
                     ChildStop::Marker => consumer.boundary(ring.get_mut()),
@@ -400,6 +433,12 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 consumer.drain(ring.get_mut());
                 watch_new_files(&mut probes, &consumer.stats, &mut watched);
                 ticks += 1;
+                if heap_setup.is_ok() && ticks.is_multiple_of(HEAP_SAMPLE_TICKS) {
+                    if let Ok(t) = probes.heap_totals() {
+                        let live = heap_capture::counts(&t).live_bytes();
+                        heap_timeline.push(HeapSample { t_s: clock.elapsed().as_secs_f64(), live_bytes: live, anon_rss_bytes: consumer.loading.rss_now.anon });
+                    }
+                }
                 if exit_fd.is_some() && ticks.is_multiple_of(100) {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
                 }
@@ -409,6 +448,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                     // Run mode: read the kernel truth while the child still has its mappings.
                     final_truth = Some(consumer.truth(ring.get_mut()));
                     truth_moment = "when memtrace was interrupted";
+                    if heap_setup.is_ok() {
+                        heap_stop = Some((capture_heap(&probes, &consumer, &opts), "when memtrace was interrupted"));
+                    }
                 }
                 if let Some(s) = on_signal(&exit_rx, pid, sig, &mut grace) {
                     break s;
@@ -418,6 +460,14 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     };
     if final_truth.is_none() && !matches!(stop, Stop::Exited(_)) {
         final_truth = Some(consumer.truth(ring.get_mut()));
+    }
+    if heap_setup.is_ok() && heap_stop.is_none() {
+        let when = if matches!(stop, Stop::Exited(_)) {
+            "after the target exited (no exit stop; stacks symbolized with its last known mappings)"
+        } else {
+            "when tracing stopped"
+        };
+        heap_stop = Some((capture_heap(&probes, &consumer, &opts), when));
     }
     // Events already in the ring buffer belong to the trace: take them all.
     consumer.drain(ring.get_mut());
@@ -456,6 +506,15 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         eprintln!("memtrace: stopped tracing; PID {pid} keeps running");
     }
 
+    let last_heap = match &heap_stop {
+        Some((Ok(h), _)) => Some(heap_capture::counts(&h.totals)),
+        _ => None,
+    };
+    let leak_groups_not_listed = match &heap_stop {
+        Some((Ok(h), _)) => h.more_leak_groups as u64,
+        _ => 0,
+    };
+    let (heap, leaks) = heap_section(&consumer, heap_setup, heap_stop, heap_timeline);
     let s = &consumer.stats;
     let unix = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let files = file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok()));
@@ -516,11 +575,43 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             "none (run mode with --phase-truth reads smaps at each phase boundary)".into()
         },
         unmatched_phase_ends: consumer.phases.unmatched_ends,
-        phases: phase_entries(&consumer, start_ns),
+        phases: phase_entries(&consumer, start_ns, last_heap.as_ref()),
+        heap,
+        leak_rule: match opts.leak_age {
+            Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
+            None => "every allocation still live at the stop".into(),
+        },
+        leaks,
+        leak_groups_not_listed,
         file_totals: FileTotals::of(&files),
         files,
         sources: trace::default_sources(),
     })
+}
+
+/// The heap state when tracing stops, or why it could not be read.
+fn capture_heap(probes: &Probes, c: &Consumer, opts: &Options) -> Result<HeapAtStop, String> {
+    let now = monotonic_ns();
+    let made_by = now.saturating_sub(opts.leak_age.map_or(0, |a| a.as_nanos() as u64));
+    heap_capture::at_stop(probes, c.pid, now, made_by, &c.heap_marks, &c.mappings).map_err(|e| format!("{e:#}"))
+}
+
+/// Finds the allocator and attaches the heap probes; the error says why
+/// the heap is not traced.
+fn attach_heap(
+    probes: &mut Probes,
+    pid: u32,
+    binary: &Path,
+    run_mode: bool,
+) -> Result<(Allocator, Vec<HeapProbe>), String> {
+    let allocator = allocator::find(pid, binary, run_mode).map_err(|e| format!("{e:#}"))?;
+    match probes.attach_allocator(pid, &allocator.path) {
+        Ok(report) => Ok((allocator, report)),
+        Err(e) => {
+            eprintln!("memtrace: warning: the heap will not be traced: {e:#}");
+            Err(format!("{e:#}"))
+        }
+    }
 }
 
 /// Per-file kernel truth at one instant.
@@ -614,7 +705,67 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn phase_entries(c: &Consumer, start_ns: u64) -> Vec<PhaseEntry> {
+/// The trace's heap section and leak candidates.
+fn heap_section(
+    c: &Consumer,
+    setup: Result<(Allocator, Vec<HeapProbe>), String>,
+    at_stop: Option<(Result<HeapAtStop, String>, &str)>,
+    timeline: Vec<HeapSample>,
+) -> (Option<Heap>, Vec<Leak>) {
+    let (allocator, probes) = match setup {
+        Ok(s) => s,
+        Err(why) => {
+            let heap = Heap { allocator: format!("not traced: {why}"), ..Heap::default() };
+            return (Some(heap), vec![]);
+        }
+    };
+    let mapped = c.stats.files.values().any(|f| Path::new(&f.path) == allocator.path);
+    let mut heap = Heap {
+        allocator: format!(
+            "{}: {}{}",
+            allocator.path.display(),
+            allocator.how,
+            if mapped { "" } else { "; the target never mapped it, so its allocations were not seen" }
+        ),
+        probes: probes
+            .into_iter()
+            .map(|p| HeapProbeEntry {
+                function: p.function,
+                library: p.library.display().to_string(),
+                address: p.address,
+                offset: p.placement.as_ref().map(|pl| pl.offset),
+                emulated: p.placement.as_ref().map(|pl| pl.emulated),
+                placement: p.placement.map(|pl| pl.reason),
+                status: p.status,
+            })
+            .collect(),
+        timeline,
+        ..Heap::default()
+    };
+    let mut leaks = vec![];
+    match at_stop {
+        Some((Ok(h), when)) => {
+            let t = h.totals;
+            heap.read_at = when.to_string();
+            heap.live_bytes = t.allocated_bytes as i64 - t.freed_bytes as i64;
+            heap.live_allocations = h.live_allocations;
+            (heap.allocated_bytes, heap.freed_bytes, heap.allocs, heap.frees) =
+                (t.allocated_bytes, t.freed_bytes, t.allocs, t.frees);
+            (heap.unknown_frees, heap.dropped_allocs, heap.missed_frees) =
+                (t.unknown_frees, t.dropped_allocs, t.missed_frees);
+            (heap.lost_stacks, heap.failed_allocs, heap.lost_calls) = (t.lost_stacks, t.failed_allocs, t.lost_calls);
+            leaks = h.leaks;
+        }
+        Some((Err(e), when)) => heap.read_at = format!("could not be read {when}: {e}"),
+        None => heap.read_at = "never read".into(),
+    }
+    let at_markers = c.heap_marks.at_marker.values().map(|m| m.live_bytes());
+    heap.peak_live_bytes =
+        heap.timeline.iter().map(|s| s.live_bytes).chain(at_markers).chain([heap.live_bytes]).max().unwrap_or(0);
+    (Some(heap), leaks)
+}
+
+fn phase_entries(c: &Consumer, start_ns: u64, last_heap: Option<&HeapCounts>) -> Vec<PhaseEntry> {
     let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
     let path_of = |id: &FileId| {
         c.stats
@@ -661,6 +812,7 @@ fn phase_entries(c: &Consumer, start_ns: u64) -> Vec<PhaseEntry> {
                 end_monotonic_ns: p.end_ns,
                 open: p.open,
                 kernel_truth_at_boundaries: truth.is_some(),
+                heap_growth_bytes: last_heap.and_then(|last| c.heap_marks.growth(p.start_seq, p.end_seq, last)),
                 page_faults: p.page_faults,
                 anon_rss_growth_bytes: p.anon_rss_growth,
                 files,

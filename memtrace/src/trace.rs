@@ -36,6 +36,14 @@ pub struct Trace {
     pub unmatched_phase_ends: u64,
     /// Phases in order of start; nested ones follow their parent.
     pub phases: Vec<PhaseEntry>,
+    /// The program's heap from the allocator probes (null when not traced).
+    pub heap: Option<Heap>,
+    /// Which live allocations count as leak candidates.
+    pub leak_rule: String,
+    /// Leak candidates: live allocations grouped by stack and phase, largest first.
+    pub leaks: Vec<Leak>,
+    /// Smaller groups left out of `leaks` (not symbolized).
+    pub leak_groups_not_listed: u64,
     pub files: Vec<FileEntry>,
     /// Sums over `files`.
     pub file_totals: FileTotals,
@@ -178,11 +186,78 @@ pub struct PhaseEntry {
     pub end_monotonic_ns: u64,
     /// Still running when tracing stopped.
     pub open: bool,
+    /// Live heap at the end marker minus at the begin marker (allocator
+    /// view: requested bytes); null without heap probes.
+    pub heap_growth_bytes: Option<i64>,
     /// smaps was read at both of its markers (`--phase-truth`).
     pub kernel_truth_at_boundaries: bool,
     pub page_faults: u64,
     pub anon_rss_growth_bytes: i64,
     pub files: Vec<PhaseFile>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Heap {
+    /// Which allocator was probed and how it was found.
+    pub allocator: String,
+    pub probes: Vec<HeapProbeEntry>,
+    /// When the figures below were read.
+    pub read_at: String,
+    /// Allocated minus freed, requested bytes (not allocator overhead).
+    pub live_bytes: i64,
+    /// Highest live_bytes seen in the samples and at phase markers.
+    pub peak_live_bytes: i64,
+    pub live_allocations: u64,
+    pub allocated_bytes: u64,
+    pub freed_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    /// Frees of addresses memtrace never saw allocated (made before it attached).
+    pub unknown_frees: u64,
+    /// Allocations not tracked: the live map was full.
+    pub dropped_allocs: u64,
+    /// Addresses allocated again while still live: a free went unseen.
+    pub missed_frees: u64,
+    /// Allocations recorded without a stack.
+    pub lost_stacks: u64,
+    pub failed_allocs: u64,
+    /// Allocator calls whose entry could not be recorded.
+    pub lost_calls: u64,
+    /// Sampled every `HEAP_SAMPLE_MS` while tracing.
+    pub timeline: Vec<HeapSample>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeapProbeEntry {
+    pub function: String,
+    pub library: String,
+    pub address: u64,
+    /// Offset of the probe from the function's start (null: not probed).
+    pub offset: Option<u64>,
+    /// The probed instruction is emulated by the kernel (fast) rather than single-stepped.
+    pub emulated: Option<bool>,
+    pub placement: Option<String>,
+    pub status: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeapSample {
+    pub t_s: f64,
+    pub live_bytes: i64,
+    /// Anonymous RSS (kernel view, rss_stat) at the same moment.
+    pub anon_rss_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Leak {
+    pub bytes: u64,
+    pub count: u64,
+    pub oldest_age_s: f64,
+    pub phase: String,
+    /// Key of the stack in the kernel map (a hash of its frames; 0: the stack could not be taken).
+    pub stack_id: u64,
+    /// Innermost frame first (the allocation's caller).
+    pub stack: Vec<crate::symbolize::Frame>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -344,6 +419,10 @@ mod tests {
             phase_truth: "none".into(),
             unmatched_phase_ends: 0,
             phases: vec![],
+            heap: None,
+            leak_rule: "alive at the end".into(),
+            leaks: vec![],
+            leak_groups_not_listed: 0,
             final_truth: "none".into(),
             files: vec![],
             file_totals: FileTotals::default(),

@@ -12,7 +12,7 @@ use std::{
 use common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 17] = [
+const OUR_PROGRAMS: [&str; 25] = [
     "sched_process_e",
     "sys_enter_mmap",
     "sys_exit_mmap",
@@ -30,6 +30,14 @@ const OUR_PROGRAMS: [&str; 17] = [
     "mm_filemap_dele",
     "phase_begin",
     "phase_end",
+    "malloc_enter",
+    "calloc_enter",
+    "realloc_enter",
+    "memalign_enter",
+    "posix_memalign_",
+    "valloc_enter",
+    "alloc_exit",
+    "free_enter",
 ];
 
 fn our_loaded_programs() -> usize {

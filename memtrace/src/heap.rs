@@ -1,0 +1,135 @@
+//! The heap as the allocator probes saw it: totals at each phase marker,
+//! the phase in force after each marker, and leak candidates grouped from
+//! the live-allocation map. Plain data: the session feeds it, tests too.
+use std::collections::{BTreeMap, HashMap};
+
+use crate::events::HeapCounts;
+
+/// Name of the "phase" before the first marker, or outside every phase.
+pub const NO_PHASE: &str = "(no phase)";
+
+#[derive(Debug, Default)]
+pub struct HeapMarks {
+    /// Allocator totals right after each phase marker, by sequence number.
+    pub at_marker: HashMap<u32, HeapCounts>,
+    /// The phase path in force after each marker (absent: none open).
+    phase_after: BTreeMap<u32, String>,
+}
+
+impl HeapMarks {
+    pub fn on_marker(&mut self, seq: u32, path_after: String) {
+        self.phase_after.insert(seq, path_after);
+    }
+
+    pub fn on_totals(&mut self, seq: u32, totals: HeapCounts) {
+        self.at_marker.insert(seq, totals);
+    }
+
+    /// The phase an allocation made after marker `seq` belongs to.
+    pub fn phase_of(&self, seq: u32) -> &str {
+        match self.phase_after.get(&seq) {
+            Some(path) if !path.is_empty() => path,
+            _ => NO_PHASE,
+        }
+    }
+
+    /// Live-heap growth between two markers; `end` None means the totals at
+    /// stop (`last`). None when a marker's totals never arrived.
+    pub fn growth(&self, start: u32, end: Option<u32>, last: &HeapCounts) -> Option<i64> {
+        let a = self.at_marker.get(&start)?;
+        let b = match end {
+            Some(seq) => self.at_marker.get(&seq)?,
+            None => last,
+        };
+        Some(b.live_bytes() - a.live_bytes())
+    }
+}
+
+/// One entry of the eBPF live-allocation map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveAllocation {
+    pub address: u64,
+    pub size: u64,
+    pub ts_ns: u64,
+    /// 0 when the stack could not be taken.
+    pub stack_id: u64,
+    pub phase_seq: u32,
+}
+
+/// Live allocations from one stack in one phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeakGroup {
+    pub stack_id: u64,
+    pub phase: String,
+    pub count: u64,
+    pub bytes: u64,
+    pub oldest_ts_ns: u64,
+}
+
+/// Groups the live allocations made at or before `made_by_ns` by (stack,
+/// phase), largest first (ties: more allocations, then older first).
+pub fn leak_groups(live: &[LiveAllocation], made_by_ns: u64, marks: &HeapMarks) -> Vec<LeakGroup> {
+    let mut groups: HashMap<(u64, &str), LeakGroup> = HashMap::new();
+    for a in live.iter().filter(|a| a.ts_ns <= made_by_ns) {
+        let phase = marks.phase_of(a.phase_seq);
+        let g = groups.entry((a.stack_id, phase)).or_insert_with(|| LeakGroup {
+            stack_id: a.stack_id,
+            phase: phase.to_string(),
+            count: 0,
+            bytes: 0,
+            oldest_ts_ns: u64::MAX,
+        });
+        g.count += 1;
+        g.bytes += a.size;
+        g.oldest_ts_ns = g.oldest_ts_ns.min(a.ts_ns);
+    }
+    let mut out: Vec<LeakGroup> = groups.into_values().collect();
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)).then(a.oldest_ts_ns.cmp(&b.oldest_ts_ns)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(allocated: u64, freed: u64) -> HeapCounts {
+        HeapCounts { allocated_bytes: allocated, freed_bytes: freed, ..Default::default() }
+    }
+
+    #[test]
+    fn growth_between_markers_and_up_to_the_stop() {
+        let mut m = HeapMarks::default();
+        m.on_totals(1, counts(100, 0));
+        m.on_totals(2, counts(900, 300));
+        assert_eq!(m.growth(1, Some(2), &counts(0, 0)), Some(500));
+        assert_eq!(m.growth(2, None, &counts(1000, 1000)), Some(-600));
+        assert_eq!(m.growth(3, None, &counts(0, 0)), None, "totals of marker 3 never arrived");
+    }
+
+    #[test]
+    fn allocations_are_grouped_by_stack_and_phase_largest_first() {
+        let mut m = HeapMarks::default();
+        m.on_marker(1, "load".into());
+        m.on_marker(2, String::new()); // load ended, nothing open
+        m.on_marker(3, "leak".into());
+        let a = |address, size, ts_ns, stack_id: u64, phase_seq| LiveAllocation {
+            address,
+            size,
+            ts_ns,
+            stack_id,
+            phase_seq,
+        };
+        let live = [
+            a(1, 4096, 50, 7, 3),
+            a(2, 4096, 40, 7, 3),
+            a(3, 100, 10, 7, 1),
+            a(4, 10, 5, 9, 0),
+            a(5, 10, 6, 9, 2),
+            a(6, 1 << 20, 99, 8, 3), // made after the cutoff
+        ];
+        let groups = leak_groups(&live, 60, &m);
+        let summary: Vec<_> =
+            groups.iter().map(|g| (g.stack_id, g.phase.as_str(), g.count, g.bytes, g.oldest_ts_ns)).collect();
+        assert_eq!(summary, [(7, "leak", 2, 8192, 40), (7, "load", 1, 100, 10), (9, NO_PHASE, 2, 20, 5)]);
+    }
+}

@@ -1,0 +1,114 @@
+//! The report's heap part: totals, leak candidates with their stacks, and
+//! the probe placement (`--explain-probes`).
+use std::fmt::Write;
+
+use crate::{
+    allocator::Allocator,
+    probes::HeapProbe,
+    report::{bytes, signed_bytes, thousands},
+    symbolize::describe,
+    trace::Trace,
+};
+
+/// Frames shown per leak candidate in the text report (all are in the JSON).
+const FRAMES_SHOWN: usize = 8;
+const LEAKS_SHOWN: usize = 10;
+
+pub fn render_heap(o: &mut String, t: &Trace) {
+    let Some(h) = &t.heap else { return };
+    let _ = writeln!(o, "Heap [measured: uprobes on the malloc family; requested bytes, not allocator overhead]");
+    let _ = writeln!(o, "  allocator: {}", h.allocator);
+    if h.probes.is_empty() {
+        let _ = writeln!(o);
+        return;
+    }
+    let _ = writeln!(o, "  read {}", h.read_at);
+    let _ = writeln!(
+        o,
+        "  live {} in {} allocations (peak {}); allocated {} in {} calls, freed {} in {} calls",
+        signed_bytes(h.live_bytes),
+        thousands(h.live_allocations),
+        signed_bytes(h.peak_live_bytes),
+        bytes(h.allocated_bytes),
+        thousands(h.allocs),
+        bytes(h.freed_bytes),
+        thousands(h.frees)
+    );
+    let _ = writeln!(
+        o,
+        "  not in the figures: unknown frees {} (allocated before tracing), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, failed allocations {}",
+        thousands(h.unknown_frees),
+        thousands(h.dropped_allocs),
+        thousands(h.missed_frees),
+        thousands(h.lost_stacks),
+        thousands(h.lost_calls),
+        thousands(h.failed_allocs)
+    );
+    let slow: Vec<&str> = h.probes.iter().filter(|p| p.emulated == Some(false)).map(|p| p.function.as_str()).collect();
+    if !slow.is_empty() {
+        let _ =
+            writeln!(o, "  slow probes (single-stepped, ~11 µs a call): {} (see --explain-probes)", slow.join(", "));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Leak candidates [measured: {}; grouped by allocation stack and phase]", t.leak_rule);
+    if t.leaks.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for (i, l) in t.leaks.iter().take(LEAKS_SHOWN).enumerate() {
+        let _ = writeln!(
+            o,
+            "  #{} {} in {} allocations, phase {}, oldest {:.2} s",
+            i + 1,
+            bytes(l.bytes),
+            thousands(l.count),
+            l.phase,
+            l.oldest_age_s
+        );
+        if l.stack.is_empty() {
+            let _ = writeln!(o, "      (no stack)");
+        }
+        for f in l.stack.iter().take(FRAMES_SHOWN) {
+            let _ = writeln!(o, "      {}", describe(f));
+        }
+        if l.stack.len() > FRAMES_SHOWN {
+            let _ = writeln!(o, "      ... {} more frames in the JSON trace", l.stack.len() - FRAMES_SHOWN);
+        }
+    }
+    if t.leaks.len() > LEAKS_SHOWN {
+        let rest: u64 = t.leaks[LEAKS_SHOWN..].iter().map(|l| l.bytes).sum();
+        let _ = writeln!(o, "  ... {} more groups ({}) in the JSON trace", t.leaks.len() - LEAKS_SHOWN, bytes(rest));
+    }
+    if t.leak_groups_not_listed > 0 {
+        let _ = writeln!(o, "  ... and {} smaller groups not listed", thousands(t.leak_groups_not_listed));
+    }
+    let _ = writeln!(o);
+}
+
+/// Where each allocator probe sits and why (`--explain-probes`).
+pub fn explain_probes(setup: &Result<(Allocator, Vec<HeapProbe>), String>) -> String {
+    let mut o = String::new();
+    let (allocator, probes) = match setup {
+        Ok(s) => s,
+        Err(why) => return format!("memtrace: heap probes: none ({why})\n"),
+    };
+    let _ = writeln!(o, "memtrace: heap probes in {} ({})", allocator.path.display(), allocator.how);
+    for p in probes {
+        match &p.placement {
+            Some(pl) => {
+                let _ = writeln!(
+                    o,
+                    "  {:<15} {:#x}+{:<3} {}: {}",
+                    p.function,
+                    p.address,
+                    pl.offset,
+                    if pl.emulated { "emulated" } else { "SINGLE-STEPPED" },
+                    pl.reason
+                );
+            }
+            None => {
+                let _ = writeln!(o, "  {:<15} {}", p.function, p.status);
+            }
+        }
+    }
+    o
+}
