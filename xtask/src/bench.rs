@@ -39,6 +39,54 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The bpftrace script a memleak-style user would write: size at malloc
+/// entry, pointer at its return, free at entry.
+const BPFTRACE_HEAP: &str = r#"
+uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:malloc /pid == cpid/ { @size[tid] = arg0; }
+uretprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:malloc /pid == cpid/ { @live[retval] = @size[tid]; delete(@size[tid]); }
+uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:free /pid == cpid/ { delete(@live[arg0]); }
+"#;
+const HEAP_PAIRS: &str = "200000";
+
+/// ns per malloc/free pair as the loop printed it.
+fn loop_ns(cmd: &mut Command) -> Result<f64> {
+    let out = cmd.stderr(Stdio::null()).output().context("running the malloc loop")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("ns_per_pair ").and_then(|v| v.trim().parse().ok()))
+        .with_context(|| format!("the malloc loop printed no timing ({}): {text}", out.status))
+}
+
+/// malloc/free pairs untraced, under memtrace's heap probes and under the
+/// bpftrace script, alternating.
+pub fn heap() -> Result<()> {
+    let looper = release_dir().join("memtrace-mallocloop");
+    let (mut plain, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        plain.push(loop_ns(Command::new(&looper).arg(HEAP_PAIRS))?);
+        ours.push(loop_ns(as_root(&release_dir().join("memtrace")).args(["run", "--"]).arg(&looper).arg(HEAP_PAIRS))?);
+        let cmd = format!("{} {HEAP_PAIRS}", looper.display());
+        theirs.push(loop_ns(as_root(Path::new("bpftrace")).args(["-q", "-c", &cmd, "-e", BPFTRACE_HEAP]))?);
+        eprintln!(
+            "xtask: heap bench round {round}/{ROUNDS}: untraced {:.1} ns, memtrace {:.1} ns, bpftrace {:.1} ns per pair",
+            plain[round - 1],
+            ours[round - 1],
+            theirs[round - 1]
+        );
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, m, b) = (med(plain), med(ours), med(theirs));
+    println!("heap probes: {HEAP_PAIRS} x malloc(64)+free, {ROUNDS} alternating rounds, loop time only");
+    println!("  untraced                       median {p:>9.1} ns per pair");
+    println!("  memtrace (entry+return+free)   median {m:>9.1} ns per pair  (target <= 2500)");
+    println!("  bpftrace memleak-style script  median {b:>9.1} ns per pair");
+    println!("  bpftrace / memtrace                   {:>9.2}x  (target >= 5)", b / m);
+    Ok(())
+}
+
 pub fn run() -> Result<()> {
     let bin = release_dir();
     let dir = root_dir().join("target").join("bench");

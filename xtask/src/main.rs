@@ -19,7 +19,8 @@ commands:
   run -- ARGS    build, then run `memtrace ARGS` as root (via sudo when not root)
   demo           setup + build + trace the bundled Arrow workload and print the report
   test           setup + build + the whole test suite (unit + end-to-end with real eBPF, as root)
-  bench          build, then time the workload untraced vs under memtrace (medians, ratio)
+  bench [files|heap]  build, then time untraced vs traced side by side: the workload (files),
+                 a malloc/free loop under memtrace and under a bpftrace script (heap)
   lint           cargo fmt --check and cargo clippy -D warnings on the userspace crates";
 
 fn main() -> ExitCode {
@@ -31,7 +32,12 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
-        Some("bench") => build().and_then(|()| bench::run()),
+        Some("bench") => build().and_then(|()| match args.get(1).map(String::as_str) {
+            Some("files") => bench::run(),
+            Some("heap") => bench::heap(),
+            None => bench::run().and_then(|()| bench::heap()),
+            Some(other) => Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files` or `heap`")),
+        }),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
