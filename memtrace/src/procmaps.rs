@@ -5,7 +5,29 @@ use procfs::process::{MMapPath, MemoryMap, Process};
 use crate::{
     aspace::{FileId, Region},
     stats::FileInfo,
+    symbolize::FileMapping,
 };
+
+/// A mapping of a named file, with its offset (for symbolization).
+fn file_mapping(map: &MemoryMap) -> Option<FileMapping> {
+    match &map.pathname {
+        MMapPath::Path(p) => Some(FileMapping {
+            start: map.address.0,
+            end: map.address.1,
+            offset: map.offset,
+            path: p.display().to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// The target's file mappings now (empty when it is gone).
+pub fn file_mappings(pid: u32) -> Vec<FileMapping> {
+    Process::new(pid as i32)
+        .and_then(|p| p.maps())
+        .map(|maps| maps.iter().filter_map(file_mapping).collect())
+        .unwrap_or_default()
+}
 
 fn region_of(map: &MemoryMap) -> Region {
     match &map.pathname {
@@ -41,6 +63,8 @@ pub struct Snapshot {
     pub vmas: Vec<(u64, u64, Region)>,
     /// The files among them.
     pub files: Vec<FileInfo>,
+    /// The file mappings with their offsets.
+    pub mappings: Vec<FileMapping>,
 }
 
 /// All mappings of `pid`, plus the files among them.
@@ -48,7 +72,9 @@ pub fn snapshot(pid: u32) -> procfs::ProcResult<Snapshot> {
     let maps = Process::new(pid as i32)?.maps()?;
     let mut vmas = Vec::new();
     let mut files: Vec<FileInfo> = Vec::new();
+    let mut mappings = Vec::new();
     for map in maps.iter() {
+        mappings.extend(file_mapping(map));
         let region = region_of(map);
         if let Region::File(id) = region {
             if !files.iter().any(|f| f.id == id) {
@@ -57,7 +83,7 @@ pub fn snapshot(pid: u32) -> procfs::ProcResult<Snapshot> {
         }
         vmas.push((map.address.0, map.address.1, region));
     }
-    Ok(Snapshot { vmas, files })
+    Ok(Snapshot { vmas, files, mappings })
 }
 
 /// The file mapped at `addr` in `pid`, if the mapping is still there.

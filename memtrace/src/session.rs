@@ -34,7 +34,7 @@ use crate::{
     probes::Probes,
     procmaps, report_heap,
     stats::{FileInfo, TraceStats},
-    symbolize::{self, FileMapping},
+    symbolize::FileMapping,
     target::{pidfd, ChildExit, HeldChild, Hooks},
     trace::{
         self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapProbeEntry, HeapSample, KernelFaults, Leak,
@@ -101,12 +101,11 @@ struct Consumer {
 
 impl Consumer {
     fn sync(&mut self) {
+        // One read of the maps file: the model, and the mappings kept for
+        // symbolizing stacks if the target is gone at stop.
         if let Ok(snap) = procmaps::snapshot(self.pid) {
+            self.mappings = snap.mappings;
             self.stats.sync(snap.vmas, snap.files);
-        }
-        let mappings = symbolize::read_mappings(self.pid);
-        if !mappings.is_empty() {
-            self.mappings = mappings;
         }
         self.unknown_pages.clear();
     }

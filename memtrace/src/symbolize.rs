@@ -8,7 +8,6 @@ use blazesym::symbolize::{
     source::{Elf, Source},
     Input, Symbolized, Symbolizer,
 };
-use procfs::process::MMapPath;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -34,33 +33,13 @@ pub struct FileMapping {
     pub path: String,
 }
 
-/// The target's file mappings now (empty when it is gone).
-pub fn read_mappings(pid: u32) -> Vec<FileMapping> {
-    procfs::process::Process::new(pid as i32)
-        .and_then(|p| p.maps())
-        .map(|maps| {
-            maps.into_iter()
-                .filter_map(|m| match m.pathname {
-                    MMapPath::Path(p) => Some(FileMapping {
-                        start: m.address.0,
-                        end: m.address.1,
-                        offset: m.offset,
-                        path: p.display().to_string(),
-                    }),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Symbolizes every stack; frames come back in the same order. Addresses
 /// are turned into (file, offset) with the target's mappings (`saved` when
 /// it has exited: the last ones memtrace read), then each file is
 /// symbolized from its ELF and DWARF, so a target that is gone still gets
 /// names as long as its files are.
 pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Vec<Frame>> {
-    let live = read_mappings(pid);
+    let live = crate::procmaps::file_mappings(pid);
     let maps = if live.is_empty() { saved } else { &live[..] };
     let mut unique: Vec<u64> = stacks.iter().flatten().copied().collect();
     unique.sort_unstable();
@@ -148,7 +127,7 @@ mod tests {
         let addr = here() + 1; // as if a return address inside `here`
         let frames = symbolize(std::process::id(), &[vec![addr]], &[]);
         // The same from saved mappings, as for a target that has exited.
-        let saved = read_mappings(std::process::id());
+        let saved = crate::procmaps::file_mappings(std::process::id());
         assert_eq!(symbolize(u32::MAX, &[vec![addr]], &saved), frames);
         let f = &frames[0][0];
         assert!(f.function.as_deref().unwrap_or("").contains("here"), "{f:?}");

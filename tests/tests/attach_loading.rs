@@ -3,10 +3,7 @@
 //! figures still match smaps.
 mod common;
 
-use std::{
-    io::{BufReader, Write},
-    process::{Command, Stdio},
-};
+use std::{io::Write, process::Command};
 
 use common::*;
 
@@ -15,26 +12,21 @@ fn attach_after_load_starts_from_the_resident_baseline() {
     require_root();
     let dir = scratch("attach_loading");
     let truth_path = dir.join("truth.json");
-    let mut workload = Command::new(workload_bin())
-        .arg("--file")
-        .arg(dir.join("w.arrow"))
-        .args(["--size-mib", "64", "--heap-mib", "4", "--touch", "0.3"])
-        .args(["--pause-after", "load", "--pause-after", "search", "--truth"])
-        .arg(&truth_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut w_out = BufReader::new(workload.stdout.take().unwrap());
-    let mut w_in = workload.stdin.take().unwrap();
-    read_line_with_text(&mut w_out, "paused after load");
+    let mut w = spawn_until(
+        Command::new(workload_bin())
+            .arg("--file")
+            .arg(dir.join("w.arrow"))
+            .args(["--size-mib", "64", "--heap-mib", "4", "--touch", "0.3"])
+            .args(["--pause-after", "load", "--pause-after", "search", "--truth"])
+            .arg(&truth_path),
+        "paused after load",
+    );
 
     let trace_path = dir.join("trace.json");
-    let (mut memtrace, _m_err) = attach_memtrace(workload.id(), &trace_path);
+    let (mut memtrace, _m_err) = attach_memtrace(w.child.id(), &trace_path);
 
-    writeln!(w_in).unwrap(); // go on: build, then search
-    read_line_with_text(&mut w_out, "paused after search");
+    writeln!(w.stdin).unwrap(); // go on: build, then search
+    read_line_with_text(&mut w.out, "paused after search");
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
     assert!(memtrace.wait().unwrap().success());
@@ -57,7 +49,7 @@ fn attach_after_load_starts_from_the_resident_baseline() {
     assert!(u(&f["measured_loaded_bytes"]) + at_start <= kernel + (kernel / 100).max(64 * 1024), "{f:#}");
     assert!(u(&f["measured_loaded_bytes"]) > 0, "the search phase loaded pages while traced: {f:#}");
 
-    writeln!(w_in).unwrap(); // let the workload finish
-    drop(w_in);
-    assert!(workload.wait().unwrap().success());
+    writeln!(w.stdin).unwrap(); // let the workload finish
+    drop(w.stdin);
+    assert!(w.child.wait().unwrap().success());
 }

@@ -3,10 +3,7 @@
 //! probe placement, and attach mode's unknown frees.
 mod common;
 
-use std::{
-    io::{BufReader, Write},
-    process::{Command, Stdio},
-};
+use std::{io::Write, process::Command};
 
 use common::*;
 use serde_json::Value;
@@ -84,22 +81,23 @@ fn the_workloads_leak_is_one_candidate_and_phase_growth_matches_its_allocator() 
 fn attach_mid_run_counts_frees_of_older_blocks_as_unknown() {
     require_root();
     let dir = scratch("heap_attach");
-    let mut workload = Command::new(workload_bin())
-        .arg("--file")
-        .arg(dir.join("w.arrow"))
-        .args(["--size-mib", "8", "--heap-mib", "16", "--leak", "100", "--pause-after", "build"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut w_out = BufReader::new(workload.stdout.take().unwrap());
-    let mut w_in = workload.stdin.take().unwrap();
-    read_line_with_text(&mut w_out, "paused after build");
+    let mut w = spawn_until(
+        Command::new(workload_bin()).arg("--file").arg(dir.join("w.arrow")).args([
+            "--size-mib",
+            "8",
+            "--heap-mib",
+            "16",
+            "--leak",
+            "100",
+            "--pause-after",
+            "build",
+        ]),
+        "paused after build",
+    );
     let trace_path = dir.join("trace.json");
-    let (mut memtrace, _m_err) = attach_memtrace(workload.id(), &trace_path);
-    writeln!(w_in).unwrap(); // search, leak, teardown (frees the heap built before attach), exit
-    assert!(workload.wait().unwrap().success());
+    let (mut memtrace, _m_err) = attach_memtrace(w.child.id(), &trace_path);
+    writeln!(w.stdin).unwrap(); // search, leak, teardown (frees the heap built before attach), exit
+    assert!(w.child.wait().unwrap().success());
     assert!(memtrace.wait().unwrap().success());
 
     let trace = read_json(&trace_path);

@@ -12,8 +12,10 @@ use crate::{is_root, status};
 /// bpf-linker release known to build against the nightly toolchain's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests use: (command that proves it is there, package).
-const DEBIAN_PACKAGES: [(&str, &str); 2] = [("setpriv", "util-linux"), ("gcc", "gcc")];
+/// Debian packages the tests and benchmarks use: (command that proves it
+/// is there, package). setpriv: the no-privilege test; gcc: test programs;
+/// bpftrace: the heap benchmark's peer.
+const DEBIAN_PACKAGES: [(&str, &str); 3] = [("setpriv", "util-linux"), ("gcc", "gcc"), ("bpftrace", "bpftrace")];
 
 pub fn run() -> Result<()> {
     nightly_with_rust_src()?;

@@ -145,3 +145,21 @@ pub fn attach_memtrace(
     read_line_with_text(&mut err, "memtrace: tracing PID");
     (memtrace, err)
 }
+
+/// A process the test talks to: its stdout lines, and its stdin for "go on".
+pub struct Steered {
+    pub child: std::process::Child,
+    pub out: std::io::BufReader<std::process::ChildStdout>,
+    pub stdin: std::process::ChildStdin,
+}
+
+/// Spawns `cmd` with piped stdin/stdout (stderr dropped) and waits for the
+/// stdout line containing `ready` (for example "paused after load").
+pub fn spawn_until(cmd: &mut Command, ready: &str) -> Steered {
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let stdin = child.stdin.take().unwrap();
+    read_line_with_text(&mut out, ready);
+    Steered { child, out, stdin }
+}
