@@ -49,6 +49,15 @@ pub const PHASE_NAME_MAX: usize = 40;
 /// The heap totals right after a phase marker (same sequence number):
 /// args = [allocated bytes, freed bytes, allocations, frees, unknown frees, sequence number].
 pub const EVENT_HEAP_MARK: u32 = 15;
+/// A finished `brk`: args = [the program break after the call (the kernel
+/// returns the old break when it refuses)].
+pub const EVENT_BRK: u32 = 16;
+/// `--events` only: an allocation recorded in the live map: args =
+/// [address, size, stack id, phase sequence].
+pub const EVENT_ALLOC: u32 = 17;
+/// `--events` only: a free (or realloc's release) of a live allocation:
+/// args = [address, size, stack id]; of an unknown address: args = [address, 0, 0].
+pub const EVENT_FREE: u32 = 18;
 /// A finished `madvise`: args = [addr, len, behavior, return value].
 pub const EVENT_MADVISE: u32 = 11;
 /// `kmem:rss_stat` of the target's mm: args = [member (0 file, 1 anon, 2 swap,

@@ -1,7 +1,8 @@
 //! Allocator probes: the malloc family's entries (uprobes) and returns
 //! (one uretprobe program), and free. Only aggregates live here: a map of
 //! live allocations (address -> size, stack, time, phase), per-stack totals
-//! and heap totals; nothing is streamed per call.
+//! and heap totals. Nothing is streamed per call unless `--events` asks for
+//! it (HEAP_EVENTS).
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
@@ -10,14 +11,25 @@ use aya_ebpf::{
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
-    EbpfContext,
+    EbpfContext, Global,
 };
 use memtrace_common::{
     HeapTotals, LiveAlloc, PendingAlloc, StackFrames, StackStats, ALLOC_CALLOC, ALLOC_MALLOC, ALLOC_MEMALIGN,
-    ALLOC_POSIX_MEMALIGN, ALLOC_REALLOC, ALLOC_VALLOC, DEFAULT_MAX_LIVE_ALLOCS, MAX_STACK_DEPTH,
+    ALLOC_POSIX_MEMALIGN, ALLOC_REALLOC, ALLOC_VALLOC, DEFAULT_MAX_LIVE_ALLOCS, EVENT_ALLOC, EVENT_FREE,
+    MAX_STACK_DEPTH,
 };
 
-use crate::emit::target_tid;
+use crate::emit::{emit, target_tid};
+
+/// Set by the loader for `--events`: every recorded allocation and every
+/// free also goes to the ring buffer (costs a reserve per call).
+#[no_mangle]
+static HEAP_EVENTS: Global<u32> = Global::new(0);
+
+#[inline(always)]
+fn streaming() -> bool {
+    HEAP_EVENTS.load() != 0
+}
 
 const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_F_USER_STACK: u64 = 1 << 8;
@@ -154,6 +166,11 @@ fn release(ptr: u64) -> bool {
     if LIVE_ALLOCS.remove(ptr).is_err() {
         return false; // another thread took it first
     }
+    if streaming() {
+        if let Some(tid) = target_tid() {
+            emit(EVENT_FREE, tid, [ptr, live.size, live.stack_id, 0, 0, 0]);
+        }
+    }
     if let Some(t) = totals() {
         unsafe {
             add(&raw mut (*t).frees, 1);
@@ -194,6 +211,11 @@ fn record(ctx: &RetProbeContext, ptr: u64, size: u64) {
         unsafe {
             add(&raw mut (*t).allocs, 1);
             add(&raw mut (*t).allocated_bytes, size);
+        }
+    }
+    if streaming() {
+        if let Some(tid) = target_tid() {
+            emit(EVENT_ALLOC, tid, [ptr, size, stack_id, phase_seq as u64, 0, 0]);
         }
     }
     if let Some(s) = stack_stats(stack_id) {
@@ -278,7 +300,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         ALLOC_REALLOC if ret != 0 => {
             // The old block is gone (moved) or renewed in place (resized).
             if p.arg != 0 && !release(p.arg) {
-                bump(|t| unsafe { &raw mut (*t).unknown_frees });
+                unknown_free(tid, p.arg);
             }
             record(&ctx, ret, p.size);
         }
@@ -289,14 +311,34 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Counts a free of an address memtrace never saw allocated.
+#[inline(always)]
+fn unknown_free(tid: u32, ptr: u64) {
+    bump(|t| unsafe { &raw mut (*t).unknown_frees });
+    if streaming() {
+        emit(EVENT_FREE, tid, [ptr, 0, 0, 0, 0, 0]);
+    }
+}
+
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
-    if target_tid().is_none() {
+    let Some(tid) = target_tid() else { return 0 };
+    let ptr: u64 = ctx.arg(0).unwrap_or(0);
+    if ptr == 0 {
         return 0;
     }
-    let ptr: u64 = ctx.arg(0).unwrap_or(0);
-    if ptr != 0 && !release(ptr) {
-        bump(|t| unsafe { &raw mut (*t).unknown_frees });
+    if let Some(outer) = ALLOC_PENDING.get_ptr(tid) {
+        // SAFETY: map value pointer, valid for this program run.
+        let outer = unsafe { *outer };
+        // A realloc that moves its block frees the old one through the
+        // exported free (mimalloc's mi_realloc calls mi_free): the realloc's
+        // return accounts for it.
+        if outer.kind == ALLOC_REALLOC && outer.arg == ptr && stack_pointer(ctx.regs) < outer.sp {
+            return 0;
+        }
+    }
+    if !release(ptr) {
+        unknown_free(tid, ptr);
     }
     0
 }

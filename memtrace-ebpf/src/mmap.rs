@@ -9,7 +9,7 @@ use aya_ebpf::{
 use memtrace_common::{
     FileKey, COUNTER_WATCH_FULL,
     COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL,
-    EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
+    EVENT_BRK, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
     RANGE_OP_MUNMAP,
 };
 
@@ -151,5 +151,14 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     if let Some(a) = finish(&ctx, tid) {
         emit(EVENT_MREMAP, tid, [a[1], a[2], a[3], a[4], a[0], 0]);
     }
+    0
+}
+
+/// The program break after each `brk` (glibc's main heap grows and shrinks
+/// through it); no entry stash needed, the result is the whole story.
+#[tracepoint]
+pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
+    let Some(tid) = target_tid() else { return 0 };
+    emit(EVENT_BRK, tid, [read(&ctx, offsets().exit_ret), 0, 0, 0, 0, 0]);
     0
 }

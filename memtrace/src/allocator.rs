@@ -1,12 +1,14 @@
-//! Which allocator to probe: a malloc defined in the executable itself
-//! (statically linked), else the glibc the target maps.
+//! Which allocators to probe: the glibc the target maps, unless the
+//! executable defines malloc itself; an allocator statically linked into the
+//! executable (mimalloc, jemalloc, tcmalloc functions in its symbol table);
+//! and every library named with `--alloc-lib`.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::probe_site::Library;
+use crate::{alloc_symbols, probe_site::Library};
 
-/// The library (or executable) whose malloc family memtrace probes.
+/// A library (or executable) whose allocator functions memtrace probes.
 #[derive(Clone, Debug)]
 pub struct Allocator {
     pub path: PathBuf,
@@ -17,26 +19,92 @@ pub struct Allocator {
 /// `binary` is the target's executable; in run mode the target has not
 /// exec'd yet, so its libc cannot be read from its maps: memtrace's own
 /// libc (the system's) is probed, and the trace says whether the target
-/// mapped that file.
-pub fn find(pid: u32, binary: &Path, run_mode: bool) -> Result<Allocator> {
+/// mapped that file. `extra` are the `--alloc-lib` libraries (checked with
+/// [`check_alloc_lib`] already).
+pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Result<Vec<Allocator>> {
+    let mut found = Vec::new();
+    let mut exe_has_malloc = false;
     if let Ok(exe) = Library::open(binary) {
-        if matches!(exe.function("malloc"), Ok(Some(_))) {
-            return Ok(Allocator {
+        exe_has_malloc = matches!(exe.function("malloc"), Ok(Some(_)));
+        let own = own_allocator_functions(&exe);
+        if exe_has_malloc {
+            found.push(Allocator {
                 path: binary.to_path_buf(),
                 how: "malloc is defined in the executable itself (statically linked)".into(),
             });
+        } else if !own.is_empty() {
+            found.push(Allocator {
+                path: binary.to_path_buf(),
+                how: format!("the executable carries its own allocator ({}, statically linked)", own.join(", ")),
+            });
         }
     }
-    let (maps, how) = if run_mode {
-        ("/proc/self/maps".to_string(), "the system's glibc (memtrace's own; the target maps it after exec)")
-    } else {
-        (format!("/proc/{pid}/maps"), "the glibc the target maps (/proc/PID/maps)")
-    };
-    let text = std::fs::read_to_string(&maps)?;
-    match libc_in_maps(&text) {
-        Some(path) => Ok(Allocator { path, how: how.into() }),
-        None => bail!("no glibc (libc.so.6) in {maps}: the heap is not traced"),
+    if !exe_has_malloc {
+        let (maps, how) = if run_mode {
+            ("/proc/self/maps".to_string(), "the system's glibc (memtrace's own; the target maps it after exec)")
+        } else {
+            (format!("/proc/{pid}/maps"), "the glibc the target maps (/proc/PID/maps)")
+        };
+        let text = std::fs::read_to_string(&maps)?;
+        match libc_in_maps(&text) {
+            Some(path) => found.push(Allocator { path, how: how.into() }),
+            None if found.is_empty() && extra.is_empty() => {
+                bail!("no glibc (libc.so.6) in {maps}: the heap is not traced")
+            }
+            None => {}
+        }
     }
+    for path in extra {
+        let how = if run_mode {
+            "--alloc-lib (the trace says whether the target mapped it)".to_string()
+        } else {
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            if maps_file(&maps, path) {
+                "--alloc-lib, mapped by the target".to_string()
+            } else {
+                eprintln!(
+                    "memtrace: warning: PID {pid} does not map {} (yet): its allocator probes fire only once it is loaded",
+                    path.display()
+                );
+                "--alloc-lib, not mapped by the target when memtrace attached".to_string()
+            }
+        };
+        found.push(Allocator { path: path.clone(), how });
+    }
+    Ok(found)
+}
+
+/// Checks an `--alloc-lib` argument before tracing starts: an ELF file that
+/// defines at least one allocator function memtrace knows. Returns their names.
+pub fn check_alloc_lib(path: &Path) -> Result<Vec<String>> {
+    let lib = Library::open(path).with_context(|| format!("--alloc-lib {}", path.display()))?;
+    let names = alloc_symbols::known();
+    let wanted: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+    let defined: Vec<String> = lib.functions(&wanted)?.into_iter().map(|(n, _)| n).collect();
+    if defined.is_empty() {
+        bail!(
+            "--alloc-lib {}: it defines none of the allocator functions memtrace knows (malloc/free and the \
+             jemalloc, je_/_rjem_, mi_ and tc_ families); pass the allocator's shared library, e.g. \
+             /usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            path.display()
+        );
+    }
+    Ok(defined)
+}
+
+/// The non-glibc allocator functions an executable defines (a mimalloc or
+/// jemalloc linked in statically, e.g. a Rust `#[global_allocator]`).
+fn own_allocator_functions(exe: &Library) -> Vec<String> {
+    let names = alloc_symbols::known();
+    let wanted: Vec<&str> =
+        names.iter().map(|(n, _)| n.as_str()).filter(|n| alloc_symbols::is_non_standard(n)).collect();
+    exe.functions(&wanted).map(|f| f.into_iter().map(|(n, _)| n).collect()).unwrap_or_default()
+}
+
+/// Whether a maps file's text maps `path` (compared after resolving links).
+fn maps_file(maps: &str, path: &Path) -> bool {
+    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    maps.lines().filter_map(|l| l.split_whitespace().nth(5)).any(|p| Path::new(p) == want)
 }
 
 /// The glibc mapped according to a maps file's text.
@@ -64,7 +132,19 @@ mod tests {
 
     #[test]
     fn memtrace_itself_uses_the_system_glibc() {
-        let a = find(std::process::id(), Path::new("/proc/self/exe"), true).unwrap();
-        assert!(a.path.ends_with("libc.so.6"), "{a:?}");
+        let a = find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(a[0].path.ends_with("libc.so.6"), "{a:?}");
+    }
+
+    #[test]
+    fn an_alloc_lib_without_allocator_functions_is_refused_with_the_fix() {
+        let e = check_alloc_lib(Path::new("/proc/self/exe")).unwrap_err();
+        assert!(format!("{e:#}").contains("defines none of the allocator functions"), "{e:#}");
+        let e = check_alloc_lib(Path::new("/nonexistent/libx.so")).unwrap_err();
+        assert!(format!("{e:#}").contains("--alloc-lib /nonexistent/libx.so"), "{e:#}");
+        let libc = find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap().remove(0).path;
+        let defined = check_alloc_lib(&libc).unwrap();
+        assert!(defined.iter().any(|n| n == "malloc") && defined.iter().any(|n| n == "free"), "{defined:?}");
     }
 }

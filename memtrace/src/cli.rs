@@ -72,6 +72,23 @@ pub struct TraceArgs {
     #[arg(long)]
     pub explain_probes: bool,
 
+    /// Also probe the allocator functions this library (or executable)
+    /// defines: a jemalloc, mimalloc or tcmalloc the target loads, e.g.
+    /// /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (repeatable). glibc and an
+    /// allocator linked statically into the target are found without it
+    #[arg(long = "alloc-lib", value_name = "PATH")]
+    pub alloc_libs: Vec<PathBuf>,
+
+    /// Also write every allocation and free, as one JSON object per line, to
+    /// PATH (the full stream; without it only aggregates leave the kernel)
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
+
+    /// Growth suspects: allocation stacks whose live bytes grew in each of
+    /// the last K one-second samples
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=600))]
+    pub growth_window: u16,
+
     /// Also write the trace as JSON to PATH (written whole at the end, mode 0600)
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,

@@ -1,8 +1,8 @@
 //! Decoding of the ring buffer's raw records into typed events.
 use memtrace_common::{
-    RawEvent, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_HEAP_MARK, EVENT_MADVISE, EVENT_MMAP,
-    EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT,
-    EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT, RANGE_OP_MUNMAP,
+    RawEvent, EVENT_ALLOC, EVENT_BRK, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_FREE,
+    EVENT_HEAP_MARK, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD,
+    EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT, RANGE_OP_MUNMAP,
 };
 
 use crate::aspace::FileId;
@@ -30,6 +30,29 @@ const PF_INSTR: u64 = 1 << 4;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The program break after a `brk` call.
+    Brk {
+        ts_ns: u64,
+        tid: u32,
+        brk: u64,
+    },
+    /// `--events`: an allocation entered the live map.
+    Alloc {
+        ts_ns: u64,
+        tid: u32,
+        address: u64,
+        size: u64,
+        stack_id: u64,
+        phase_seq: u32,
+    },
+    /// `--events`: a free; `size` 0 and `stack_id` 0 for an address never seen allocated.
+    Free {
+        ts_ns: u64,
+        tid: u32,
+        address: u64,
+        size: u64,
+        stack_id: u64,
+    },
     Mmap {
         ts_ns: u64,
         tid: u32,
@@ -217,6 +240,11 @@ impl Event {
                 Event::PageFault { ts_ns, tid, address: a[0], ip: a[1], access: FaultAccess::from_error_code(a[2]) }
             }
             EVENT_EXEC => Event::Exec { ts_ns, tid },
+            EVENT_BRK => Event::Brk { ts_ns, tid, brk: a[0] },
+            EVENT_ALLOC => {
+                Event::Alloc { ts_ns, tid, address: a[0], size: a[1], stack_id: a[2], phase_seq: a[3] as u32 }
+            }
+            EVENT_FREE => Event::Free { ts_ns, tid, address: a[0], size: a[1], stack_id: a[2] },
             EVENT_PHASE => {
                 let bytes: Vec<u8> = a[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
                 let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -306,6 +334,22 @@ mod tests {
             Event::Munmap { ts_ns: 99, tid: 7, addr: 0x7000, len: 8192, result: 0 }
         );
         assert_eq!(Event::decode(&bytes(&raw(EVENT_EXEC, [0; 6]))).unwrap(), Event::Exec { ts_ns: 99, tid: 7 });
+    }
+
+    #[test]
+    fn decodes_brk_and_the_allocation_stream() {
+        let r = raw(EVENT_BRK, [0x5555_6000, 0, 0, 0, 0, 0]);
+        assert_eq!(Event::decode(&bytes(&r)).unwrap(), Event::Brk { ts_ns: 99, tid: 7, brk: 0x5555_6000 });
+        let r = raw(EVENT_ALLOC, [0x1000, 64, 0xabc, 3, 0, 0]);
+        assert_eq!(
+            Event::decode(&bytes(&r)).unwrap(),
+            Event::Alloc { ts_ns: 99, tid: 7, address: 0x1000, size: 64, stack_id: 0xabc, phase_seq: 3 }
+        );
+        let r = raw(EVENT_FREE, [0x1000, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Event::decode(&bytes(&r)).unwrap(),
+            Event::Free { ts_ns: 99, tid: 7, address: 0x1000, size: 0, stack_id: 0 }
+        );
     }
 
     #[test]

@@ -6,10 +6,11 @@ use memtrace_common::HeapTotals;
 
 use crate::{
     events::HeapCounts,
+    growth::Suspect,
     heap::{leak_groups, HeapMarks},
     probes::Probes,
     symbolize::{self, FileMapping},
-    trace::Leak,
+    trace::{GrowthSuspect, Leak},
 };
 
 /// Leak groups symbolized and kept in the trace; the rest are counted.
@@ -29,31 +30,62 @@ pub fn counts(t: &HeapTotals) -> HeapCounts {
 pub struct HeapAtStop {
     pub totals: HeapTotals,
     pub live_allocations: u64,
+    /// Live allocations made before the target's latest execve: that
+    /// image's heap is gone (count, bytes), so they are neither live nor leaks.
+    pub released_by_exec: (u64, u64),
     pub leaks: Vec<Leak>,
     /// Leak groups beyond MAX_LEAK_GROUPS (not symbolized).
     pub more_leak_groups: usize,
+    pub growth_suspects: Vec<GrowthSuspect>,
 }
 
-/// `made_by_ns`: only allocations made at or before it are candidates
-/// (now minus --leak-age; now when every live allocation counts).
-pub fn at_stop(
-    probes: &Probes,
-    pid: u32,
-    now_ns: u64,
-    made_by_ns: u64,
-    marks: &HeapMarks,
-    saved_mappings: &[FileMapping],
-) -> Result<HeapAtStop> {
+/// Growth suspects symbolized and kept in the trace.
+pub const MAX_GROWTH_SUSPECTS: usize = 10;
+
+/// What the stop needs to know about the session.
+pub struct StopContext<'a> {
+    pub pid: u32,
+    pub now_ns: u64,
+    /// Only allocations made at or before it are leak candidates (now minus
+    /// --leak-age; now when every live allocation counts).
+    pub made_by_ns: u64,
+    /// The target's latest execve: allocations before it died with the old image.
+    pub last_exec_ns: u64,
+    pub marks: &'a HeapMarks,
+    /// The target's mappings at the latest /proc read (if it is gone).
+    pub saved_mappings: &'a [FileMapping],
+}
+
+/// Reads the totals and the live map, groups the leak candidates and
+/// symbolizes their stacks and the growth suspects' (`window_s` long).
+pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, window_s: f64) -> Result<HeapAtStop> {
+    let StopContext { pid, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings } = *ctx;
     let totals = probes.heap_totals()?;
-    let live = probes.live_allocations()?;
+    let (live, before_exec): (Vec<_>, Vec<_>) =
+        probes.live_allocations()?.into_iter().partition(|a| a.ts_ns >= last_exec_ns);
+    let released_by_exec = (before_exec.len() as u64, before_exec.iter().map(|a| a.size).sum());
     let mut groups = leak_groups(&live, made_by_ns, marks);
     let more_leak_groups = groups.len().saturating_sub(MAX_LEAK_GROUPS);
     groups.truncate(MAX_LEAK_GROUPS);
-    let stacks: Vec<Vec<u64>> = groups
-        .iter()
-        .map(|g| if g.stack_id == 0 { vec![] } else { probes.stack(g.stack_id).unwrap_or_default() })
+    suspects.truncate(MAX_GROWTH_SUSPECTS);
+    // One symbolization pass for the leak groups' and the suspects' stacks.
+    let stack_ids = groups.iter().map(|g| g.stack_id).chain(suspects.iter().map(|s| s.stack_id));
+    let stacks: Vec<Vec<u64>> =
+        stack_ids.map(|id| if id == 0 { vec![] } else { probes.stack(id).unwrap_or_default() }).collect();
+    let mut frames = symbolize::symbolize(pid, &stacks, saved_mappings);
+    let suspect_frames = frames.split_off(groups.len());
+    let growth_suspects = suspects
+        .into_iter()
+        .zip(suspect_frames)
+        .map(|(s, stack)| GrowthSuspect {
+            stack_id: s.stack_id,
+            live_bytes: s.live_bytes,
+            live_count: s.live_count,
+            growth_bytes: s.growth_bytes,
+            window_s,
+            stack,
+        })
         .collect();
-    let frames = symbolize::symbolize(pid, &stacks, saved_mappings);
     let leaks = groups
         .into_iter()
         .zip(frames)
@@ -67,7 +99,14 @@ pub fn at_stop(
         })
         .collect();
     let leaks = merge_same_source(leaks);
-    Ok(HeapAtStop { totals, live_allocations: live.len() as u64, leaks, more_leak_groups })
+    Ok(HeapAtStop {
+        totals,
+        live_allocations: live.len() as u64,
+        released_by_exec,
+        leaks,
+        more_leak_groups,
+        growth_suspects,
+    })
 }
 
 /// Merges groups whose stacks read the same (function, file and line of

@@ -1,12 +1,17 @@
 //! memtrace: per-process memory tracing with eBPF. See README.md.
+mod alloc_symbols;
 mod allocator;
 mod aspace;
 mod btf;
 mod cli;
 mod estimates;
 mod events;
+mod growth;
 mod heap;
 mod heap_capture;
+mod heap_events;
+mod heap_sampler;
+mod kernel_heap;
 mod loading;
 mod pageset;
 mod phases;
@@ -63,7 +68,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     preflight::check_privileges()?;
     preflight::check_btf()?;
     if let Some(path) = &args.json {
-        trace::check_writable(path)?;
+        trace::check_writable("--json", path)?;
+    }
+    if let Some(path) = &args.events {
+        trace::check_writable("--events", path)?;
+    }
+    for lib in &args.alloc_libs {
+        allocator::check_alloc_lib(lib)?;
     }
     let target = match target {
         Ok((pid, command)) => Target::Attach { pid, command },
@@ -79,13 +90,18 @@ fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
         phase_truth: args.phase_truth,
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
+        alloc_libs: args.alloc_libs.clone(),
+        events: args.events.clone(),
+        growth_window: args.growth_window.into(),
     };
-    let trace = runtime.block_on(session::trace(target, opts))?;
+    let (trace, detaching) = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();
     print!("{}", report::render(&trace));
-    if let Some(path) = &args.json {
-        trace::write_json(path, &trace)?;
-        eprintln!("memtrace: trace written to {}", path.display());
+    let written = args.json.as_ref().map(|path| trace::write_json(path, &trace).map(|_| path));
+    // Every probe is gone from the kernel before memtrace exits.
+    let _ = detaching.join();
+    if let Some(written) = written {
+        eprintln!("memtrace: trace written to {}", written?.display());
     }
     let code = match (trace.mode.as_str(), trace.target.exit_code) {
         ("run", Some(code)) => code.clamp(0, 255) as u8,

@@ -149,20 +149,35 @@ impl Library {
 
     /// The function `name` (dynamic symbols first, then the symbol table).
     pub fn function(&self, name: &str) -> Result<Option<FunctionCode>> {
+        Ok(self.functions(&[name])?.into_iter().next().map(|(_, code)| code))
+    }
+
+    /// The functions among `names` this file defines, in the order of
+    /// `names`, found in one pass over its symbols (dynamic symbols first,
+    /// then the symbol table, so a statically linked allocator is found too).
+    pub fn functions(&self, names: &[&str]) -> Result<Vec<(String, FunctionCode)>> {
         let file = object::File::parse(&*self.data)?;
-        let symbol = file
-            .dynamic_symbols()
-            .chain(file.symbols())
-            .find(|s| s.is_definition() && s.kind() == object::SymbolKind::Text && s.name() == Ok(name));
-        let Some(symbol) = symbol else { return Ok(None) };
-        let address = symbol.address();
-        let Some(section) = symbol.section_index().and_then(|i| file.section_by_index(i).ok()) else {
-            bail!("symbol {name} has no section");
-        };
-        let data = section.data()?;
-        let start = (address - section.address()) as usize;
-        let code = data.get(start..(start + MAX_SKIP + 8).min(data.len())).unwrap_or_default().to_vec();
-        Ok(Some(FunctionCode { address, code }))
+        let mut found: Vec<Option<FunctionCode>> = names.iter().map(|_| None).collect();
+        let index: std::collections::HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        for symbol in file.dynamic_symbols().chain(file.symbols()) {
+            if !symbol.is_definition() || symbol.kind() != object::SymbolKind::Text {
+                continue;
+            }
+            let Ok(name) = symbol.name() else { continue };
+            let Some(&i) = index.get(name) else { continue };
+            if found[i].is_some() {
+                continue;
+            }
+            let address = symbol.address();
+            let Some(section) = symbol.section_index().and_then(|i| file.section_by_index(i).ok()) else {
+                bail!("symbol {name} has no section");
+            };
+            let data = section.data()?;
+            let start = (address - section.address()) as usize;
+            let code = data.get(start..(start + MAX_SKIP + 8).min(data.len())).unwrap_or_default().to_vec();
+            found[i] = Some(FunctionCode { address, code });
+        }
+        Ok(names.iter().zip(found).filter_map(|(n, f)| f.map(|f| (n.to_string(), f))).collect())
     }
 }
 

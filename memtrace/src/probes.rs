@@ -10,7 +10,9 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use memtrace_common::{FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, TracepointOffsets, NUM_COUNTERS};
+use memtrace_common::{
+    FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, StackStats, TracepointOffsets, NUM_COUNTERS,
+};
 
 use std::{
     num::NonZeroU32,
@@ -18,6 +20,7 @@ use std::{
 };
 
 use crate::{
+    alloc_symbols::{self, Shape},
     aspace::FileId,
     heap::LiveAllocation,
     probe_site::{self, Library, Placement},
@@ -27,7 +30,7 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// (program name in the object, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 15] = [
+const TRACEPOINTS: [(&str, &str, &str); 16] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
@@ -37,6 +40,7 @@ const TRACEPOINTS: [(&str, &str, &str); 15] = [
     ("sys_exit_madvise", "syscalls", "sys_exit_madvise"),
     ("sys_enter_mremap", "syscalls", "sys_enter_mremap"),
     ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("sys_exit_brk", "syscalls", "sys_exit_brk"),
     ("page_fault_user", "exceptions", "page_fault_user"),
     ("rss_stat", "kmem", "rss_stat"),
     ("mm_filemap_fault", "filemap", "mm_filemap_fault"),
@@ -45,20 +49,10 @@ const TRACEPOINTS: [(&str, &str, &str); 15] = [
     ("mm_filemap_delete_from_page_cache", "filemap", "mm_filemap_delete_from_page_cache"),
 ];
 
-/// The allocator functions memtrace probes: (entry program, symbol, whether
-/// its return is probed too). `free` needs no return probe.
-const ALLOCATOR_FUNCTIONS: [(&str, &str, bool); 9] = [
-    ("malloc_enter", "malloc", true),
-    ("calloc_enter", "calloc", true),
-    ("realloc_enter", "realloc", true),
-    ("memalign_enter", "aligned_alloc", true),
-    ("memalign_enter", "memalign", true),
-    ("posix_memalign_enter", "posix_memalign", true),
-    ("valloc_enter", "valloc", true),
-    ("valloc_enter", "pvalloc", true),
-    ("free_enter", "free", false),
-];
 const ALLOC_EXIT: &str = "alloc_exit";
+
+/// The allocators found and their probes, or why the heap is not traced.
+pub type HeapSetup = std::result::Result<Vec<(crate::allocator::Allocator, Vec<HeapProbe>)>, String>;
 
 /// One allocator function as memtrace probed it (for `--explain-probes`
 /// and the trace).
@@ -99,7 +93,8 @@ fn kernel_offsets() -> Result<KernelOffsets> {
 impl Probes {
     /// `phase_stop`: the phase-marker probes stop the target's main thread
     /// (run mode only, where memtrace is its ptrace tracer).
-    pub fn attach(tgid: u32, offsets: &TracepointOffsets, phase_stop: bool) -> Result<Probes> {
+    /// `heap_events`: stream every allocation and free (`--events`).
+    pub fn attach(tgid: u32, offsets: &TracepointOffsets, phase_stop: bool, heap_events: bool) -> Result<Probes> {
         // Offsets sys_exit_mmap needs to name a mapping's file from the fd
         // table; without them memtrace names files from /proc only.
         let kernel_offsets = kernel_offsets();
@@ -107,6 +102,7 @@ impl Probes {
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
             .override_global("PHASE_STOP", &u32::from(phase_stop), true)
+            .override_global("HEAP_EVENTS", &u32::from(heap_events), true)
             .override_global("KERNEL_OFFSETS", kernel_offsets.as_ref().unwrap_or(&KernelOffsets::default()), true)
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;
@@ -159,44 +155,33 @@ impl Probes {
     }
 
     /// Attaches the heap probes to the allocator functions `library` defines
-    /// (glibc's libc.so.6, or another allocator), for process `pid`. Each
-    /// entry probe sits where the kernel can emulate the probed instruction
-    /// (see probe_site); the return probe sits at the same place. Functions
-    /// the library lacks are reported, not fatal; an alias of a function
-    /// already probed (same address) is probed once.
+    /// (glibc's libc.so.6, or another allocator: see alloc_symbols), for
+    /// process `pid`. Each entry probe sits where the kernel can emulate the
+    /// probed instruction (see probe_site); the return probe sits at the same
+    /// place. An alias of a function already probed (same address) is
+    /// probed once. Returns the functions found, probed or not.
     pub fn attach_allocator(&mut self, pid: u32, library: &Path) -> Result<Vec<HeapProbe>> {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
         let lib = Library::open(library)?;
-        for program in ALLOCATOR_FUNCTIONS.iter().map(|f| f.0).chain([ALLOC_EXIT]) {
+        for program in Shape::PROGRAMS.into_iter().chain([ALLOC_EXIT]) {
             let probe: &mut UProbe =
                 self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
             if probe.fd().is_err() {
                 probe.load().with_context(|| format!("verifier rejected {program}"))?;
             }
         }
+        let known = alloc_symbols::known();
+        let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
         let mut report: Vec<HeapProbe> = Vec::new();
-        for (program, symbol, returns) in ALLOCATOR_FUNCTIONS {
+        for (symbol, code) in lib.functions(&names)? {
+            let shape = known.iter().find(|(n, _)| *n == symbol).map(|(_, s)| *s).context("known symbol")?;
             let mut entry = HeapProbe {
-                function: symbol.into(),
+                function: symbol.clone(),
                 library: library.to_path_buf(),
-                address: 0,
+                address: code.address,
                 placement: None,
                 status: String::new(),
             };
-            let code = match lib.function(symbol) {
-                Ok(Some(code)) => code,
-                Ok(None) => {
-                    entry.status = "not in this library: not probed".into();
-                    report.push(entry);
-                    continue;
-                }
-                Err(e) => {
-                    entry.status = format!("not probed: {e:#}");
-                    report.push(entry);
-                    continue;
-                }
-            };
-            entry.address = code.address;
             if let Some(same) = report.iter().find(|r| r.address == code.address && r.placement.is_some()) {
                 entry.status = format!("same code as {} (an alias): probed once", same.function);
                 report.push(entry);
@@ -207,19 +192,17 @@ impl Probes {
                 let probe: &mut UProbe =
                     self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
                 let link = probe
-                    .attach(UProbeAttachLocation::SymbolOffset(symbol, placement.offset), library, scope)
-                    .with_context(|| {
-                    format!("attaching to {symbol}+{} in {}", placement.offset, library.display())
-                })?;
+                    .attach(UProbeAttachLocation::SymbolOffset(&symbol, placement.offset), library, scope)
+                    .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, library.display()))?;
                 self.uprobe_links.push((program, link));
                 Ok(())
             };
-            attach(program)?;
-            if returns {
+            attach(shape.program())?;
+            if shape.returns() {
                 attach(ALLOC_EXIT)?;
             }
             self.attached.push(format!("uprobe {symbol}+{}", placement.offset));
-            entry.status = if returns { "attached (entry and return)" } else { "attached (entry)" }.into();
+            entry.status = if shape.returns() { "attached (entry and return)" } else { "attached (entry)" }.into();
             entry.placement = Some(placement);
             report.push(entry);
         }
@@ -284,6 +267,23 @@ impl Probes {
                 stack_id: a.stack_id,
                 phase_seq: a.phase_seq,
             });
+        }
+        Ok(out)
+    }
+
+    /// Every allocation stack's counters now. STACK_STATS counts live bytes
+    /// with wrapping adds; a stack whose frees were seen before its
+    /// allocations (impossible by construction) would read huge: clamp to 0.
+    pub fn stack_stats(&self) -> Result<Vec<(u64, StackStats)>> {
+        let map = self.ebpf.map("STACK_STATS").context("eBPF object lacks map STACK_STATS")?;
+        let stats: HashMap<_, u64, StackStats> = HashMap::try_from(map)?;
+        let mut out = Vec::new();
+        for entry in stats.iter() {
+            let (id, mut s) = entry?;
+            if s.live_bytes > i64::MAX as u64 {
+                s.live_bytes = 0;
+            }
+            out.push((id, s));
         }
         Ok(out)
     }

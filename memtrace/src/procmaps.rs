@@ -102,6 +102,15 @@ pub fn kernel_faults(pid: u32) -> Option<(u64, u64)> {
     Some((stat.minflt, stat.majflt))
 }
 
+/// The program break's start (`start_brk` in /proc/PID/stat) and its
+/// current end (the end of the `[heap]` mapping; none before the first growth).
+pub fn brk_range(pid: u32) -> Option<(u64, Option<u64>)> {
+    let process = Process::new(pid as i32).ok()?;
+    let start = process.stat().ok()?.start_brk?;
+    let end = process.maps().ok()?.iter().find(|m| m.pathname == MMapPath::Heap).map(|m| m.address.1);
+    Some((start, end))
+}
+
 pub fn command_line(pid: u32) -> Option<String> {
     let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;
     (!cmdline.is_empty()).then(|| cmdline.join(" "))

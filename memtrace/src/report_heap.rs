@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::{
     allocator::Allocator,
-    probes::HeapProbe,
+    probes::{HeapProbe, HeapSetup},
     report::{bytes, signed_bytes, thousands},
     symbolize::describe,
     trace::Trace,
@@ -17,7 +17,13 @@ const LEAKS_SHOWN: usize = 10;
 pub fn render_heap(o: &mut String, t: &Trace) {
     let Some(h) = &t.heap else { return };
     let _ = writeln!(o, "Heap [measured: uprobes on the malloc family; requested bytes, not allocator overhead]");
-    let _ = writeln!(o, "  allocator: {}", h.allocator);
+    if h.allocators.is_empty() {
+        let _ = writeln!(o, "  {}", h.status);
+    }
+    for a in &h.allocators {
+        let unmapped = if a.mapped { "" } else { "; the target never mapped it, so its allocations were not seen" };
+        let _ = writeln!(o, "  allocator: {}: {}{unmapped}", a.path, a.found_by);
+    }
     if h.probes.is_empty() {
         let _ = writeln!(o);
         return;
@@ -44,6 +50,36 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         thousands(h.lost_calls),
         thousands(h.failed_allocs)
     );
+    if h.released_by_exec_allocs > 0 {
+        let _ = writeln!(
+            o,
+            "  released by execve: {} in {} allocations of the image the target replaced (not live, not leaks)",
+            bytes(h.released_by_exec_bytes),
+            thousands(h.released_by_exec_allocs)
+        );
+    }
+    let k = &h.kernel;
+    let _ = writeln!(
+        o,
+        "  kernel side [measured: brk and mmap tracepoints]: brk heap {} (peak {}, {} brk calls); anonymous mmap {} in {} calls, unmapped {}",
+        bytes(k.brk_heap_bytes),
+        bytes(k.brk_heap_peak_bytes),
+        thousands(k.brk_calls),
+        bytes(k.anon_mapped_bytes),
+        thousands(k.anon_mmap_calls),
+        bytes(k.anon_unmapped_bytes)
+    );
+    if let Some(e) = &h.events {
+        let _ = writeln!(
+            o,
+            "  event stream: {} allocations, {} frees and {} stacks written to {}{}",
+            thousands(e.allocs),
+            thousands(e.frees),
+            thousands(e.stacks),
+            e.path,
+            e.error.as_ref().map(|e| format!(" (INCOMPLETE: {e})")).unwrap_or_default()
+        );
+    }
     let slow: Vec<&str> = h.probes.iter().filter(|p| p.emulated == Some(false)).map(|p| p.function.as_str()).collect();
     if !slow.is_empty() {
         let _ =
@@ -82,15 +118,45 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         let _ = writeln!(o, "  ... and {} smaller groups not listed", thousands(t.leak_groups_not_listed));
     }
     let _ = writeln!(o);
+    render_growth(o, t);
+}
+
+fn render_growth(o: &mut String, t: &Trace) {
+    let _ = writeln!(o, "Growth suspects [measured: {}]", t.growth_rule);
+    if t.growth_suspects.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for (i, g) in t.growth_suspects.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "  #{} +{} in the last {:.1} s, now {} in {} allocations",
+            i + 1,
+            bytes(g.growth_bytes),
+            g.window_s,
+            bytes(g.live_bytes),
+            thousands(g.live_count)
+        );
+        for f in g.stack.iter().take(FRAMES_SHOWN) {
+            let _ = writeln!(o, "      {}", describe(f));
+        }
+    }
+    let _ = writeln!(o);
 }
 
 /// Where each allocator probe sits and why (`--explain-probes`).
-pub fn explain_probes(setup: &Result<(Allocator, Vec<HeapProbe>), String>) -> String {
+pub fn explain_probes(setup: &HeapSetup) -> String {
     let mut o = String::new();
-    let (allocator, probes) = match setup {
+    let setup = match setup {
         Ok(s) => s,
         Err(why) => return format!("memtrace: heap probes: none ({why})\n"),
     };
+    for (allocator, probes) in setup {
+        explain_library(&mut o, allocator, probes);
+    }
+    o
+}
+
+fn explain_library(o: &mut String, allocator: &Allocator, probes: &[HeapProbe]) {
     let _ = writeln!(o, "memtrace: heap probes in {} ({})", allocator.path.display(), allocator.how);
     for p in probes {
         match &p.placement {
@@ -110,5 +176,4 @@ pub fn explain_probes(setup: &Result<(Allocator, Vec<HeapProbe>), String>) -> St
             }
         }
     }
-    o
 }

@@ -21,24 +21,25 @@ use tokio::{
 };
 
 use crate::{
-    allocator::{self, Allocator},
+    allocator,
     aspace::{FileId, Region},
     estimates::{estimate, Inputs},
     events::Event,
     events::HeapCounts,
     heap::HeapMarks,
-    heap_capture::{self, HeapAtStop},
+    heap_capture::{self, HeapAtStop, StopContext},
+    heap_events::EventLog,
+    heap_sampler::HeapSampler,
     loading::{FileLoad, Loading, RssCounters, PAGE},
     phases::{FileCounts, Phases, Totals},
-    probes::HeapProbe,
-    probes::Probes,
+    probes::{HeapSetup, Probes},
     procmaps, report_heap,
     stats::{FileInfo, TraceStats},
-    symbolize::FileMapping,
+    symbolize::{self, FileMapping},
     target::{pidfd, ChildExit, HeldChild, Hooks},
     trace::{
-        self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapProbeEntry, HeapSample, KernelFaults, Leak,
-        PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary, Trace,
+        self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
+        HeapSample, KernelFaults, KernelHeapSummary, Leak, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary, Trace,
     },
     tracefs,
 };
@@ -56,6 +57,12 @@ pub struct Options {
     pub leak_age: Option<Duration>,
     /// Print the allocator probes' placement at start.
     pub explain_probes: bool,
+    /// More allocator libraries to probe (`--alloc-lib`).
+    pub alloc_libs: Vec<PathBuf>,
+    /// Write every allocation and free to this file (`--events`).
+    pub events: Option<PathBuf>,
+    /// Growth suspects: stacks whose live bytes grew in each of this many samples.
+    pub growth_window: usize,
 }
 
 /// A ptrace stop of the spawned child that the session must act on before
@@ -67,8 +74,6 @@ enum ChildStop {
 
 /// How often the ring buffer is drained when no event asked for a wakeup.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
-/// The heap timeline takes a sample every this many drain ticks (100 ms).
-const HEAP_SAMPLE_TICKS: u64 = 10;
 /// How long the child may be held at a stop while smaps is read.
 const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after forwarding a signal to a spawned child memtrace waits for it.
@@ -94,6 +99,10 @@ struct Consumer {
     /// Time the target spent stopped for boundary truth.
     boundary_stopped: Duration,
     heap_marks: HeapMarks,
+    /// `--events`: the allocation stream's file.
+    events: Option<EventLog>,
+    /// When the target last called execve (allocations before it died with that image).
+    last_exec_ns: u64,
     /// The target's file mappings at the latest /proc read: allocation
     /// stacks are symbolized with them if the target is gone at stop.
     mappings: Vec<FileMapping>,
@@ -167,8 +176,10 @@ impl Consumer {
                 let file = self.stats.on_fault(address, access);
                 self.loading.on_fault(tid, file);
             }
-            Event::Exec { .. } => {
+            Event::Exec { ts_ns, .. } => {
+                self.last_exec_ns = ts_ns;
                 self.stats.on_exec();
+                self.stats.kernel_heap.on_exec(procmaps::brk_range(self.pid).map(|(start, _)| start));
                 self.loading.on_exec();
                 self.sync();
             }
@@ -185,6 +196,17 @@ impl Consumer {
                 self.heap_marks.on_marker(seq, self.phases.current_path());
             }
             Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
+            Event::Brk { brk, .. } => self.stats.kernel_heap.on_brk(brk),
+            Event::Alloc { ts_ns, tid, address, size, stack_id, phase_seq } => {
+                if let Some(log) = &mut self.events {
+                    log.on_alloc(ts_ns, tid, address, size, stack_id, phase_seq);
+                }
+            }
+            Event::Free { ts_ns, tid, address, size, stack_id } => {
+                if let Some(log) = &mut self.events {
+                    log.on_free(ts_ns, tid, address, size, stack_id);
+                }
+            }
             Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
             Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
             Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
@@ -277,7 +299,11 @@ enum Stop {
     Signal(&'static str),
 }
 
-pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
+/// Traces until the target exits, the duration elapses or a signal comes.
+/// Returns the trace and the detaching of the probes, still under way:
+/// the kernel takes tens of ms per probe to unregister, seconds in all, so
+/// the caller reports first and joins it before exiting.
+pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread::JoinHandle<()>)> {
     let (pid, command, mode) = match &target {
         Target::Run(child) => (child.pid, child.command.clone(), "run"),
         Target::Attach { pid, command } => (*pid, command.clone(), "attach"),
@@ -285,7 +311,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let tracefs_root = tracefs::ensure_mounted()?;
     let offsets = tracefs::read_offsets(&tracefs_root)?;
     let phase_truth = opts.phase_truth && mode == "run";
-    let mut probes = Probes::attach(pid, &offsets, phase_truth)?;
+    let mut probes = Probes::attach(pid, &offsets, phase_truth, opts.events.is_some())?;
     let mut ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
     let binary = match &target {
         Target::Run(child) => std::fs::canonicalize(&child.program).unwrap_or_else(|_| child.program.clone()),
@@ -299,7 +325,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
             format!("none: {e:#}")
         }
     };
-    let heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run");
+    let heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run", &opts.alloc_libs);
     if opts.explain_probes {
         eprint!("{}", report_heap::explain_probes(&heap_setup));
     }
@@ -317,6 +343,11 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         boundary_truth: HashMap::new(),
         boundary_stopped: Duration::ZERO,
         heap_marks: HeapMarks::default(),
+        last_exec_ns: 0,
+        events: match &opts.events {
+            Some(path) => Some(EventLog::create(path, start_ns)?),
+            None => None,
+        },
         mappings: Vec::new(),
     };
     let mut watched = HashSet::new();
@@ -324,7 +355,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
     let mut final_truth: Option<Result<KernelTruth, String>> = None;
     let mut truth_moment = "when tracing stopped";
     let mut heap_stop: Option<(Result<HeapAtStop, String>, &str)> = None;
-    let mut heap_timeline: Vec<HeapSample> = Vec::new();
+    let mut sampler = HeapSampler::new(opts.growth_window);
     // Handle Ctrl-C/SIGTERM before the child runs: a signal that arrives
     // early must stop the trace, not kill memtrace.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -360,6 +391,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         }
         Target::Attach { .. } => {
             consumer.sync(); // baseline: what was mapped before we attached
+            if let Some((start, end)) = procmaps::brk_range(pid) {
+                consumer.stats.kernel_heap.set_start(start, end);
+            }
             if let Some(rss) = procmaps::rss_counters(pid) {
                 consumer.loading.set_baseline(rss);
             }
@@ -412,7 +446,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                             truth_moment = "at the target's exit (stopped there with ptrace; mappings intact)";
                         }
                         if heap_setup.is_ok() {
-                            heap_stop = Some((capture_heap(&probes, &consumer, &opts), "at the target's exit stop"));
+                            heap_stop = Some((capture_heap(&probes, &consumer, &opts, &sampler), "at the target's exit stop"));
                         }
                         consumer.loading.on_exit();
                     }
@@ -432,11 +466,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                 consumer.drain(ring.get_mut());
                 watch_new_files(&mut probes, &consumer.stats, &mut watched);
                 ticks += 1;
-                if heap_setup.is_ok() && ticks.is_multiple_of(HEAP_SAMPLE_TICKS) {
-                    if let Ok(t) = probes.heap_totals() {
-                        let live = heap_capture::counts(&t).live_bytes();
-                        heap_timeline.push(HeapSample { t_s: clock.elapsed().as_secs_f64(), live_bytes: live, anon_rss_bytes: consumer.loading.rss_now.anon });
-                    }
+                if heap_setup.is_ok() {
+                    sampler.tick(&probes, clock.elapsed().as_secs_f64(), consumer.loading.rss_now.anon, &consumer.stats.kernel_heap);
                 }
                 if exit_fd.is_some() && ticks.is_multiple_of(100) {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
@@ -448,7 +479,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
                     final_truth = Some(consumer.truth(ring.get_mut()));
                     truth_moment = "when memtrace was interrupted";
                     if heap_setup.is_ok() {
-                        heap_stop = Some((capture_heap(&probes, &consumer, &opts), "when memtrace was interrupted"));
+                        heap_stop = Some((capture_heap(&probes, &consumer, &opts, &sampler), "when memtrace was interrupted"));
                     }
                 }
                 if let Some(s) = on_signal(&exit_rx, pid, sig, &mut grace) {
@@ -466,15 +497,22 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         } else {
             "when tracing stopped"
         };
-        heap_stop = Some((capture_heap(&probes, &consumer, &opts), when));
+        heap_stop = Some((capture_heap(&probes, &consumer, &opts, &sampler), when));
     }
     // Events already in the ring buffer belong to the trace: take them all.
     consumer.drain(ring.get_mut());
+    let heap_events = consumer.events.take().map(|log| {
+        let ids = log.stack_ids();
+        let stacks: Vec<Vec<u64>> = ids.iter().map(|id| probes.stack(*id).unwrap_or_default()).collect();
+        let frames = symbolize::symbolize(pid, &stacks, &consumer.mappings);
+        log.finish(&ids.into_iter().zip(frames).collect::<Vec<_>>())
+    });
     let end_totals = consumer.totals();
     consumer.phases.finish(monotonic_ns(), &end_totals);
     let counters = probes.counters()?;
     drop(ring);
-    probes.detach();
+    let traced_s = clock.elapsed().as_secs_f64();
+    let detaching = std::thread::spawn(move || probes.detach());
 
     let (exit_code, exit_signal, kernel, stop_reason) = match &stop {
         Stop::Exited(Some(e)) => (
@@ -513,17 +551,24 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         Some((Ok(h), _)) => h.more_leak_groups as u64,
         _ => 0,
     };
-    let (heap, leaks) = heap_section(&consumer, heap_setup, heap_stop, heap_timeline);
+    if let Some(e) = &sampler.growth_error {
+        eprintln!("memtrace: warning: growth suspects could not be sampled: {e}");
+    }
+    let growth_suspects = match &heap_stop {
+        Some((Ok(h), _)) => h.growth_suspects.clone(),
+        _ => vec![],
+    };
+    let (heap, leaks) = heap_section(&consumer, heap_setup, heap_stop, sampler.timeline, heap_events);
     let s = &consumer.stats;
     let unix = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let files = file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok()));
-    Ok(Trace {
+    let trace = Trace {
         format: trace::FORMAT.into(),
         version: trace::VERSION,
         target: trace::Target { pid, command, exit_code, exit_signal },
         mode: mode.into(),
         started_at: trace::rfc3339_utc(unix),
-        duration_s: clock.elapsed().as_secs_f64(),
+        duration_s: traced_s,
         stop_reason,
         counters: Counters {
             page_faults: counters[COUNTER_PAGE_FAULTS as usize],
@@ -582,35 +627,59 @@ pub async fn trace(target: Target, opts: Options) -> Result<Trace> {
         },
         leaks,
         leak_groups_not_listed,
+        growth_rule: format!(
+            "allocation stacks whose live bytes grew in each of the last {} samples ({:.1} s apart; {} samples taken)",
+            opts.growth_window,
+            HeapSampler::growth_interval_s(),
+            sampler.growth.samples
+        ),
+        growth_suspects,
         file_totals: FileTotals::of(&files),
         files,
         sources: trace::default_sources(),
-    })
+    };
+    Ok((trace, detaching))
 }
 
 /// The heap state when tracing stops, or why it could not be read.
-fn capture_heap(probes: &Probes, c: &Consumer, opts: &Options) -> Result<HeapAtStop, String> {
+fn capture_heap(probes: &Probes, c: &Consumer, opts: &Options, sampler: &HeapSampler) -> Result<HeapAtStop, String> {
     let now = monotonic_ns();
     let made_by = now.saturating_sub(opts.leak_age.map_or(0, |a| a.as_nanos() as u64));
-    heap_capture::at_stop(probes, c.pid, now, made_by, &c.heap_marks, &c.mappings).map_err(|e| format!("{e:#}"))
+    let window_s = sampler.growth.window() as f64 * HeapSampler::growth_interval_s();
+    let suspects = sampler.growth.suspects();
+    let ctx = StopContext {
+        pid: c.pid,
+        now_ns: now,
+        made_by_ns: made_by,
+        last_exec_ns: c.last_exec_ns,
+        marks: &c.heap_marks,
+        saved_mappings: &c.mappings,
+    };
+    heap_capture::at_stop(probes, &ctx, suspects, window_s).map_err(|e| format!("{e:#}"))
 }
 
-/// Finds the allocator and attaches the heap probes; the error says why
-/// the heap is not traced.
-fn attach_heap(
-    probes: &mut Probes,
-    pid: u32,
-    binary: &Path,
-    run_mode: bool,
-) -> Result<(Allocator, Vec<HeapProbe>), String> {
-    let allocator = allocator::find(pid, binary, run_mode).map_err(|e| format!("{e:#}"))?;
-    match probes.attach_allocator(pid, &allocator.path) {
-        Ok(report) => Ok((allocator, report)),
-        Err(e) => {
-            eprintln!("memtrace: warning: the heap will not be traced: {e:#}");
-            Err(format!("{e:#}"))
+/// Finds the allocators and attaches the heap probes; the error says why
+/// the heap is not traced. One allocator failing leaves the others traced.
+fn attach_heap(probes: &mut Probes, pid: u32, binary: &Path, run_mode: bool, alloc_libs: &[PathBuf]) -> HeapSetup {
+    let allocators = allocator::find(pid, binary, run_mode, alloc_libs).map_err(|e| format!("{e:#}"))?;
+    let mut setup = Vec::new();
+    let mut errors = Vec::new();
+    for allocator in allocators {
+        match probes.attach_allocator(pid, &allocator.path) {
+            Ok(report) => setup.push((allocator, report)),
+            Err(e) => {
+                eprintln!(
+                    "memtrace: warning: allocations through {} will not be traced: {e:#}",
+                    allocator.path.display()
+                );
+                errors.push(format!("{}: {e:#}", allocator.path.display()));
+            }
         }
     }
+    if setup.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(setup)
 }
 
 /// Per-file kernel truth at one instant.
@@ -707,27 +776,36 @@ fn monotonic_ns() -> u64 {
 /// The trace's heap section and leak candidates.
 fn heap_section(
     c: &Consumer,
-    setup: Result<(Allocator, Vec<HeapProbe>), String>,
+    setup: HeapSetup,
     at_stop: Option<(Result<HeapAtStop, String>, &str)>,
     timeline: Vec<HeapSample>,
+    events: Option<HeapEvents>,
 ) -> (Option<Heap>, Vec<Leak>) {
-    let (allocator, probes) = match setup {
+    let setup = match setup {
         Ok(s) => s,
         Err(why) => {
-            let heap = Heap { allocator: format!("not traced: {why}"), ..Heap::default() };
+            let status = format!("not traced: {why}");
+            let heap = Heap { allocator: status.clone(), status, ..Heap::default() };
             return (Some(heap), vec![]);
         }
     };
-    let mapped = c.stats.files.values().any(|f| Path::new(&f.path) == allocator.path);
+    let k = &c.stats.kernel_heap;
+    let allocator =
+        setup.iter().map(|(a, _)| format!("{}: {}", a.path.display(), a.how)).collect::<Vec<_>>().join("; ");
     let mut heap = Heap {
-        allocator: format!(
-            "{}: {}{}",
-            allocator.path.display(),
-            allocator.how,
-            if mapped { "" } else { "; the target never mapped it, so its allocations were not seen" }
-        ),
-        probes: probes
+        allocator,
+        status: "traced".into(),
+        allocators: setup
+            .iter()
+            .map(|(a, _)| HeapAllocator {
+                path: a.path.display().to_string(),
+                found_by: a.how.clone(),
+                mapped: c.stats.files.values().any(|f| Path::new(&f.path) == a.path),
+            })
+            .collect(),
+        probes: setup
             .into_iter()
+            .flat_map(|(_, probes)| probes)
             .map(|p| HeapProbeEntry {
                 function: p.function,
                 library: p.library.display().to_string(),
@@ -739,6 +817,15 @@ fn heap_section(
             })
             .collect(),
         timeline,
+        kernel: KernelHeapSummary {
+            brk_heap_bytes: k.brk_bytes(),
+            brk_heap_peak_bytes: k.brk_peak_bytes(),
+            brk_calls: k.brk_calls,
+            anon_mmap_calls: k.anon_mmap_calls,
+            anon_mapped_bytes: k.anon_mapped_bytes,
+            anon_unmapped_bytes: k.anon_unmapped_bytes,
+        },
+        events,
         ..Heap::default()
     };
     let mut leaks = vec![];
@@ -746,7 +833,8 @@ fn heap_section(
         Some((Ok(h), when)) => {
             let t = h.totals;
             heap.read_at = when.to_string();
-            heap.live_bytes = t.allocated_bytes as i64 - t.freed_bytes as i64;
+            (heap.released_by_exec_allocs, heap.released_by_exec_bytes) = h.released_by_exec;
+            heap.live_bytes = t.allocated_bytes as i64 - t.freed_bytes as i64 - h.released_by_exec.1 as i64;
             heap.live_allocations = h.live_allocations;
             (heap.allocated_bytes, heap.freed_bytes, heap.allocs, heap.frees) =
                 (t.allocated_bytes, t.freed_bytes, t.allocs, t.frees);

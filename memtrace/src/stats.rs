@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     aspace::{AddressSpace, FileId, Region, Removed},
     events::FaultAccess,
+    kernel_heap::KernelHeap,
 };
 
 const PAGE: u64 = 4096;
@@ -74,6 +75,13 @@ pub struct TraceStats {
     /// File-backed mmaps whose file could not be identified from /proc.
     pub unresolved_file_mappings: u64,
     pub malformed_events: u64,
+    /// brk and anonymous mappings (the kernel's side of the heap).
+    pub kernel_heap: KernelHeap,
+}
+
+/// Bytes of anonymous mappings among removed pieces.
+fn anon_bytes(removed: &[Removed]) -> u64 {
+    removed.iter().filter(|r| r.region == Region::Anon).map(|r| r.end - r.start).sum()
 }
 
 fn page_end(start: u64, len: u64) -> u64 {
@@ -118,6 +126,10 @@ impl TraceStats {
         };
         let end = page_end(start, len);
         let removed = self.aspace.map(start, end, region.clone());
+        self.kernel_heap.on_anon_unmap(anon_bytes(&removed));
+        if region == Region::Anon {
+            self.kernel_heap.on_anon_map(end - start);
+        }
         self.forget(&removed);
         self.account(&region, end - start, true);
     }
@@ -129,6 +141,7 @@ impl TraceStats {
             return;
         }
         let removed = self.aspace.unmap(addr, page_end(addr, len));
+        self.kernel_heap.on_anon_unmap(anon_bytes(&removed));
         self.forget(&removed);
     }
 
@@ -141,10 +154,15 @@ impl TraceStats {
         }
         let Some(region) = self.aspace.find(old_addr).cloned() else { return };
         let removed = self.aspace.unmap(old_addr, page_end(old_addr, old_len));
+        self.kernel_heap.on_anon_unmap(anon_bytes(&removed));
         self.forget(&removed);
         let start = result as u64;
         let end = page_end(start, new_len);
         let replaced = self.aspace.map(start, end, region.clone());
+        self.kernel_heap.on_anon_unmap(anon_bytes(&replaced));
+        if region == Region::Anon {
+            self.kernel_heap.on_anon_map(end - start);
+        }
         self.forget(&replaced);
         self.account(&region, end - start, true);
     }

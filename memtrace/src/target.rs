@@ -226,8 +226,14 @@ fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
         if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXIT {
             (hooks.at_exit)();
             cont(0);
+        } else if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXEC {
+            // A later execve (`env VAR=x prog`, `sh -c prog`): reported as an
+            // event, so no stray SIGTRAP reaches the new program.
+            cont(0);
         } else if sig == libc::SIGTRAP && !seen_exec {
-            // The stop after a traced execve: from now on, stop at exit.
+            // The stop after the first traced execve: from now on, stop at
+            // exit and report further execs as events (without
+            // PTRACE_O_TRACEEXEC each would get a SIGTRAP and die of it).
             seen_exec = true;
             // SAFETY: ptrace on our stopped tracee.
             unsafe {
@@ -235,7 +241,7 @@ fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
                     libc::PTRACE_SETOPTIONS,
                     pid as i32,
                     ptr::null_mut::<libc::c_void>(),
-                    libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+                    (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as usize as *mut libc::c_void,
                 )
             };
             cont(0);

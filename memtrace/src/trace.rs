@@ -44,6 +44,10 @@ pub struct Trace {
     pub leaks: Vec<Leak>,
     /// Smaller groups left out of `leaks` (not symbolized).
     pub leak_groups_not_listed: u64,
+    /// Which stacks count as growth suspects.
+    pub growth_rule: String,
+    /// Allocation stacks whose live bytes grew in every sample of the window, most growth first.
+    pub growth_suspects: Vec<GrowthSuspect>,
     pub files: Vec<FileEntry>,
     /// Sums over `files`.
     pub file_totals: FileTotals,
@@ -198,8 +202,13 @@ pub struct PhaseEntry {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Heap {
-    /// Which allocator was probed and how it was found.
+    /// Every allocator probed and how it was found, in one line ("path: how;
+    /// ..."), or "not traced: why" (kept from version 1; `allocators` has the parts).
     pub allocator: String,
+    /// "traced", or why the heap is not traced.
+    pub status: String,
+    /// Each allocator probed, how it was found, and whether the target mapped it.
+    pub allocators: Vec<HeapAllocator>,
     pub probes: Vec<HeapProbeEntry>,
     /// When the figures below were read.
     pub read_at: String,
@@ -216,6 +225,10 @@ pub struct Heap {
     pub unknown_frees: u64,
     /// Allocations not tracked: the live map was full.
     pub dropped_allocs: u64,
+    /// Allocations still live when the target called execve again (the old
+    /// image's heap, gone with it): taken out of live_bytes and the leaks.
+    pub released_by_exec_allocs: u64,
+    pub released_by_exec_bytes: u64,
     /// Addresses allocated again while still live: a free went unseen.
     pub missed_frees: u64,
     /// Allocations recorded without a stack.
@@ -223,8 +236,55 @@ pub struct Heap {
     pub failed_allocs: u64,
     /// Allocator calls whose entry could not be recorded.
     pub lost_calls: u64,
-    /// Sampled every `HEAP_SAMPLE_MS` while tracing.
+    /// Sampled every 100 ms while tracing.
     pub timeline: Vec<HeapSample>,
+    /// The kernel's side: the program break and anonymous mappings
+    /// (measured, syscall tracepoints).
+    pub kernel: KernelHeapSummary,
+    /// `--events`: where the full stream went.
+    pub events: Option<HeapEvents>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KernelHeapSummary {
+    /// Program break minus its start, at the stop and at most.
+    pub brk_heap_bytes: u64,
+    pub brk_heap_peak_bytes: u64,
+    pub brk_calls: u64,
+    pub anon_mmap_calls: u64,
+    pub anon_mapped_bytes: u64,
+    pub anon_unmapped_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeapEvents {
+    pub path: String,
+    pub allocs: u64,
+    pub frees: u64,
+    /// Symbolized stacks appended at the end of the file.
+    pub stacks: u64,
+    /// A write error: the stream stops there (the trace is still complete).
+    pub error: Option<String>,
+}
+
+/// An allocation stack whose live bytes grew in every sample of the window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GrowthSuspect {
+    pub stack_id: u64,
+    pub live_bytes: u64,
+    pub live_count: u64,
+    /// Growth of live bytes over the window.
+    pub growth_bytes: u64,
+    pub window_s: f64,
+    pub stack: Vec<crate::symbolize::Frame>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeapAllocator {
+    pub path: String,
+    pub found_by: String,
+    /// The target mapped this file while traced (false: its probes never fired).
+    pub mapped: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -246,6 +306,10 @@ pub struct HeapSample {
     pub live_bytes: i64,
     /// Anonymous RSS (kernel view, rss_stat) at the same moment.
     pub anon_rss_bytes: u64,
+    /// Program break minus its start (kernel view, brk tracepoint).
+    pub brk_heap_bytes: u64,
+    /// Anonymous bytes mapped minus unmapped since tracing began (mmap tracepoints).
+    pub anon_mapped_net_bytes: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -362,13 +426,14 @@ pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
 
 /// Checks before tracing that the trace can be written where asked, so a long
 /// run does not end with nowhere to put its result.
-pub fn check_writable(path: &Path) -> Result<()> {
+/// Checks that the output file `path`, given as `flag`, can be created.
+pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        anyhow::bail!("--json {}: directory {} does not exist", path.display(), dir.display());
+        anyhow::bail!("{flag} {}: directory {} does not exist", path.display(), dir.display());
     }
     if path.is_dir() {
-        anyhow::bail!("--json {}: is a directory; give a file name", path.display());
+        anyhow::bail!("{flag} {}: is a directory; give a file name", path.display());
     }
     Ok(())
 }
@@ -423,6 +488,8 @@ mod tests {
             leak_rule: "alive at the end".into(),
             leaks: vec![],
             leak_groups_not_listed: 0,
+            growth_rule: "none".into(),
+            growth_suspects: vec![],
             final_truth: "none".into(),
             files: vec![],
             file_totals: FileTotals::default(),
@@ -446,8 +513,8 @@ mod tests {
 
     #[test]
     fn refuses_paths_it_could_not_write() {
-        assert!(check_writable(Path::new("/nonexistent-dir/t.json")).is_err());
-        assert!(check_writable(Path::new("/tmp")).is_err());
-        assert!(check_writable(Path::new("t.json")).is_ok());
+        assert!(check_writable("--json", Path::new("/nonexistent-dir/t.json")).is_err());
+        assert!(check_writable("--json", Path::new("/tmp")).is_err());
+        assert!(check_writable("--json", Path::new("t.json")).is_ok());
     }
 }

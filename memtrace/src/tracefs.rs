@@ -98,6 +98,7 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_munmap", "ret"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_madvise", "ret"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_mremap", "ret"),
+        ("syscalls/sys_exit_mmap", "syscalls/sys_exit_brk", "ret"),
     ] {
         let size = if field == "s_dev" {
             4

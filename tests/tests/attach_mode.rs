@@ -12,7 +12,7 @@ use std::{
 use common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 25] = [
+const OUR_PROGRAMS: [&str; 26] = [
     "sched_process_e",
     "sys_enter_mmap",
     "sys_exit_mmap",
@@ -22,6 +22,7 @@ const OUR_PROGRAMS: [&str; 25] = [
     "sys_exit_madvis",
     "sys_enter_mrema",
     "sys_exit_mremap",
+    "sys_exit_brk",
     "page_fault_user",
     "rss_stat",
     "mm_filemap_faul",

@@ -66,3 +66,12 @@ fn without_privileges_it_says_to_use_sudo() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.contains("CAP_BPF") && err.contains("sudo"), "{err}");
 }
+
+#[test]
+fn an_alloc_lib_that_is_no_allocator_is_refused_with_the_fix() {
+    require_root();
+    let err = one_line_error(Command::new(memtrace_bin()).args(["run", "--alloc-lib", "/bin/true", "--", "true"]));
+    assert!(err.contains("defines none of the allocator functions") && err.contains("libjemalloc.so.2"), "{err}");
+    let err = one_line_error(Command::new(memtrace_bin()).args(["run", "--alloc-lib", "/etc/hostname", "--", "true"]));
+    assert!(err.contains("--alloc-lib /etc/hostname") && err.contains("not an ELF file"), "{err}");
+}

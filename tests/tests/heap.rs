@@ -102,7 +102,7 @@ fn attach_mid_run_counts_frees_of_older_blocks_as_unknown() {
 
     let trace = read_json(&trace_path);
     let heap = &trace["heap"];
-    assert!(heap["allocator"].as_str().unwrap().contains("the glibc the target maps"), "{heap:#}");
+    assert!(heap["allocators"][0]["found_by"].as_str().unwrap().contains("the glibc the target maps"), "{heap:#}");
     assert!(u(&heap["unknown_frees"]) > 0, "teardown freed blocks made before attach: {heap:#}");
     assert!(heap["live_bytes"].as_i64().unwrap() >= 0, "{heap:#}");
     let leaky: u64 = trace["leaks"]

@@ -12,10 +12,24 @@ use crate::{is_root, status};
 /// bpf-linker release known to build against the nightly toolchain's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests and benchmarks use: (command that proves it
-/// is there, package). setpriv: the no-privilege test; gcc: test programs;
-/// bpftrace: the heap benchmark's peer.
-const DEBIAN_PACKAGES: [(&str, &str); 3] = [("setpriv", "util-linux"), ("gcc", "gcc"), ("bpftrace", "bpftrace")];
+/// Debian packages the tests and benchmarks use: (command, or absolute
+/// path, that proves it is there; package). setpriv: the no-privilege test;
+/// gcc: the C test program; bpftrace: the heap benchmark's peer; jemalloc:
+/// the `--alloc-lib` test.
+const DEBIAN_PACKAGES: [(&str, &str); 4] = [
+    ("setpriv", "util-linux"),
+    ("gcc", "gcc"),
+    ("bpftrace", "bpftrace"),
+    ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
+];
+
+fn is_there(proof: &str) -> bool {
+    if proof.starts_with('/') {
+        Path::new(proof).exists()
+    } else {
+        has_command(proof)
+    }
+}
 
 pub fn run() -> Result<()> {
     nightly_with_rust_src()?;
@@ -116,7 +130,8 @@ fn has_command(name: &str) -> bool {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().filter(|(cmd, _)| !has_command(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> =
+        DEBIAN_PACKAGES.iter().filter(|(proof, _)| !is_there(proof)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         eprintln!("xtask: Debian packages ({}): already installed", DEBIAN_PACKAGES.map(|p| p.1).join(", "));
         return Ok(());
