@@ -55,6 +55,8 @@ pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Resul
         }
     }
     for path in extra {
+        // The name the target's maps will show (a symlink such as libfoo.so -> libfoo.so.2 resolved).
+        let path = &std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         let how = if run_mode {
             "--alloc-lib (the trace says whether the target mapped it)".to_string()
         } else {

@@ -88,8 +88,8 @@ struct Consumer {
     /// The RSS counters when the final kernel truth was read.
     rss_at_truth: Option<RssCounters>,
     /// Pages found outside every mapping at the latest /proc re-read: another
-    /// fault there does not trigger a new re-read (brk growth and mremap are
-    /// not traced yet, so the maps file is how the model learns of them).
+    /// fault there does not trigger a new re-read (mappings the events did
+    /// not describe, e.g. the kernel's own in execve).
     unknown_pages: HashSet<u64>,
     /// Timestamp of the latest phase marker of the main thread: where a
     /// `--phase-truth` stop belongs.
@@ -196,7 +196,7 @@ impl Consumer {
                 self.heap_marks.on_marker(seq, self.phases.current_path());
             }
             Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
-            Event::Brk { brk, .. } => self.stats.kernel_heap.on_brk(brk),
+            Event::Brk { brk, .. } => self.stats.on_brk(brk),
             Event::Alloc { ts_ns, tid, address, size, stack_id, phase_seq } => {
                 if let Some(log) = &mut self.events {
                     log.on_alloc(ts_ns, tid, address, size, stack_id, phase_seq);

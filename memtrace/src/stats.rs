@@ -167,6 +167,20 @@ impl TraceStats {
         self.account(&region, end - start, true);
     }
 
+    /// The program break moved: the `[heap]` mapping grows or shrinks with it
+    /// (page-rounded), so faults there need no /proc re-read.
+    pub fn on_brk(&mut self, brk: u64) {
+        let old = self.kernel_heap.brk_now;
+        self.kernel_heap.on_brk(brk);
+        let (Some(start), Some(old)) = (self.kernel_heap.brk_start, old) else { return };
+        let (old_end, new_end) = (page_end(old, 0), page_end(brk, 0));
+        if new_end > old_end && old_end >= start {
+            self.aspace.map(old_end, new_end, Region::Heap);
+        } else if new_end < old_end && new_end >= start {
+            self.aspace.unmap(new_end, old_end);
+        }
+    }
+
     pub fn on_madvise(&mut self, result: i64) {
         if result < 0 {
             self.madvise_failed += 1;
@@ -294,6 +308,19 @@ mod tests {
 
     fn arrow() -> Option<FileInfo> {
         Some(FileInfo { id: ARROW, path: "/data/x.arrow".into(), size_bytes: Some(10_000) })
+    }
+
+    #[test]
+    fn the_heap_mapping_follows_the_break() {
+        let mut s = TraceStats::default();
+        s.on_brk(0x10_0000); // brk(0): the start
+        s.on_brk(0x12_0800);
+        assert!(s.knows(0x12_0000) && !s.knows(0x12_1000), "rounded up to the page");
+        s.on_fault(0x11_0000, FaultAccess::Write);
+        assert_eq!(s.regions["[heap]"].write, 1);
+        s.on_brk(0x11_0000);
+        assert!(!s.knows(0x11_0000) && s.knows(0x10_f000));
+        assert_eq!(s.kernel_heap.brk_bytes(), 0x1_0000);
     }
 
     #[test]
