@@ -39,9 +39,10 @@ pub const RANGE_OP_MREMAP: u64 = 2;
 pub const EVENT_MMAP_FILE: u32 = 14;
 /// A finished `mremap`: args = [old addr, old len, new len, flags, result (new addr or -errno)].
 pub const EVENT_MREMAP: u32 = 13;
-/// A phase marker function was called: args[0] bit 0 is 1 for
-/// `memtrace_phase_begin`, 0 for `memtrace_phase_end`; args[0] >> 1 is the
-/// marker's sequence number (1, 2, ...: the `phase_seq` that allocations made
+/// A phase boundary: args[0] bit 0 is 1 for a begin
+/// (`memtrace_phase_begin`, or a `--phase-fn` function's entry), 0 for an
+/// end; args[0] >> 40 is the `--phase-fn` function's index (0: a marker);
+/// (args[0] >> 1) & 0xffff_ffff is the marker's sequence number (1, 2, ...: the `phase_seq` that allocations made
 /// after it carry); args[1..6] hold the
 /// NUL-terminated name (at most PHASE_NAME_MAX bytes including the NUL).
 pub const EVENT_PHASE: u32 = 12;
@@ -184,6 +185,10 @@ pub struct PendingAlloc {
     /// call at or above it means this one never returned through us (longjmp):
     /// it is replaced.
     pub sp: u64,
+    /// Where the entry probe fired. At the same stack pointer, another
+    /// function is a tail call of this one (`jmp malloc`), the same function
+    /// a new call after a return that went unseen.
+    pub ip: u64,
 }
 
 /// One live allocation (`LIVE_ALLOCS`, by address).
@@ -244,6 +249,11 @@ pub struct HeapTotals {
     pub failed_allocs: u64,
     /// Allocation calls whose entry could not be recorded (ALLOC_PENDING full).
     pub lost_calls: u64,
+    /// Allocation calls whose return was never seen: the thread's next call
+    /// found them still open (a longjmp out of the allocator, or the kernel's
+    /// limit of 64 pending return probes per thread, reached under deep
+    /// recursion of a `--phase-fn` function). Their allocations are not counted.
+    pub abandoned_calls: u64,
 }
 
 /// `LIVE_ALLOCS` capacity unless the loader overrides it.

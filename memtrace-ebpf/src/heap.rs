@@ -144,13 +144,23 @@ fn stack_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
 fn enter(ctx: &ProbeContext, kind: u32, size: u64, arg: u64) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     let sp = stack_pointer(ctx.regs);
+    // SAFETY: the kernel hands every uprobe program the user registers.
+    let ip = unsafe { (*ctx.regs).rip };
     if let Some(outer) = ALLOC_PENDING.get_ptr(tid) {
         // SAFETY: map value pointer, valid for this program run.
-        if sp < unsafe { (*outer).sp } {
+        let (outer_sp, outer_ip) = unsafe { ((*outer).sp, (*outer).ip) };
+        if sp < outer_sp {
             return 0; // nested in an allocator call that will account for it
         }
+        // At the same stack pointer in another function: the open call
+        // tail-called this one (`jmp malloc`), which returns for both; it
+        // replaces the record. Anything else: the open call's return went
+        // unseen (longjmp, the kernel's return-probe limit).
+        if sp > outer_sp || ip == outer_ip {
+            bump(|t| unsafe { &raw mut (*t).abandoned_calls });
+        }
     }
-    let pending = PendingAlloc { kind, _pad: 0, size, arg, sp };
+    let pending = PendingAlloc { kind, _pad: 0, size, arg, sp, ip };
     if ALLOC_PENDING.insert(tid, pending, 0).is_err() {
         bump(|t| unsafe { &raw mut (*t).lost_calls });
     }

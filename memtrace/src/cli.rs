@@ -20,6 +20,7 @@ It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.8 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
 sudo memtrace -p 4242 --duration 30 --json t.json   attach to a running process for 30 s\n  \
+memtrace report t.json                              print a saved trace's report again\n  \
 cargo xtask demo                                    trace the bundled Arrow workload",
     args_conflicts_with_subcommands = true
 )]
@@ -47,6 +48,13 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Print the report of a trace saved with --json, as the run printed it.
+    /// Needs no kernel support and no privileges.
+    Report {
+        /// The trace file (written by `memtrace ... --json TRACE.json`)
+        #[arg(value_name = "TRACE.json")]
+        trace: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -60,6 +68,13 @@ pub struct TraceArgs {
     /// its per-file RSS change (adds a few ms per marker to the phase times)
     #[arg(long)]
     pub phase_truth: bool,
+
+    /// A phase named NAME lasts while the function SYMBOL runs (its
+    /// outermost call: recursion and nested calls stay one phase), for
+    /// programs without marker functions. SYMBOL as `nm` prints it (mangled
+    /// for C++); @/path/lib.so when a library defines it. Repeatable
+    #[arg(long = "phase-fn", value_name = "NAME=SYMBOL[@LIBRARY]")]
+    pub phase_fns: Vec<String>,
 
     /// Leak candidates are live allocations at least SECS old when tracing
     /// stops (default: every allocation still live at the stop)
@@ -111,6 +126,14 @@ mod tests {
         let Some(Command::Run { trace, command }) = cli.command else { panic!() };
         assert_eq!(command, ["ls", "-l", "--color"]);
         assert_eq!(trace.json.unwrap().to_str(), Some("t.json"));
+    }
+
+    #[test]
+    fn report_takes_a_trace_file() {
+        let cli = Cli::try_parse_from(["memtrace", "report", "t.json"]).unwrap();
+        let Some(Command::Report { trace }) = cli.command else { panic!() };
+        assert_eq!(trace.to_str(), Some("t.json"));
+        assert!(Cli::try_parse_from(["memtrace", "report"]).is_err());
     }
 
     #[test]

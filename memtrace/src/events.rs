@@ -90,6 +90,8 @@ pub enum Event {
         name: String,
         /// The marker's sequence number: allocations made after it carry it.
         seq: u32,
+        /// The `--phase-fn` function (1, 2, ...; 0: a marker function, named by `name`).
+        function: u32,
     },
     /// The allocator totals right after the phase marker `seq`.
     HeapMark {
@@ -249,7 +251,8 @@ impl Event {
                 let bytes: Vec<u8> = a[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
                 let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 let name = String::from_utf8_lossy(&bytes[..len]).into_owned();
-                Event::Phase { ts_ns, tid, begin: a[0] & 1 == 1, name, seq: (a[0] >> 1) as u32 }
+                let (begin, seq, function) = (a[0] & 1 == 1, (a[0] >> 1) as u32, (a[0] >> 40) as u32);
+                Event::Phase { ts_ns, tid, begin, name, seq, function }
             }
             EVENT_RANGE_ENTER => {
                 Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
@@ -391,7 +394,12 @@ mod tests {
         args[1] = u64::from_le_bytes(*b"search\0x");
         assert_eq!(
             Event::decode(&bytes(&raw(EVENT_PHASE, args))).unwrap(),
-            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into(), seq: 5 }
+            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into(), seq: 5, function: 0 }
+        );
+        // A --phase-fn boundary: the function's index above the sequence number.
+        assert_eq!(
+            Event::decode(&bytes(&raw(EVENT_PHASE, [7 << 1 | 2 << 40, 0, 0, 0, 0, 0]))).unwrap(),
+            Event::Phase { ts_ns: 99, tid: 7, begin: false, name: String::new(), seq: 7, function: 2 }
         );
         let mark = Event::decode(&bytes(&raw(EVENT_HEAP_MARK, [100, 40, 3, 2, 1, 5]))).unwrap();
         let totals = HeapCounts { allocated_bytes: 100, freed_bytes: 40, allocs: 3, frees: 2, unknown_frees: 1 };

@@ -14,6 +14,7 @@ mod heap_sampler;
 mod kernel_heap;
 mod loading;
 mod pageset;
+mod phase_fn;
 mod phases;
 mod preflight;
 mod probe_site;
@@ -28,7 +29,7 @@ mod target;
 mod trace;
 mod tracefs;
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Result};
 use clap::Parser;
@@ -52,16 +53,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let (args, target) = match (cli.command, cli.pid) {
+        (Some(Command::Report { trace }), _) => {
+            // No kernel, no privileges: a saved trace, rendered as the run did.
+            print!("{}", report::render(&trace::read_json(&trace)?));
+            return Ok(ExitCode::SUCCESS);
+        }
         (Some(Command::Run { trace, command }), _) => {
-            target::resolve_command(&command[0])?;
-            (trace, Err(command))
+            let program = target::resolve_command(&command[0])?;
+            let phase_fns = resolve_phase_fns(&trace, &program)?;
+            (trace, Err((command, phase_fns)))
         }
         (None, Some(_)) if cli.trace.phase_truth => {
             bail!("--phase-truth needs run mode (memtrace must be the target's ptrace tracer): use `memtrace run --phase-truth -- CMD`")
         }
         (None, Some(pid)) => {
             let command = target::check_pid(pid)?;
-            (cli.trace, Ok((pid, command)))
+            let phase_fns = resolve_phase_fns(&cli.trace, Path::new(&format!("/proc/{pid}/exe")))?;
+            (cli.trace, Ok((pid, command, phase_fns)))
         }
         (None, None) => bail!("nothing to trace: give `-p PID` to attach, or `run -- CMD ARGS` to spawn (see --help)"),
     };
@@ -76,14 +84,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
     for lib in &args.alloc_libs {
         allocator::check_alloc_lib(lib)?;
     }
-    let target = match target {
-        Ok((pid, command)) => Target::Attach { pid, command },
-        Err(argv) => Target::Run(target::HeldChild::spawn(&argv)?),
+    let (target, phase_fns) = match target {
+        Ok((pid, command, phase_fns)) => (Target::Attach { pid, command }, phase_fns),
+        Err((argv, phase_fns)) => (Target::Run(target::HeldChild::spawn(&argv)?), phase_fns),
     };
-    trace_and_report(target, &args)
+    trace_and_report(target, &args, phase_fns)
 }
 
-fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
+/// Checks each `--phase-fn` against the file that must define it.
+fn resolve_phase_fns(args: &TraceArgs, executable: &Path) -> Result<Vec<phase_fn::PhaseFn>> {
+    args.phase_fns.iter().map(|spec| phase_fn::resolve(spec, executable)).collect()
+}
+
+fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::PhaseFn>) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let opts = Options {
         duration: args.duration.map(Duration::from_secs_f64),
@@ -93,6 +106,7 @@ fn trace_and_report(target: Target, args: &TraceArgs) -> Result<ExitCode> {
         alloc_libs: args.alloc_libs.clone(),
         events: args.events.clone(),
         growth_window: args.growth_window.into(),
+        phase_fns,
     };
     let (trace, detaching) = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();

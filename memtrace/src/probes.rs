@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         trace_point::TracePointLinkId,
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
@@ -152,6 +152,30 @@ impl Probes {
             self.attached.push(format!("uprobe {symbol}"));
         }
         Ok(true)
+    }
+
+    /// Attaches `--phase-fn` functions: entry and return probes, each with
+    /// the function's index (1, 2, ...) as its cookie.
+    pub fn attach_phase_fns(&mut self, pid: u32, fns: &[crate::phase_fn::PhaseFn]) -> Result<()> {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
+        for program in ["phase_fn_enter", "phase_fn_exit"] {
+            let probe: &mut UProbe =
+                self.ebpf.program_mut(program).context("eBPF object lacks phase-fn programs")?.try_into()?;
+            probe.load().with_context(|| format!("verifier rejected {program}"))?;
+        }
+        for (i, f) in fns.iter().enumerate() {
+            for program in ["phase_fn_enter", "phase_fn_exit"] {
+                let probe: &mut UProbe = self.ebpf.program_mut(program).context("phase-fn program")?.try_into()?;
+                let point =
+                    UProbeAttachPoint { location: UProbeAttachLocation::Symbol(&f.symbol), cookie: Some(i as u64 + 1) };
+                let link = probe
+                    .attach(point, &f.path, scope)
+                    .with_context(|| format!("attaching to {} in {}", f.symbol, f.path.display()))?;
+                self.uprobe_links.push((program, link));
+            }
+            self.attached.push(format!("uprobe+uretprobe {} (phase {})", f.symbol, f.name));
+        }
+        Ok(())
     }
 
     /// Attaches the heap probes to the allocator functions `library` defines

@@ -151,9 +151,12 @@ fn render_phases(o: &mut String, t: &Trace) {
     }
     let _ = writeln!(
         o,
-        "Phases [measured: uprobes on memtrace_phase_begin/end; figures gained during each phase; heap: allocator view]"
+        "Phases [measured: uprobes on memtrace_phase_begin/end and --phase-fn functions; figures gained during each phase; heap: allocator view]"
     );
     let _ = writeln!(o, "  kernel truth at boundaries: {}", t.phase_truth);
+    for f in &t.phase_functions {
+        let _ = writeln!(o, "  --phase-fn: {f}");
+    }
     let _ = writeln!(
         o,
         "  {:<24} {:>9} {:>9} {:>10} {:>10} {:>10}  file loaded most",

@@ -31,6 +31,7 @@ use crate::{
     heap_events::EventLog,
     heap_sampler::HeapSampler,
     loading::{FileLoad, Loading, RssCounters, PAGE},
+    phase_fn::PhaseFn,
     phases::{FileCounts, Phases, Totals},
     probes::{HeapSetup, Probes},
     procmaps, report_heap,
@@ -63,6 +64,8 @@ pub struct Options {
     pub events: Option<PathBuf>,
     /// Growth suspects: stacks whose live bytes grew in each of this many samples.
     pub growth_window: usize,
+    /// `--phase-fn` functions, checked to exist.
+    pub phase_fns: Vec<PhaseFn>,
 }
 
 /// A ptrace stop of the spawned child that the session must act on before
@@ -101,6 +104,8 @@ struct Consumer {
     heap_marks: HeapMarks,
     /// `--events`: the allocation stream's file.
     events: Option<EventLog>,
+    /// `--phase-fn` phase names, by function index - 1.
+    phase_fn_names: Vec<String>,
     /// When the target last called execve (allocations before it died with that image).
     last_exec_ns: u64,
     /// The target's file mappings at the latest /proc read: allocation
@@ -183,7 +188,11 @@ impl Consumer {
                 self.loading.on_exec();
                 self.sync();
             }
-            Event::Phase { ts_ns, tid, begin, name, seq } => {
+            Event::Phase { ts_ns, tid, begin, name, seq, function } => {
+                let name = match function {
+                    0 => name,
+                    f => self.phase_fn_names.get(f as usize - 1).cloned().unwrap_or_else(|| format!("[phase-fn {f}]")),
+                };
                 if tid == self.pid {
                     self.last_main_marker_ns = Some(ts_ns);
                 }
@@ -325,6 +334,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             format!("none: {e:#}")
         }
     };
+    if !opts.phase_fns.is_empty() {
+        probes.attach_phase_fns(pid, &opts.phase_fns)?;
+    }
     let heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run", &opts.alloc_libs);
     if opts.explain_probes {
         eprint!("{}", report_heap::explain_probes(&heap_setup));
@@ -344,6 +356,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
         boundary_stopped: Duration::ZERO,
         heap_marks: HeapMarks::default(),
         last_exec_ns: 0,
+        phase_fn_names: opts.phase_fns.iter().map(|f| f.name.clone()).collect(),
         events: match &opts.events {
             Some(path) => Some(EventLog::create(path, start_ns)?),
             None => None,
@@ -618,6 +631,11 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
         } else {
             "none (run mode with --phase-truth reads smaps at each phase boundary)".into()
         },
+        phase_functions: opts
+            .phase_fns
+            .iter()
+            .map(|f| format!("{}: {} in {}", f.name, f.symbol, f.path.display()))
+            .collect(),
         unmatched_phase_ends: consumer.phases.unmatched_ends,
         phases: phase_entries(&consumer, start_ns, last_heap.as_ref()),
         heap,
@@ -841,6 +859,7 @@ fn heap_section(
             (heap.unknown_frees, heap.dropped_allocs, heap.missed_frees) =
                 (t.unknown_frees, t.dropped_allocs, t.missed_frees);
             (heap.lost_stacks, heap.failed_allocs, heap.lost_calls) = (t.lost_stacks, t.failed_allocs, t.lost_calls);
+            heap.abandoned_calls = t.abandoned_calls;
             leaks = h.leaks;
         }
         Some((Err(e), when)) => heap.read_at = format!("could not be read {when}: {e}"),

@@ -31,6 +31,9 @@ pub struct Trace {
     pub final_truth: String,
     /// Whether the target's phase markers were found and attached.
     pub phase_markers: String,
+    /// `--phase-fn` functions: "NAME: SYMBOL in PATH".
+    #[serde(default)]
+    pub phase_functions: Vec<String>,
     /// Whether kernel truth was read at phase boundaries, and what it cost.
     pub phase_truth: String,
     pub unmatched_phase_ends: u64,
@@ -45,8 +48,10 @@ pub struct Trace {
     /// Smaller groups left out of `leaks` (not symbolized).
     pub leak_groups_not_listed: u64,
     /// Which stacks count as growth suspects.
+    #[serde(default)]
     pub growth_rule: String,
     /// Allocation stacks whose live bytes grew in every sample of the window, most growth first.
+    #[serde(default)]
     pub growth_suspects: Vec<GrowthSuspect>,
     pub files: Vec<FileEntry>,
     /// Sums over `files`.
@@ -200,7 +205,10 @@ pub struct PhaseEntry {
     pub files: Vec<PhaseFile>,
 }
 
+/// Fields added after version 1 first shipped read as their defaults from
+/// older traces (`#[serde(default)]`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Heap {
     /// Every allocator probed and how it was found, in one line ("path: how;
     /// ..."), or "not traced: why" (kept from version 1; `allocators` has the parts).
@@ -236,6 +244,10 @@ pub struct Heap {
     pub failed_allocs: u64,
     /// Allocator calls whose entry could not be recorded.
     pub lost_calls: u64,
+    /// Allocator calls whose return was never seen (longjmp; the kernel's
+    /// 64 pending return probes per thread exhausted by deep recursion of a
+    /// `--phase-fn` function): their allocations are not counted.
+    pub abandoned_calls: u64,
     /// Sampled every 100 ms while tracing.
     pub timeline: Vec<HeapSample>,
     /// The kernel's side: the program break and anonymous mappings
@@ -301,6 +313,7 @@ pub struct HeapProbeEntry {
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct HeapSample {
     pub t_s: f64,
     pub live_bytes: i64,
@@ -424,9 +437,8 @@ pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
     result
 }
 
-/// Checks before tracing that the trace can be written where asked, so a long
-/// run does not end with nowhere to put its result.
-/// Checks that the output file `path`, given as `flag`, can be created.
+/// Checks before tracing that the output file `path`, given as `flag`, can
+/// be created, so a long run does not end with nowhere to put its result.
 pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
@@ -436,6 +448,38 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
         anyhow::bail!("{flag} {}: is a directory; give a file name", path.display());
     }
     Ok(())
+}
+
+/// Reads a saved trace back. Each way a file can fail to be a trace gets its
+/// own one-line cause: unreadable, not JSON (with line and column; "ends
+/// early" for a truncated file), another format, a newer version, or a
+/// field missing or of the wrong type.
+pub fn read_json(path: &Path) -> Result<Trace> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let shown = path.display();
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Eof => anyhow::anyhow!(
+            "{shown} ends early at line {} column {}: the trace is truncated (was memtrace stopped while writing it?)",
+            e.line(),
+            e.column()
+        ),
+        _ => anyhow::anyhow!("{shown} is not JSON: {e}"),
+    })?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(FORMAT) => {}
+        Some(other) => anyhow::bail!("{shown} is a `{other}` file, not a memtrace trace (format `{FORMAT}`)"),
+        None => anyhow::bail!("{shown} is not a memtrace trace: it has no \"format\": \"{FORMAT}\" field"),
+    }
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v <= VERSION as u64 => {}
+        Some(v) => anyhow::bail!(
+            "{shown} is trace version {v}, written by a newer memtrace; this one reads version {VERSION}: upgrade memtrace"
+        ),
+        None => anyhow::bail!("{shown} is not a memtrace trace: \"version\" is missing or not a number"),
+    }
+    // Parse again from the text, not the Value: serde_json then names the
+    // line and column of a missing or mistyped field.
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{shown} is a damaged memtrace trace: {e}"))
 }
 
 /// Seconds since the epoch as RFC 3339 UTC ("2026-11-23T15:11:26Z").
@@ -482,6 +526,7 @@ mod tests {
             rss: None,
             phase_markers: "none".into(),
             phase_truth: "none".into(),
+            phase_functions: vec![],
             unmatched_phase_ends: 0,
             phases: vec![],
             heap: None,
@@ -505,9 +550,31 @@ mod tests {
         write_json(&path, &sample()).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let back: Trace = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(back, sample());
+        assert_eq!(read_json(&path).unwrap(), sample());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reading_a_damaged_trace_names_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("memtrace-trace-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.json");
+        let good = serde_json::to_string_pretty(&sample()).unwrap();
+        let error = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            format!("{:#}", read_json(&path).unwrap_err())
+        };
+        assert!(error(&good[..good.len() / 2]).contains("ends early at line"), "truncated");
+        assert!(error("{ nope").contains("is not JSON"));
+        assert!(error(r#"{"format": "chrome-trace"}"#).contains("is a `chrome-trace` file"));
+        assert!(error(r#"{"traceEvents": []}"#).contains("no \"format\""));
+        assert!(error(&good.replace("\"version\": 1", "\"version\": 9")).contains("upgrade memtrace"));
+        let e = error(&good.replace("\"duration_s\": 1.5", "\"duration_s\": \"long\""));
+        assert!(e.contains("damaged memtrace trace") && e.contains("line"), "{e}");
+        let e = error(&good.replace("\"stop_reason\"", "\"stop_reasn\""));
+        assert!(e.contains("missing field `stop_reason`"), "{e}");
+        assert!(format!("{:#}", read_json(&dir.join("absent.json")).unwrap_err()).contains("cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

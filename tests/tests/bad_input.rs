@@ -1,7 +1,7 @@
 //! Bad input: each case exits non-zero with a one-line cause, and starts nothing.
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, process::Command};
+use std::process::Command;
 
 use common::*;
 
@@ -50,19 +50,8 @@ fn unwritable_trace_path_is_refused_before_tracing() {
 #[test]
 fn without_privileges_it_says_to_use_sudo() {
     require_root(); // to drop privileges we must have them
-                    // A copy anyone can execute: the build tree may sit under a private home.
-    let dir = std::env::temp_dir().join(format!("memtrace-unprivileged-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("memtrace");
-    std::fs::copy(memtrace_bin(), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(&bin)
-        .args(["run", "--", "true"]);
-    cmd.current_dir("/");
-    let err = one_line_error(&mut cmd);
+    let (dir, bin) = unprivileged_dir("unprivileged");
+    let err = one_line_error(as_nobody(&bin).args(["run", "--", "true"]));
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.contains("CAP_BPF") && err.contains("sudo"), "{err}");
 }

@@ -45,7 +45,7 @@ fn the_workloads_leak_is_one_candidate_and_phase_growth_matches_its_allocator() 
     assert!(u(&free["offset"]) > 0, "free's NULL test is stepped over: {free:#}");
 
     assert_eq!(heap["read_at"], "at the target's exit stop", "{heap:#}");
-    for counter in ["dropped_allocs", "lost_stacks", "lost_calls", "missed_frees", "unknown_frees"] {
+    for counter in ["dropped_allocs", "lost_stacks", "lost_calls", "abandoned_calls", "missed_frees", "unknown_frees"] {
         assert_eq!(u(&heap[counter]), 0, "{counter}: {heap:#}");
     }
 

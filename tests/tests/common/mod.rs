@@ -163,3 +163,33 @@ pub fn spawn_until(cmd: &mut Command, ready: &str) -> Steered {
     read_line_with_text(&mut out, ready);
     Steered { child, out, stdin }
 }
+
+/// A world-readable directory holding a copy of memtrace anyone can run
+/// (the build tree may sit under a private home), for running as nobody.
+pub fn unprivileged_dir(test: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("memtrace-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("memtrace");
+    std::fs::copy(memtrace_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin)
+}
+
+/// `program` run as user and group nobody, with no capabilities.
+pub fn as_nobody(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]).arg(program);
+    cmd.current_dir("/");
+    cmd
+}
+
+/// tests/c/NAME.c built with frame pointers and debug info into `dir`.
+pub fn build_c(name: &str, dir: &Path) -> PathBuf {
+    let source = root_dir().join(format!("tests/c/{name}.c"));
+    let bin = dir.join(name);
+    let out = run(Command::new("cc").args(["-g", "-O0", "-fno-omit-frame-pointer", "-o"]).arg(&bin).arg(&source));
+    assert!(out.status.success(), "building {name}.c (gcc comes with `cargo xtask setup`): {}", describe(&out));
+    bin
+}
