@@ -20,6 +20,7 @@ It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.8 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
 sudo memtrace -p 4242 --duration 30 --json t.json   attach to a running process for 30 s\n  \
+sudo memtrace mark warmup; ...; sudo memtrace mark --end warmup   mark a phase from another shell\n  \
 memtrace report t.json                              print a saved trace's report again\n  \
 cargo xtask demo                                    trace the bundled Arrow workload",
     args_conflicts_with_subcommands = true
@@ -47,6 +48,23 @@ pub enum Command {
         /// The command to run, after `--`
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Mark a phase in a running trace from another shell: `memtrace mark
+    /// load` begins phase "load", `memtrace mark --end load` ends it. Talks
+    /// to the tracing memtrace over /run/memtrace/PID.sock (root only); a
+    /// program can write the line `begin NAME` or `end NAME` there itself
+    Mark {
+        /// The phase's name (1 to 39 bytes, no `/`)
+        #[arg(value_name = "NAME")]
+        name: String,
+
+        /// End the phase instead of beginning it
+        #[arg(long)]
+        end: bool,
+
+        /// The traced PID (needed only when several memtrace sessions run)
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pid: Option<u32>,
     },
     /// Print the report of a trace saved with --json, as the run printed it.
     /// Needs no kernel support and no privileges.
@@ -126,6 +144,13 @@ mod tests {
         let Some(Command::Run { trace, command }) = cli.command else { panic!() };
         assert_eq!(command, ["ls", "-l", "--color"]);
         assert_eq!(trace.json.unwrap().to_str(), Some("t.json"));
+    }
+
+    #[test]
+    fn mark_takes_a_name_and_optionally_end_and_a_pid() {
+        let cli = Cli::try_parse_from(["memtrace", "mark", "--end", "load", "-p", "7"]).unwrap();
+        let Some(Command::Mark { name, end, pid }) = cli.command else { panic!() };
+        assert_eq!((name.as_str(), end, pid), ("load", true, Some(7)));
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod allocator;
 mod aspace;
 mod btf;
 mod cli;
+mod control;
 mod estimates;
 mod events;
 mod growth;
@@ -53,6 +54,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let (args, target) = match (cli.command, cli.pid) {
+        (Some(Command::Mark { name, end, pid }), _) => {
+            let pid = control::send(Path::new(control::DIR), pid, !end, &name)?;
+            eprintln!("memtrace: {} phase `{name}` in the trace of PID {pid}", if end { "ended" } else { "began" });
+            return Ok(ExitCode::SUCCESS);
+        }
         (Some(Command::Report { trace }), _) => {
             // No kernel, no privileges: a saved trace, rendered as the run did.
             print!("{}", report::render(&trace::read_json(&trace)?));

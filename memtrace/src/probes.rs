@@ -312,6 +312,17 @@ impl Probes {
         Ok(out)
     }
 
+    /// Takes the next phase sequence number for a mark made in userspace
+    /// (`memtrace mark`): allocations from now on carry it. (An eBPF marker
+    /// at the same instant could take the same number.)
+    pub fn next_phase_seq(&mut self) -> Result<u32> {
+        let map = self.ebpf.map_mut("PHASE_SEQ").context("eBPF object lacks map PHASE_SEQ")?;
+        let mut seq: Array<_, u32> = Array::try_from(map)?;
+        let next = seq.get(&0, 0)? + 1;
+        seq.set(0, next, 0)?;
+        Ok(next)
+    }
+
     /// The user stack with this id, innermost frame first.
     pub fn stack(&self, id: u64) -> Result<Vec<u64>> {
         let map = self.ebpf.map("STACKS").context("eBPF object lacks map STACKS")?;

@@ -151,7 +151,7 @@ fn render_phases(o: &mut String, t: &Trace) {
     }
     let _ = writeln!(
         o,
-        "Phases [measured: uprobes on memtrace_phase_begin/end and --phase-fn functions; figures gained during each phase; heap: allocator view]"
+        "Phases [measured: memtrace_phase_begin/end, --phase-fn functions, memtrace mark; figures gained during each phase; heap: allocator view]"
     );
     let _ = writeln!(o, "  kernel truth at boundaries: {}", t.phase_truth);
     for f in &t.phase_functions {

@@ -23,6 +23,7 @@ use tokio::{
 use crate::{
     allocator,
     aspace::{FileId, Region},
+    control::{self, ControlSocket, Mark},
     estimates::{estimate, Inputs},
     events::Event,
     events::HeapCounts,
@@ -196,13 +197,7 @@ impl Consumer {
                 if tid == self.pid {
                     self.last_main_marker_ns = Some(ts_ns);
                 }
-                let totals = self.totals();
-                if begin {
-                    self.phases.begin(name, ts_ns, seq, totals);
-                } else {
-                    self.phases.end(&name, ts_ns, seq, &totals);
-                }
-                self.heap_marks.on_marker(seq, self.phases.current_path());
+                self.phase(begin, name, ts_ns, seq);
             }
             Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
             Event::Brk { brk, .. } => self.stats.on_brk(brk),
@@ -222,6 +217,28 @@ impl Consumer {
             Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
             Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
         }
+    }
+
+    /// A phase boundary from any source: marker, `--phase-fn`, `memtrace mark`.
+    fn phase(&mut self, begin: bool, name: String, ts_ns: u64, seq: u32) {
+        let totals = self.totals();
+        if begin {
+            self.phases.begin(name, ts_ns, seq, totals);
+        } else {
+            self.phases.end(&name, ts_ns, seq, &totals);
+        }
+        self.heap_marks.on_marker(seq, self.phases.current_path());
+    }
+
+    /// A `memtrace mark` from the control socket: a phase boundary now,
+    /// after the events already in the ring.
+    fn mark(&mut self, mark: Mark, probes: &mut Probes, ring: &mut RingBuf<MapData>) {
+        self.drain(ring);
+        let seq = probes.next_phase_seq().unwrap_or(0);
+        if let Ok(t) = probes.heap_totals() {
+            self.heap_marks.on_totals(seq, heap_capture::counts(&t));
+        }
+        self.phase(mark.begin, mark.name, mark.ts_ns, seq);
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
@@ -417,6 +434,14 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             exit_fd = Some(readable(pidfd(pid)?).context("polling the target's pidfd")?);
         }
     }
+    let (mark_tx, mut mark_rx) = mpsc::unbounded_channel();
+    let control = match ControlSocket::open(Path::new(control::DIR), pid, mark_tx, monotonic_ns) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("memtrace: warning: `memtrace mark` will not reach this session: {e:#}");
+            None
+        }
+    };
     eprintln!(
         "memtrace: tracing PID {pid} ({command}) with {} probes; Ctrl-C stops and reports",
         probes.attached.len()
@@ -467,6 +492,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                 }
                 let _ = ack.send(());
             }
+            Some(mark) = mark_rx.recv() => consumer.mark(mark, &mut probes, ring.get_mut()),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 consumer.drain(guard.get_inner_mut());
@@ -524,6 +550,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
     consumer.phases.finish(monotonic_ns(), &end_totals);
     let counters = probes.counters()?;
     drop(ring);
+    drop(control);
     let traced_s = clock.elapsed().as_secs_f64();
     let detaching = std::thread::spawn(move || probes.detach());
 
