@@ -122,6 +122,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=600))]
     pub growth_window: u16,
 
+    /// Timeline sampling interval: RSS split, heap, per-file loaded bytes,
+    /// faults and allocator calls, and the phase, every INTERVAL (e.g. 100ms,
+    /// 0.5s; a bare number is milliseconds; at least 10ms)
+    #[arg(long, value_name = "INTERVAL", default_value = "100ms", value_parser = parse_interval)]
+    pub interval: f64,
+
     /// Also write the trace as JSON to PATH (written whole at the end, mode 0600)
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
@@ -131,6 +137,22 @@ fn parse_duration(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
         _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+/// "100ms", "0.5s" or "250" (milliseconds) as seconds; at least 10 ms.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        (s, 1e-3)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v * scale >= 0.010 => Ok(v * scale),
+        Ok(_) => Err(format!("`{s}` is below the 10ms minimum")),
+        Err(_) => Err(format!("`{s}` is not an interval like 100ms or 0.5s")),
     }
 }
 
@@ -151,6 +173,17 @@ mod tests {
         let cli = Cli::try_parse_from(["memtrace", "mark", "--end", "load", "-p", "7"]).unwrap();
         let Some(Command::Mark { name, end, pid }) = cli.command else { panic!() };
         assert_eq!((name.as_str(), end, pid), ("load", true, Some(7)));
+    }
+
+    #[test]
+    fn intervals_take_units_and_a_minimum() {
+        assert_eq!(parse_interval("100ms"), Ok(0.1));
+        assert_eq!(parse_interval("0.5s"), Ok(0.5));
+        assert_eq!(parse_interval("250"), Ok(0.25));
+        assert!(parse_interval("5ms").unwrap_err().contains("10ms minimum"));
+        assert!(parse_interval("fast").is_err());
+        let cli = Cli::try_parse_from(["memtrace", "-p", "1"]).unwrap();
+        assert_eq!(cli.trace.interval, 0.1);
     }
 
     #[test]

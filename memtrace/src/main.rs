@@ -23,10 +23,12 @@ mod probes;
 mod procmaps;
 mod report;
 mod report_heap;
+mod report_timeline;
 mod session;
 mod stats;
 mod symbolize;
 mod target;
+mod timeline;
 mod trace;
 mod tracefs;
 
@@ -113,6 +115,7 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
         events: args.events.clone(),
         growth_window: args.growth_window.into(),
         phase_fns,
+        interval: Duration::from_secs_f64(args.interval),
     };
     let (trace, detaching) = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();

@@ -109,6 +109,7 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o);
     render_loading(&mut o, t);
     render_phases(&mut o, t);
+    crate::report_timeline::render_timeline(&mut o, t);
     crate::report_heap::render_heap(&mut o, t);
     let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events + c.eviction_watch_full;
     let _ = writeln!(

@@ -39,6 +39,7 @@ use crate::{
     stats::{FileInfo, TraceStats},
     symbolize::{self, FileMapping},
     target::{pidfd, ChildExit, HeldChild, Hooks},
+    timeline::{self, FileLoaded, Reading},
     trace::{
         self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
         HeapSample, KernelFaults, KernelHeapSummary, Leak, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary, Trace,
@@ -67,6 +68,8 @@ pub struct Options {
     pub growth_window: usize,
     /// `--phase-fn` functions, checked to exist.
     pub phase_fns: Vec<PhaseFn>,
+    /// Timeline sampling interval (`--interval`).
+    pub interval: Duration,
 }
 
 /// A ptrace stop of the spawned child that the session must act on before
@@ -216,6 +219,34 @@ impl Consumer {
             Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
             Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
             Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
+        }
+    }
+
+    /// What the timeline samples now.
+    fn reading(&self, t_s: f64, heap: Option<&memtrace_common::HeapTotals>) -> Reading {
+        let rss = self.loading.rss_now;
+        let mut files: Vec<FileLoaded> = self
+            .loading
+            .files
+            .iter()
+            .filter(|(_, l)| l.loaded_bytes > 0)
+            .map(|(id, l)| FileLoaded {
+                path: self.stats.files.get(id).map_or_else(|| self.known_file(*id).path, |f| f.path.clone()),
+                loaded_bytes: l.loaded_bytes,
+            })
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.loaded_bytes));
+        Reading {
+            t_s,
+            phase: self.phases.current_path(),
+            rss_file: rss.file,
+            rss_anon: rss.anon,
+            rss_shmem: rss.shmem,
+            heap_live: heap.map(|t| heap_capture::counts(t).live_bytes()),
+            allocs_total: heap.map_or(0, |t| t.allocs),
+            frees_total: heap.map_or(0, |t| t.frees),
+            faults_total: procmaps::kernel_faults(self.pid),
+            files,
         }
     }
 
@@ -448,6 +479,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
     );
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut timeline = timeline::Sampler::new(opts.interval.as_secs_f64());
+    let mut sample_tick = tokio::time::interval(opts.interval);
+    sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Frequent events do not wake us (see the eBPF side): drain on a short tick.
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
     let mut ticks = 0u64;
@@ -493,6 +527,11 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                 let _ = ack.send(());
             }
             Some(mark) = mark_rx.recv() => consumer.mark(mark, &mut probes, ring.get_mut()),
+            _ = sample_tick.tick() => {
+                consumer.drain(ring.get_mut());
+                let heap = heap_setup.is_ok().then(|| probes.heap_totals().ok()).flatten();
+                timeline.record(consumer.reading(clock.elapsed().as_secs_f64(), heap.as_ref()));
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 consumer.drain(guard.get_inner_mut());
@@ -679,6 +718,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             sampler.growth.samples
         ),
         growth_suspects,
+        timeline: timeline.timeline,
         file_totals: FileTotals::of(&files),
         files,
         sources: trace::default_sources(),

@@ -53,6 +53,9 @@ pub struct Trace {
     /// Allocation stacks whose live bytes grew in every sample of the window, most growth first.
     #[serde(default)]
     pub growth_suspects: Vec<GrowthSuspect>,
+    /// Samples every `--interval` (thinned to stay bounded).
+    #[serde(default)]
+    pub timeline: crate::timeline::Timeline,
     pub files: Vec<FileEntry>,
     /// Sums over `files`.
     pub file_totals: FileTotals,
@@ -535,6 +538,7 @@ mod tests {
             leak_groups_not_listed: 0,
             growth_rule: "none".into(),
             growth_suspects: vec![],
+            timeline: Default::default(),
             final_truth: "none".into(),
             files: vec![],
             file_totals: FileTotals::default(),
