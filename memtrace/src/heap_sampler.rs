@@ -1,16 +1,12 @@
-//! The heap over time: every 100 ms the allocator totals beside the
-//! kernel's view (anon RSS, the break, anonymous mappings), and every
-//! 500 ms each allocation stack's live bytes for the growth suspects.
-use crate::{growth::GrowthTracker, heap_capture, kernel_heap::KernelHeap, probes::Probes, trace::HeapSample};
+//! Each allocation stack's live bytes every 500 ms, for the growth
+//! suspects. (The heap over time is part of the trace's timeline.)
+use crate::{growth::GrowthTracker, probes::Probes};
 
-/// Drain ticks (10 ms) per timeline sample.
-const TIMELINE_TICKS: u64 = 10;
-/// Drain ticks per growth sample: walking the per-stack map costs two
-/// syscalls per stack, so it runs less often than the totals.
+/// Drain ticks (10 ms) per growth sample: walking the per-stack map costs
+/// two syscalls per stack, so it runs less often than the timeline.
 pub const GROWTH_TICKS: u64 = 50;
 
 pub struct HeapSampler {
-    pub timeline: Vec<HeapSample>,
     pub growth: GrowthTracker,
     ticks: u64,
     /// The per-stack map could not be read: why (reported once).
@@ -19,7 +15,7 @@ pub struct HeapSampler {
 
 impl HeapSampler {
     pub fn new(growth_window: usize) -> HeapSampler {
-        HeapSampler { timeline: Vec::new(), growth: GrowthTracker::new(growth_window), ticks: 0, growth_error: None }
+        HeapSampler { growth: GrowthTracker::new(growth_window), ticks: 0, growth_error: None }
     }
 
     /// Seconds between growth samples.
@@ -28,19 +24,8 @@ impl HeapSampler {
     }
 
     /// Called on every drain tick.
-    pub fn tick(&mut self, probes: &Probes, t_s: f64, anon_rss_bytes: u64, kernel: &KernelHeap) {
+    pub fn tick(&mut self, probes: &Probes) {
         self.ticks += 1;
-        if self.ticks.is_multiple_of(TIMELINE_TICKS) {
-            if let Ok(t) = probes.heap_totals() {
-                self.timeline.push(HeapSample {
-                    t_s,
-                    live_bytes: heap_capture::counts(&t).live_bytes(),
-                    anon_rss_bytes,
-                    brk_heap_bytes: kernel.brk_bytes(),
-                    anon_mapped_net_bytes: kernel.anon_net_bytes(),
-                });
-            }
-        }
         if self.ticks.is_multiple_of(GROWTH_TICKS) && self.growth_error.is_none() {
             match probes.stack_stats() {
                 Ok(stats) => self.growth.sample(stats.into_iter().map(|(id, s)| (id, s.live_bytes, s.live_count))),

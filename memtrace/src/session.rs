@@ -243,6 +243,8 @@ impl Consumer {
             rss_anon: rss.anon,
             rss_shmem: rss.shmem,
             heap_live: heap.map(|t| heap_capture::counts(t).live_bytes()),
+            brk_heap: self.stats.kernel_heap.brk_bytes(),
+            anon_mapped_net: self.stats.kernel_heap.anon_net_bytes(),
             allocs_total: heap.map_or(0, |t| t.allocs),
             frees_total: heap.map_or(0, |t| t.frees),
             faults_total: procmaps::kernel_faults(self.pid),
@@ -545,7 +547,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                 watch_new_files(&mut probes, &consumer.stats, &mut watched);
                 ticks += 1;
                 if heap_setup.is_ok() {
-                    sampler.tick(&probes, clock.elapsed().as_secs_f64(), consumer.loading.rss_now.anon, &consumer.stats.kernel_heap);
+                    sampler.tick(&probes);
                 }
                 if exit_fd.is_some() && ticks.is_multiple_of(100) {
                     stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
@@ -637,7 +639,23 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
         Some((Ok(h), _)) => h.growth_suspects.clone(),
         _ => vec![],
     };
-    let (heap, leaks) = heap_section(&consumer, heap_setup, heap_stop, sampler.timeline, heap_events);
+    // The heap's own timeline (kept in the trace since version 1) is the
+    // heap part of the trace's timeline.
+    let heap_timeline = timeline
+        .timeline
+        .samples
+        .iter()
+        .filter_map(|s| {
+            Some(HeapSample {
+                t_s: s.t_s,
+                live_bytes: s.heap_live_bytes?,
+                anon_rss_bytes: s.rss_anon_bytes,
+                brk_heap_bytes: s.brk_heap_bytes,
+                anon_mapped_net_bytes: s.anon_mapped_net_bytes,
+            })
+        })
+        .collect();
+    let (heap, leaks) = heap_section(&consumer, heap_setup, heap_stop, heap_timeline, heap_events);
     let s = &consumer.stats;
     let unix = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let files = file_entries(&consumer, start_truth.as_ref(), final_truth.as_ref().and_then(|t| t.as_ref().ok()));

@@ -22,6 +22,10 @@ pub struct Sample {
     pub rss_shmem_bytes: u64,
     /// Live heap, allocator view (measured; null without heap probes).
     pub heap_live_bytes: Option<i64>,
+    /// The program break above its start, and anonymous bytes mapped minus
+    /// unmapped since tracing began (measured: syscall tracepoints).
+    pub brk_heap_bytes: u64,
+    pub anon_mapped_net_bytes: i64,
     /// Allocator calls since the previous sample (measured).
     pub allocs: u64,
     pub frees: u64,
@@ -49,6 +53,8 @@ pub struct Reading {
     pub rss_anon: u64,
     pub rss_shmem: u64,
     pub heap_live: Option<i64>,
+    pub brk_heap: u64,
+    pub anon_mapped_net: i64,
     pub allocs_total: u64,
     pub frees_total: u64,
     /// (minor, major) for the process's lifetime.
@@ -113,6 +119,8 @@ impl Sampler {
             rss_anon_bytes: r.rss_anon,
             rss_shmem_bytes: r.rss_shmem,
             heap_live_bytes: r.heap_live,
+            brk_heap_bytes: r.brk_heap,
+            anon_mapped_net_bytes: r.anon_mapped_net,
             allocs: r.allocs_total.saturating_sub(allocs0),
             frees: r.frees_total.saturating_sub(frees0),
             minor_faults: faults.0,

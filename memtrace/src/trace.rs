@@ -251,7 +251,7 @@ pub struct Heap {
     /// 64 pending return probes per thread exhausted by deep recursion of a
     /// `--phase-fn` function): their allocations are not counted.
     pub abandoned_calls: u64,
-    /// Sampled every 100 ms while tracing.
+    /// The heap part of the trace's timeline (every `--interval`).
     pub timeline: Vec<HeapSample>,
     /// The kernel's side: the program break and anonymous mappings
     /// (measured, syscall tracepoints).
