@@ -66,6 +66,9 @@ pub enum Command {
         #[arg(short = 'p', long = "pid", value_name = "PID")]
         pid: Option<u32>,
     },
+    /// Print the JSON Schema of the trace files --json writes (the same as
+    /// schema/memtrace-trace.schema.json in the repository)
+    Schema,
     /// Print the report of a trace saved with --json, as the run printed it.
     /// Needs no kernel support and no privileges.
     Report {

@@ -61,6 +61,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("memtrace: {} phase `{name}` in the trace of PID {pid}", if end { "ended" } else { "began" });
             return Ok(ExitCode::SUCCESS);
         }
+        (Some(Command::Schema), _) => {
+            println!("{}", serde_json::to_string_pretty(&trace::json_schema())?);
+            return Ok(ExitCode::SUCCESS);
+        }
         (Some(Command::Report { trace }), _) => {
             // No kernel, no privileges: a saved trace, rendered as the run did.
             print!("{}", report::render(&trace::read_json(&trace)?));

@@ -10,7 +10,7 @@ use blazesym::symbolize::{
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Frame {
     /// Absolute address in the target (a return address, except at the top).
     pub address: u64,

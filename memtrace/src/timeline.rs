@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Samples held before the timeline thins itself out.
 pub const MAX_SAMPLES: usize = 4096;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Sample {
     /// Seconds since tracing started.
@@ -37,7 +37,7 @@ pub struct Sample {
     pub files_loaded_bytes: Vec<FileLoaded>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FileLoaded {
     pub path: String,
     pub loaded_bytes: u64,
@@ -62,7 +62,7 @@ pub struct Reading {
     pub files: Vec<FileLoaded>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Timeline {
     /// Seconds between the samples kept (doubles each time it thins out).
     pub interval_s: f64,

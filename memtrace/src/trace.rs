@@ -10,7 +10,7 @@ use crate::stats::FaultCounts;
 pub const FORMAT: &str = "memtrace-trace";
 pub const VERSION: u32 = 1;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Trace {
     pub format: String,
     pub version: u32,
@@ -63,7 +63,7 @@ pub struct Trace {
     pub sources: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Target {
     pub pid: u32,
     pub command: String,
@@ -72,7 +72,7 @@ pub struct Target {
     pub exit_signal: Option<i32>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Counters {
     /// Exact, from the in-kernel counter.
     pub page_faults: u64,
@@ -105,20 +105,20 @@ pub struct Counters {
     pub file_rss_released_at_exit_bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct KernelFaults {
     pub source: String,
     pub minor_faults: u64,
     pub major_faults: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct RegionFaults {
     pub region: String,
     pub faults: FaultCounts,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Rss {
     pub file_bytes: u64,
     pub anon_bytes: u64,
@@ -126,7 +126,7 @@ pub struct Rss {
     pub swap_bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct RssSummary {
     pub start: Rss,
     pub end: Rss,
@@ -136,7 +136,7 @@ pub struct RssSummary {
     pub at_final_truth: Option<Rss>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FileEstimates {
     pub fixed_ratio_bytes: u64,
     pub rss_growth_bytes: u64,
@@ -149,7 +149,7 @@ pub struct FileEstimates {
     pub capped_growth_error_bytes: i64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FileTotals {
     pub files: usize,
     pub size_bytes: u64,
@@ -183,7 +183,7 @@ impl FileTotals {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct PhaseEntry {
     pub name: String,
     /// Enclosing phases and this one, joined with "/".
@@ -210,7 +210,7 @@ pub struct PhaseEntry {
 
 /// Fields added after version 1 first shipped read as their defaults from
 /// older traces (`#[serde(default)]`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Heap {
     /// Every allocator probed and how it was found, in one line ("path: how;
@@ -260,7 +260,7 @@ pub struct Heap {
     pub events: Option<HeapEvents>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct KernelHeapSummary {
     /// Program break minus its start, at the stop and at most.
     pub brk_heap_bytes: u64,
@@ -271,7 +271,7 @@ pub struct KernelHeapSummary {
     pub anon_unmapped_bytes: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct HeapEvents {
     pub path: String,
     pub allocs: u64,
@@ -283,7 +283,7 @@ pub struct HeapEvents {
 }
 
 /// An allocation stack whose live bytes grew in every sample of the window.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct GrowthSuspect {
     pub stack_id: u64,
     pub live_bytes: u64,
@@ -294,7 +294,7 @@ pub struct GrowthSuspect {
     pub stack: Vec<crate::symbolize::Frame>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct HeapAllocator {
     pub path: String,
     pub found_by: String,
@@ -302,7 +302,7 @@ pub struct HeapAllocator {
     pub mapped: bool,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct HeapProbeEntry {
     pub function: String,
     pub library: String,
@@ -315,7 +315,7 @@ pub struct HeapProbeEntry {
     pub status: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default)]
 pub struct HeapSample {
     pub t_s: f64,
@@ -328,7 +328,7 @@ pub struct HeapSample {
     pub anon_mapped_net_bytes: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Leak {
     pub bytes: u64,
     pub count: u64,
@@ -340,7 +340,7 @@ pub struct Leak {
     pub stack: Vec<crate::symbolize::Frame>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct PhaseFile {
     pub path: String,
     pub measured_loaded_bytes: u64,
@@ -354,7 +354,7 @@ pub struct PhaseFile {
     pub read_from_disk_bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FileEntry {
     pub path: String,
     pub size_bytes: Option<u64>,
@@ -451,6 +451,32 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
         anyhow::bail!("{flag} {}: is a directory; give a file name", path.display());
     }
     Ok(())
+}
+
+/// The JSON Schema of the trace (format and version fixed), derived from
+/// these types with their doc comments as descriptions. Objects admit no
+/// properties beyond those listed, so a field added to the types without
+/// regenerating `schema/memtrace-trace.schema.json` fails the tests.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Trace)).expect("a schema is JSON");
+    fn close_objects(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("properties") {
+                    map.insert("additionalProperties".into(), false.into());
+                }
+                map.values_mut().for_each(close_objects);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+            _ => {}
+        }
+    }
+    close_objects(&mut schema);
+    schema["$id"] = "https://github.com/memtrace/memtrace/schema/memtrace-trace.schema.json".into();
+    schema["title"] = format!("memtrace trace, format `{FORMAT}` version {VERSION}").into();
+    schema["properties"]["format"] = serde_json::json!({ "const": FORMAT });
+    schema["properties"]["version"] = serde_json::json!({ "const": VERSION });
+    schema
 }
 
 /// Reads a saved trace back. Each way a file can fail to be a trace gets its
@@ -580,6 +606,18 @@ mod tests {
         assert!(e.contains("missing field `stop_reason`"), "{e}");
         assert!(format!("{:#}", read_json(&dir.join("absent.json")).unwrap_err()).contains("cannot read"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `MEMTRACE_WRITE_SCHEMA=1 cargo test -p memtrace schema` rewrites the file.
+    #[test]
+    fn the_schema_in_the_repository_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/memtrace-trace.schema.json");
+        let want = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+        if std::env::var_os("MEMTRACE_WRITE_SCHEMA").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "{} is stale: run MEMTRACE_WRITE_SCHEMA=1 cargo test -p memtrace schema", path.display());
     }
 
     #[test]

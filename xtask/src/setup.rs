@@ -14,13 +14,15 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests and benchmarks use: (command, or absolute
 /// path, that proves it is there; package). setpriv: the no-privilege test;
-/// gcc: the C test program; bpftrace: the heap benchmark's peer; jemalloc:
-/// the `--alloc-lib` test.
-const DEBIAN_PACKAGES: [(&str, &str); 4] = [
+/// gcc: the C test programs; bpftrace: the heap benchmark's peer; jemalloc:
+/// the `--alloc-lib` test; python3-jsonschema: validating traces against
+/// the JSON Schema.
+const DEBIAN_PACKAGES: [(&str, &str); 5] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
     ("bpftrace", "bpftrace"),
     ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
+    ("/usr/lib/python3/dist-packages/jsonschema/__init__.py", "python3-jsonschema"),
 ];
 
 fn is_there(proof: &str) -> bool {

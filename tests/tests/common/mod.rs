@@ -45,9 +45,37 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
+/// Reads a JSON file; a memtrace trace must also pass the JSON Schema in
+/// the repository, so every trace the tests produce is validated.
 pub fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+    let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    if value["format"] == "memtrace-trace" {
+        if let Err(errors) = schema_errors(path) {
+            panic!("{} does not match schema/memtrace-trace.schema.json:\n{errors}", path.display());
+        }
+    }
+    value
+}
+
+/// Validates a trace file against the schema with Debian's python3 and its
+/// python3-jsonschema (installed by `cargo xtask setup`; not whatever
+/// `python3` comes first in PATH); Err holds the first violations.
+pub fn schema_errors(trace: &Path) -> Result<(), String> {
+    const VALIDATE: &str = "import json, sys, jsonschema\n\
+schema = json.load(open(sys.argv[1]))\n\
+jsonschema.Draft202012Validator.check_schema(schema)\n\
+errors = list(jsonschema.Draft202012Validator(schema).iter_errors(json.load(open(sys.argv[2]))))\n\
+for e in errors[:5]: print('/'.join(map(str, e.absolute_path)) or '(top)', ':', e.message[:300])\n\
+sys.exit(1 if errors else 0)\n";
+    let schema = root_dir().join("schema/memtrace-trace.schema.json");
+    let out =
+        Command::new("/usr/bin/python3").args(["-c", VALIDATE]).arg(&schema).arg(trace).output().expect("python3");
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(String::from_utf8_lossy(&out.stdout).into_owned()),
+        _ => panic!("validating with python3-jsonschema (`cargo xtask setup` installs it): {}", describe(&out)),
+    }
 }
 
 pub fn run(cmd: &mut Command) -> Output {

@@ -1,0 +1,43 @@
+//! The JSON Schema in the repository: a real trace passes it, and the
+//! validator the tests use catches what a broken writer would produce.
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn a_real_trace_passes_the_schema_and_broken_ones_do_not() {
+    require_root();
+    let dir = scratch("schema");
+    let trace_path = dir.join("trace.json");
+    let out = run(Command::new(memtrace_bin())
+        .args(["run", "--phase-truth", "--json"])
+        .arg(&trace_path)
+        .arg("--")
+        .arg(workload_bin())
+        .arg("--file")
+        .arg(dir.join("w.arrow"))
+        .args(["--size-mib", "8", "--touch", "0.5", "--leak", "10"]));
+    assert!(out.status.success(), "{}", describe(&out));
+    let trace = read_json(&trace_path); // validates
+    assert!(!trace["phases"].as_array().unwrap().is_empty() && !trace["leaks"].as_array().unwrap().is_empty());
+
+    let broken = dir.join("broken.json");
+    type Mutation = fn(&mut Value);
+    let mutations: [(&str, Mutation); 4] = [
+        ("an unknown field", |t| t["counters"]["surprise"] = 1.into()),
+        ("a negative count", |t| t["counters"]["page_faults"] = (-1).into()),
+        ("a missing field", |t| {
+            t.as_object_mut().unwrap().remove("stop_reason");
+        }),
+        ("another version", |t| t["version"] = 2.into()),
+    ];
+    for (what, mutate) in mutations {
+        let mut t = trace.clone();
+        mutate(&mut t);
+        std::fs::write(&broken, serde_json::to_string(&t).unwrap()).unwrap();
+        assert!(schema_errors(&broken).is_err(), "the schema must reject {what}");
+    }
+}
