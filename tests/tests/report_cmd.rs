@@ -3,7 +3,7 @@
 //! cause and a non-zero exit, never a panic.
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, process::Command};
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 
@@ -11,16 +11,7 @@ use common::*;
 fn a_saved_trace_reports_as_the_run_did_without_privileges_and_damage_is_named() {
     require_root();
     let (dir, bin) = unprivileged_dir("report");
-    let trace_path = dir.join("trace.json");
-    let out = run(Command::new(memtrace_bin())
-        .args(["run", "--json"])
-        .arg(&trace_path)
-        .arg("--")
-        .arg(workload_bin())
-        .arg("--file")
-        .arg(dir.join("w.arrow"))
-        .args(["--size-mib", "8", "--touch", "0.5", "--leak", "10"]));
-    assert!(out.status.success(), "{}", describe(&out));
+    let (out, trace_path) = trace_workload(&dir, &[], &["--size-mib", "8", "--touch", "0.5", "--leak", "10"]);
     std::fs::set_permissions(&trace_path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let again = run(as_nobody(&bin).arg("report").arg(&trace_path));

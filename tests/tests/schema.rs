@@ -2,8 +2,6 @@
 //! validator the tests use catches what a broken writer would produce.
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
 
@@ -11,16 +9,8 @@ use serde_json::Value;
 fn a_real_trace_passes_the_schema_and_broken_ones_do_not() {
     require_root();
     let dir = scratch("schema");
-    let trace_path = dir.join("trace.json");
-    let out = run(Command::new(memtrace_bin())
-        .args(["run", "--phase-truth", "--json"])
-        .arg(&trace_path)
-        .arg("--")
-        .arg(workload_bin())
-        .arg("--file")
-        .arg(dir.join("w.arrow"))
-        .args(["--size-mib", "8", "--touch", "0.5", "--leak", "10"]));
-    assert!(out.status.success(), "{}", describe(&out));
+    let (_, trace_path) =
+        trace_workload(&dir, &["--phase-truth"], &["--size-mib", "8", "--touch", "0.5", "--leak", "10"]);
     let trace = read_json(&trace_path); // validates
     assert!(!trace["phases"].as_array().unwrap().is_empty() && !trace["leaks"].as_array().unwrap().is_empty());
 

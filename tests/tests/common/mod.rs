@@ -221,3 +221,22 @@ pub fn build_c(name: &str, dir: &Path) -> PathBuf {
     assert!(out.status.success(), "building {name}.c (gcc comes with `cargo xtask setup`): {}", describe(&out));
     bin
 }
+
+/// `memtrace run [memtrace_args] --json DIR/trace.json -- memtrace-workload
+/// --file DIR/w.arrow [workload_args]`, which must succeed. Returns its
+/// output and the trace's path.
+pub fn trace_workload(dir: &Path, memtrace_args: &[&str], workload_args: &[&str]) -> (Output, PathBuf) {
+    let trace_path = dir.join("trace.json");
+    let out = run(Command::new(memtrace_bin())
+        .arg("run")
+        .args(memtrace_args)
+        .arg("--json")
+        .arg(&trace_path)
+        .arg("--")
+        .arg(workload_bin())
+        .arg("--file")
+        .arg(dir.join("w.arrow"))
+        .args(workload_args));
+    assert!(out.status.success(), "{}", describe(&out));
+    (out, trace_path)
+}
