@@ -75,6 +75,10 @@ pub enum Command {
         /// The trace file (written by `memtrace ... --json TRACE.json`)
         #[arg(value_name = "TRACE.json")]
         trace: PathBuf,
+
+        /// Also write it in the Chrome Trace Event Format (see --chrome-trace of a run)
+        #[arg(long = "chrome-trace", value_name = "PATH")]
+        chrome_trace: Option<PathBuf>,
     },
 }
 
@@ -130,6 +134,12 @@ pub struct TraceArgs {
     /// 0.5s; a bare number is milliseconds; at least 10ms)
     #[arg(long, value_name = "INTERVAL", default_value = "100ms", value_parser = parse_interval)]
     pub interval: f64,
+
+    /// Also write the trace in the Chrome Trace Event Format to PATH, for
+    /// ui.perfetto.dev or chrome://tracing: phases as slices, RSS, heap and
+    /// per-file loaded bytes as counters, leaks and losses as instants
+    #[arg(long = "chrome-trace", value_name = "PATH")]
+    pub chrome_trace: Option<PathBuf>,
 
     /// Also write the trace as JSON to PATH (written whole at the end, mode 0600)
     #[arg(long, value_name = "PATH")]
@@ -192,7 +202,7 @@ mod tests {
     #[test]
     fn report_takes_a_trace_file() {
         let cli = Cli::try_parse_from(["memtrace", "report", "t.json"]).unwrap();
-        let Some(Command::Report { trace }) = cli.command else { panic!() };
+        let Some(Command::Report { trace, .. }) = cli.command else { panic!() };
         assert_eq!(trace.to_str(), Some("t.json"));
         assert!(Cli::try_parse_from(["memtrace", "report"]).is_err());
     }

@@ -3,6 +3,7 @@ mod alloc_symbols;
 mod allocator;
 mod aspace;
 mod btf;
+mod chrome_trace;
 mod cli;
 mod control;
 mod estimates;
@@ -65,9 +66,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&trace::json_schema())?);
             return Ok(ExitCode::SUCCESS);
         }
-        (Some(Command::Report { trace }), _) => {
+        (Some(Command::Report { trace, chrome_trace }), _) => {
             // No kernel, no privileges: a saved trace, rendered as the run did.
-            print!("{}", report::render(&trace::read_json(&trace)?));
+            let saved = trace::read_json(&trace)?;
+            print!("{}", report::render(&saved));
+            if let Some(path) = chrome_trace {
+                chrome_trace::write(&path, &saved)?;
+                eprintln!("memtrace: Chrome trace written to {}", path.display());
+            }
             return Ok(ExitCode::SUCCESS);
         }
         (Some(Command::Run { trace, command }), _) => {
@@ -92,6 +98,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Some(path) = &args.events {
         trace::check_writable("--events", path)?;
+    }
+    if let Some(path) = &args.chrome_trace {
+        trace::check_writable("--chrome-trace", path)?;
     }
     for lib in &args.alloc_libs {
         allocator::check_alloc_lib(lib)?;
@@ -125,10 +134,14 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
     runtime.shutdown_background();
     print!("{}", report::render(&trace));
     let written = args.json.as_ref().map(|path| trace::write_json(path, &trace).map(|_| path));
+    let chrome = args.chrome_trace.as_ref().map(|path| chrome_trace::write(path, &trace).map(|_| path));
     // Every probe is gone from the kernel before memtrace exits.
     let _ = detaching.join();
     if let Some(written) = written {
         eprintln!("memtrace: trace written to {}", written?.display());
+    }
+    if let Some(chrome) = chrome {
+        eprintln!("memtrace: Chrome trace written to {} (open it in ui.perfetto.dev)", chrome?.display());
     }
     let code = match (trace.mode.as_str(), trace.target.exit_code) {
         ("run", Some(code)) => code.clamp(0, 255) as u8,

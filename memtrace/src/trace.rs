@@ -529,7 +529,7 @@ pub fn rfc3339_utc(unix_s: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
@@ -540,7 +540,7 @@ mod tests {
         assert_eq!(rfc3339_utc(1_795_446_686), "2026-11-23T15:11:26Z");
     }
 
-    fn sample() -> Trace {
+    pub(crate) fn sample() -> Trace {
         Trace {
             format: FORMAT.into(),
             version: VERSION,
