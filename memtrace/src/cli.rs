@@ -135,6 +135,11 @@ pub struct TraceArgs {
     #[arg(long, value_name = "INTERVAL", default_value = "100ms", value_parser = parse_interval)]
     pub interval: f64,
 
+    /// No live view while tracing (by default, once a second on stderr:
+    /// redrawn in place on a terminal, one plain line otherwise)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
     /// Also write the trace in the Chrome Trace Event Format to PATH, for
     /// ui.perfetto.dev or chrome://tracing: phases as slices, RSS, heap and
     /// per-file loaded bytes as counters, leaks and losses as instants

@@ -14,6 +14,7 @@ mod heap_capture;
 mod heap_events;
 mod heap_sampler;
 mod kernel_heap;
+mod live;
 mod loading;
 mod pageset;
 mod phase_fn;
@@ -129,6 +130,7 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
         growth_window: args.growth_window.into(),
         phase_fns,
         interval: Duration::from_secs_f64(args.interval),
+        quiet: args.quiet,
     };
     let (trace, detaching) = runtime.block_on(session::trace(target, opts))?;
     runtime.shutdown_background();

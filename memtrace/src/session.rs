@@ -3,6 +3,7 @@
 //! arrives, then build the trace. Every stop path ends in a trace.
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
+    io::IsTerminal,
     os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -31,6 +32,7 @@ use crate::{
     heap_capture::{self, HeapAtStop, StopContext},
     heap_events::EventLog,
     heap_sampler::HeapSampler,
+    live::{LiveView, Status as LiveStatus},
     loading::{FileLoad, Loading, RssCounters, PAGE},
     phase_fn::PhaseFn,
     phases::{FileCounts, Phases, Totals},
@@ -70,6 +72,8 @@ pub struct Options {
     pub phase_fns: Vec<PhaseFn>,
     /// Timeline sampling interval (`--interval`).
     pub interval: Duration,
+    /// No live view (`--quiet`).
+    pub quiet: bool,
 }
 
 /// A ptrace stop of the spawned child that the session must act on before
@@ -79,6 +83,8 @@ enum ChildStop {
     Marker,
 }
 
+/// How often the live view is refreshed.
+const LIVE_REFRESH: Duration = Duration::from_secs(1);
 /// How often the ring buffer is drained when no event asked for a wakeup.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// How long the child may be held at a stop while smaps is read.
@@ -482,6 +488,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut timeline = timeline::Sampler::new(opts.interval.as_secs_f64());
+    let mut live = (!opts.quiet).then(|| LiveView::new(std::io::stderr().is_terminal()));
+    let mut live_tick = tokio::time::interval_at(tokio::time::Instant::now() + LIVE_REFRESH, LIVE_REFRESH);
     let mut sample_tick = tokio::time::interval(opts.interval);
     sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Frequent events do not wake us (see the eBPF side): drain on a short tick.
@@ -529,6 +537,25 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                 let _ = ack.send(());
             }
             Some(mark) = mark_rx.recv() => consumer.mark(mark, &mut probes, ring.get_mut()),
+            _ = live_tick.tick(), if live.is_some() => {
+                consumer.drain(ring.get_mut());
+                let heap = heap_setup.is_ok().then(|| probes.heap_totals().ok()).flatten();
+                let r = consumer.reading(clock.elapsed().as_secs_f64(), heap.as_ref());
+                let status = LiveStatus {
+                    elapsed_s: r.t_s,
+                    phase: r.phase,
+                    rss_file: r.rss_file,
+                    rss_anon: r.rss_anon,
+                    rss_shmem: r.rss_shmem,
+                    heap_live: r.heap_live,
+                    faults_total: consumer.stats.faults.total,
+                    ringbuf_drops: probes.counters().map_or(0, |c| c[COUNTER_RINGBUF_DROPS as usize]),
+                    top_files: r.files.into_iter().map(|f| (f.path, f.loaded_bytes)).collect(),
+                };
+                if let Some(view) = &mut live {
+                    eprint!("{}", view.render(&status));
+                }
+            }
             _ = sample_tick.tick() => {
                 consumer.drain(ring.get_mut());
                 let heap = heap_setup.is_ok().then(|| probes.heap_totals().ok()).flatten();
@@ -568,6 +595,9 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             }
         }
     };
+    if let Some(view) = &mut live {
+        eprint!("{}", view.clear());
+    }
     if final_truth.is_none() && !matches!(stop, Stop::Exited(_)) {
         final_truth = Some(consumer.truth(ring.get_mut()));
     }
