@@ -79,6 +79,12 @@ pub enum Command {
         /// Also write it in the Chrome Trace Event Format (see --chrome-trace of a run)
         #[arg(long = "chrome-trace", value_name = "PATH")]
         chrome_trace: Option<PathBuf>,
+
+        /// Also write one self-contained HTML file: the timeline plotted with
+        /// the phases shaded, estimates against measurement per file, and a
+        /// flame graph of the leak stacks
+        #[arg(long, value_name = "OUT.html")]
+        html: Option<PathBuf>,
     },
 }
 

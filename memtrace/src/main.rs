@@ -13,6 +13,7 @@ mod heap;
 mod heap_capture;
 mod heap_events;
 mod heap_sampler;
+mod html;
 mod kernel_heap;
 mod live;
 mod loading;
@@ -67,13 +68,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&trace::json_schema())?);
             return Ok(ExitCode::SUCCESS);
         }
-        (Some(Command::Report { trace, chrome_trace }), _) => {
+        (Some(Command::Report { trace, chrome_trace, html }), _) => {
             // No kernel, no privileges: a saved trace, rendered as the run did.
             let saved = trace::read_json(&trace)?;
             print!("{}", report::render(&saved));
             if let Some(path) = chrome_trace {
                 chrome_trace::write(&path, &saved)?;
                 eprintln!("memtrace: Chrome trace written to {}", path.display());
+            }
+            if let Some(path) = html {
+                html::write(&path, &saved)?;
+                eprintln!("memtrace: HTML report written to {}", path.display());
             }
             return Ok(ExitCode::SUCCESS);
         }

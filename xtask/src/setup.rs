@@ -16,13 +16,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// path, that proves it is there; package). setpriv: the no-privilege test;
 /// gcc: the C test programs; bpftrace: the heap benchmark's peer; jemalloc:
 /// the `--alloc-lib` test; python3-jsonschema: validating traces against
-/// the JSON Schema.
-const DEBIAN_PACKAGES: [(&str, &str); 5] = [
+/// the JSON Schema; chromium: rendering the HTML report headless.
+const DEBIAN_PACKAGES: [(&str, &str); 6] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
     ("bpftrace", "bpftrace"),
     ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
     ("/usr/lib/python3/dist-packages/jsonschema/__init__.py", "python3-jsonschema"),
+    ("chromium", "chromium"),
 ];
 
 fn is_there(proof: &str) -> bool {
