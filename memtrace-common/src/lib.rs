@@ -47,6 +47,9 @@ pub const EVENT_MREMAP: u32 = 13;
 /// NUL-terminated name (at most PHASE_NAME_MAX bytes including the NUL).
 pub const EVENT_PHASE: u32 = 12;
 pub const PHASE_NAME_MAX: usize = 40;
+/// In EVENT_PHASE args[0]: the name could not be read in the kernel (its
+/// page was not resident); args[1] is its address in the target instead.
+pub const PHASE_NAME_AT_POINTER: u64 = 1 << 36;
 /// The heap totals right after a phase marker (same sequence number):
 /// args = [allocated bytes, freed bytes, allocations, frees, unknown frees, sequence number].
 pub const EVENT_HEAP_MARK: u32 = 15;

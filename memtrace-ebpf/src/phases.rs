@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
     EbpfContext, Global,
 };
-use memtrace_common::{EVENT_HEAP_MARK, EVENT_PHASE, PHASE_NAME_MAX};
+use memtrace_common::{EVENT_HEAP_MARK, EVENT_PHASE, PHASE_NAME_AT_POINTER, PHASE_NAME_MAX};
 
 use crate::{
     emit::{emit, target_tgid, target_tid},
@@ -64,19 +64,24 @@ fn boundary(tid: u32, begin: u64, function: u64, name: [u64; 5]) -> u32 {
 fn marker(ctx: &ProbeContext, begin: u64) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     let mut words = [0u64; 5];
+    let mut flags = begin;
     if let Some(name) = ctx.arg::<*const u8>(0) {
         let mut buf = [0u8; PHASE_NAME_MAX];
-        // SAFETY: reads at most PHASE_NAME_MAX bytes of user memory; a bad
-        // pointer leaves the name empty.
+        // SAFETY: reads at most PHASE_NAME_MAX bytes of user memory.
         if unsafe { bpf_probe_read_user_str_bytes(name, &mut buf) }.is_ok() {
             for (i, chunk) in buf.chunks_exact(8).enumerate() {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(chunk);
                 words[i] = u64::from_le_bytes(word);
             }
+        } else {
+            // A page not yet faulted in (BPF may not fault): send the
+            // pointer; userspace reads the name from /proc/PID/mem.
+            flags |= PHASE_NAME_AT_POINTER;
+            words[0] = name as u64;
         }
     }
-    boundary(tid, begin, 0, words)
+    boundary(tid, flags, 0, words)
 }
 
 #[inline(always)]

@@ -2,7 +2,8 @@
 use memtrace_common::{
     RawEvent, EVENT_ALLOC, EVENT_BRK, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_FREE,
     EVENT_HEAP_MARK, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD,
-    EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT, RANGE_OP_MUNMAP,
+    EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT, PHASE_NAME_AT_POINTER,
+    RANGE_OP_MUNMAP,
 };
 
 use crate::aspace::FileId;
@@ -92,6 +93,9 @@ pub enum Event {
         seq: u32,
         /// The `--phase-fn` function (1, 2, ...; 0: a marker function, named by `name`).
         function: u32,
+        /// The kernel could not read the name (page not resident): its
+        /// address in the target, to read from /proc/PID/mem.
+        name_at: Option<u64>,
     },
     /// The allocator totals right after the phase marker `seq`.
     HeapMark {
@@ -252,7 +256,9 @@ impl Event {
                 let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 let name = String::from_utf8_lossy(&bytes[..len]).into_owned();
                 let (begin, seq, function) = (a[0] & 1 == 1, (a[0] >> 1) as u32, (a[0] >> 40) as u32);
-                Event::Phase { ts_ns, tid, begin, name, seq, function }
+                let name_at = (a[0] & PHASE_NAME_AT_POINTER != 0).then_some(a[1]);
+                let name = if name_at.is_some() { String::new() } else { name };
+                Event::Phase { ts_ns, tid, begin, name, name_at, seq, function }
             }
             EVENT_RANGE_ENTER => {
                 Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
@@ -394,12 +400,25 @@ mod tests {
         args[1] = u64::from_le_bytes(*b"search\0x");
         assert_eq!(
             Event::decode(&bytes(&raw(EVENT_PHASE, args))).unwrap(),
-            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into(), seq: 5, function: 0 }
+            Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into(), seq: 5, function: 0, name_at: None }
         );
         // A --phase-fn boundary: the function's index above the sequence number.
         assert_eq!(
             Event::decode(&bytes(&raw(EVENT_PHASE, [7 << 1 | 2 << 40, 0, 0, 0, 0, 0]))).unwrap(),
-            Event::Phase { ts_ns: 99, tid: 7, begin: false, name: String::new(), seq: 7, function: 2 }
+            Event::Phase { ts_ns: 99, tid: 7, begin: false, name: String::new(), seq: 7, function: 2, name_at: None }
+        );
+        // A name the kernel could not read: its address instead.
+        assert_eq!(
+            Event::decode(&bytes(&raw(EVENT_PHASE, [1 | 3 << 1 | 1 << 36, 0x5555_0000, 0, 0, 0, 0]))).unwrap(),
+            Event::Phase {
+                ts_ns: 99,
+                tid: 7,
+                begin: true,
+                name: String::new(),
+                seq: 3,
+                function: 0,
+                name_at: Some(0x5555_0000)
+            }
         );
         let mark = Event::decode(&bytes(&raw(EVENT_HEAP_MARK, [100, 40, 3, 2, 1, 5]))).unwrap();
         let totals = HeapCounts { allocated_bytes: 100, freed_bytes: 40, allocs: 3, frees: 2, unknown_frees: 1 };

@@ -17,6 +17,7 @@ mod html;
 mod kernel_heap;
 mod live;
 mod loading;
+mod marker_libs;
 mod pageset;
 mod phase_fn;
 mod phases;

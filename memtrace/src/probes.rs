@@ -131,14 +131,16 @@ impl Probes {
     }
 
     /// Attaches to `memtrace_phase_begin`/`memtrace_phase_end` in `binary`
-    /// (the target's executable) for process `pid`. Returns false when the
+    /// (the target's executable, or a library it maps) for process `pid`. Returns false when the
     /// binary has no such symbols: phases are optional.
     pub fn attach_phase_markers(&mut self, pid: u32, binary: &Path) -> Result<bool> {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
         for (program, symbol) in [("phase_begin", "memtrace_phase_begin"), ("phase_end", "memtrace_phase_end")] {
             let probe: &mut UProbe =
                 self.ebpf.program_mut(program).context("eBPF object lacks phase programs")?.try_into()?;
-            probe.load().with_context(|| format!("verifier rejected {program}"))?;
+            if probe.fd().is_err() {
+                probe.load().with_context(|| format!("verifier rejected {program}"))?;
+            }
             match probe.attach(symbol, binary, scope) {
                 Ok(link) => self.uprobe_links.push((program, link)),
                 Err(e) => {

@@ -111,6 +111,17 @@ pub fn brk_range(pid: u32) -> Option<(u64, Option<u64>)> {
     Some((start, end))
 }
 
+/// A NUL-terminated string of at most `max` bytes at `addr` in the target
+/// (/proc/PID/mem: the pages are faulted in as needed, unlike in eBPF).
+pub fn read_c_string(pid: u32, addr: u64, max: usize) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut buf = vec![0u8; max];
+    let n = mem.read_at(&mut buf, addr).ok()?;
+    let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 pub fn command_line(pid: u32) -> Option<String> {
     let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;
     (!cmdline.is_empty()).then(|| cmdline.join(" "))

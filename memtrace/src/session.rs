@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{
     COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS,
-    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS, COUNTER_WATCH_FULL,
+    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS, COUNTER_WATCH_FULL, PHASE_NAME_MAX,
 };
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -34,6 +34,7 @@ use crate::{
     heap_sampler::HeapSampler,
     live::{LiveView, Status as LiveStatus},
     loading::{FileLoad, Loading, RssCounters, PAGE},
+    marker_libs::MarkerLibs,
     phase_fn::PhaseFn,
     phases::{FileCounts, Phases, Totals},
     probes::{HeapSetup, Probes},
@@ -198,10 +199,14 @@ impl Consumer {
                 self.loading.on_exec();
                 self.sync();
             }
-            Event::Phase { ts_ns, tid, begin, name, seq, function } => {
-                let name = match function {
-                    0 => name,
-                    f => self.phase_fn_names.get(f as usize - 1).cloned().unwrap_or_else(|| format!("[phase-fn {f}]")),
+            Event::Phase { ts_ns, tid, begin, name, seq, function, name_at } => {
+                let name = match (function, name_at) {
+                    (0, Some(addr)) => procmaps::read_c_string(self.pid, addr, PHASE_NAME_MAX - 1)
+                        .unwrap_or_else(|| format!("[unreadable name at {addr:#x}]")),
+                    (0, None) => name,
+                    (f, _) => {
+                        self.phase_fn_names.get(f as usize - 1).cloned().unwrap_or_else(|| format!("[phase-fn {f}]"))
+                    }
                 };
                 if tid == self.pid {
                     self.last_main_marker_ns = Some(ts_ns);
@@ -343,17 +348,19 @@ impl Consumer {
     }
 }
 
-/// Tells the kernel side which files' evictions matter: those the target maps.
-fn watch_new_files(probes: &mut Probes, stats: &TraceStats, watched: &mut HashSet<FileId>) {
+/// Files the target maps for the first time: the kernel side watches their
+/// evictions, and a library with phase markers gets the marker probes.
+fn watch_new_files(probes: &mut Probes, stats: &TraceStats, watched: &mut HashSet<FileId>, markers: &mut MarkerLibs) {
     // Called after every drain: cheap when no file is new (files are never removed).
     if stats.files.len() == watched.len() {
         return;
     }
-    for id in stats.files.keys() {
+    for (id, file) in &stats.files {
         if watched.insert(*id) {
             if let Err(e) = probes.watch_file(*id) {
-                eprintln!("memtrace: warning: evictions of {} will not be seen: {e:#}", stats.files[id].path);
+                eprintln!("memtrace: warning: evictions of {} will not be seen: {e:#}", file.path);
             }
+            markers.consider(probes, &file.path);
         }
     }
 }
@@ -420,6 +427,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
         mappings: Vec::new(),
     };
     let mut watched = HashSet::new();
+    let mut marker_libs = MarkerLibs::new(pid, &binary);
     let mut start_truth: Option<KernelTruth> = None;
     let mut final_truth: Option<Result<KernelTruth, String>> = None;
     let mut truth_moment = "when tracing stopped";
@@ -565,13 +573,13 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                 let mut guard = guard?;
                 consumer.drain(guard.get_inner_mut());
                 guard.clear_ready();
-                watch_new_files(&mut probes, &consumer.stats, &mut watched);
+                watch_new_files(&mut probes, &consumer.stats, &mut watched, &mut marker_libs);
             }
             exit = exit_wait => break Stop::Exited(exit.flatten()),
             _ = until => break if grace.is_some() { Stop::Signal("signal (target did not exit in time)") } else { Stop::Duration },
             _ = tick.tick() => {
                 consumer.drain(ring.get_mut());
-                watch_new_files(&mut probes, &consumer.stats, &mut watched);
+                watch_new_files(&mut probes, &consumer.stats, &mut watched, &mut marker_libs);
                 ticks += 1;
                 if heap_setup.is_ok() {
                     sampler.tick(&probes);
@@ -735,7 +743,11 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             Some(Err(e)) => e.clone(),
             None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
         },
-        phase_markers,
+        phase_markers: if marker_libs.attached.is_empty() {
+            phase_markers
+        } else {
+            format!("{phase_markers}; also in {}", marker_libs.attached.join(", "))
+        },
         phase_truth: if phase_truth {
             format!(
                 "smaps read at {} phase boundaries, the main thread stopped there (ptrace) for {:.1} ms in all",

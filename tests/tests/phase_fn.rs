@@ -83,3 +83,33 @@ fn a_phase_function_the_program_lacks_is_refused_before_it_runs() {
     assert!(stderr.contains("defines no function `no_such_fn`") && stderr.lines().count() == 1, "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("walks"), "the program never ran");
 }
+
+#[test]
+fn phase_markers_exported_by_a_library_are_found_there() {
+    require_root();
+    let dir = scratch("marker_lib");
+    let lib = dir.join("libmtmark.so");
+    let src = root_dir().join("tests/c");
+    let build = |args: &[&str]| {
+        let out = run(Command::new("cc").args(["-g", "-O0", "-fno-omit-frame-pointer"]).args(args));
+        assert!(out.status.success(), "{}", describe(&out));
+    };
+    build(&["-shared", "-fPIC", "-o", lib.to_str().unwrap(), src.join("markerlib.c").to_str().unwrap()]);
+    let bin = dir.join("uselib");
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    build(&["-o", bin.to_str().unwrap(), src.join("uselib.c").to_str().unwrap(), lib.to_str().unwrap(), &rpath]);
+
+    let trace_path = dir.join("trace.json");
+    let out = run(Command::new(memtrace_bin()).args(["run", "--json"]).arg(&trace_path).arg("--").arg(&bin));
+    assert!(out.status.success(), "{}", describe(&out));
+    let trace = read_json(&trace_path);
+    let markers = trace["phase_markers"].as_str().unwrap();
+    assert!(
+        markers.contains("does not export") && markers.contains("also in") && markers.contains("libmtmark.so"),
+        "{markers}"
+    );
+    let phases = trace["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 1, "{phases:#?}");
+    assert_eq!(phases[0]["name"], "libphase");
+    assert_eq!(phases[0]["heap_growth_bytes"], 8192);
+}
