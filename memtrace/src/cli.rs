@@ -20,8 +20,9 @@ It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.8 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
 sudo memtrace -p 4242 --duration 30 --json t.json   attach to a running process for 30 s\n  \
-sudo memtrace mark warmup; ...; sudo memtrace mark --end warmup   mark a phase from another shell\n  \
-memtrace report t.json                              print a saved trace's report again\n  \
+sudo memtrace mark warmup                           from another shell: phase \"warmup\" begins\n  \
+sudo memtrace mark --end warmup                     ... and ends\n  \
+memtrace report t.json --html t.html                print a saved trace's report again, and a web page\n  \
 cargo xtask demo                                    trace the bundled Arrow workload",
     args_conflicts_with_subcommands = true
 )]
@@ -131,7 +132,7 @@ pub struct TraceArgs {
     pub events: Option<PathBuf>,
 
     /// Growth suspects: allocation stacks whose live bytes grew in each of
-    /// the last K one-second samples
+    /// the last K samples (taken every 0.5 s)
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=600))]
     pub growth_window: u16,
 
