@@ -55,7 +55,7 @@ pub fn from_trace(t: &Trace) -> Value {
         for (path, _) in &files {
             let loaded = s.files_loaded_bytes.iter().find(|f| f.path == *path).map_or(0, |f| f.loaded_bytes);
             events.push(
-                json!({"name": format!("loaded: {path}"), "ph": "C", "pid": pid, "ts": ts, "args": {"bytes": loaded}}),
+                json!({"name": format!("loaded (measured): {path}"), "ph": "C", "pid": pid, "ts": ts, "args": {"bytes": loaded}}),
             );
         }
     }
@@ -84,20 +84,13 @@ pub fn from_trace(t: &Trace) -> Value {
     })
 }
 
-/// Writes it whole (mode 0600), like the JSON trace.
+/// Writes it whole or not at all (mode 0600), like the JSON trace.
 pub fn write(path: &std::path::Path, t: &Trace) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("--chrome-trace {}", path.display()))?;
-    serde_json::to_writer(&mut file, &from_trace(t))?;
-    file.write_all(b"\n")?;
-    Ok(())
+    crate::trace::write_atomically("--chrome-trace", path, |file| {
+        use std::io::Write;
+        serde_json::to_writer(&mut *file, &from_trace(t))?;
+        Ok(file.write_all(b"\n")?)
+    })
 }
 
 #[cfg(test)]
@@ -156,7 +149,10 @@ mod tests {
         let v = from_trace(&t);
         check_rules(&v).unwrap();
         let names: Vec<&str> = v["traceEvents"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
-        assert!(names.contains(&"loaded: /data/a.arrow") && names.contains(&"ring-buffer drops: 2"), "{names:?}");
+        assert!(
+            names.contains(&"loaded (measured): /data/a.arrow") && names.contains(&"ring-buffer drops: 2"),
+            "{names:?}"
+        );
         assert_eq!(names.iter().filter(|n| **n == "RSS (kernel: rss_stat)").count(), 3);
         let bad = json!({"traceEvents": [{"name": "x", "ph": "C", "pid": 1, "ts": 0, "args": {"v": "1"}}]});
         assert!(check_rules(&bad).is_err(), "a string counter value is refused");

@@ -70,8 +70,13 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
     ))
 }
 
+/// Writes the page whole or not at all.
 pub fn write(path: &Path, t: &Trace) -> Result<()> {
-    std::fs::write(path, render(t)?).with_context(|| format!("--html {}", path.display()))
+    let page = render(t)?;
+    crate::trace::write_atomically("--html", path, |file| {
+        use std::io::Write;
+        file.write_all(page.as_bytes()).with_context(|| format!("--html {}", path.display()))
+    })
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ impl LiveView {
         let phase = if s.phase.is_empty() { "-" } else { &s.phase };
         let heap = s.heap_live.map_or_else(|| "not traced".into(), signed_bytes);
         let head = format!(
-            "{:.1} s  phase {phase}  RSS file {} anon {} shmem {}  heap {heap}  faults/s {}  drops {}",
+            "{:.1} s  phase {phase}  RSS (rss_stat) file {} anon {} shmem {}  heap (measured) {heap}  faults/s (measured) {}  drops {}",
             s.elapsed_s,
             bytes(s.rss_file),
             bytes(s.rss_anon),
@@ -54,12 +54,15 @@ impl LiveView {
             thousands(s.ringbuf_drops)
         );
         if !self.tty {
-            let top = s.top_files.first().map_or_else(String::new, |(p, b)| format!("  top file {} {p}", bytes(*b)));
+            let top = s
+                .top_files
+                .first()
+                .map_or_else(String::new, |(p, b)| format!("  top file loaded (measured) {} {p}", bytes(*b)));
             return format!("memtrace: {head}{top}\n");
         }
         let mut lines = vec![format!("memtrace live: {head}")];
         for (path, loaded) in s.top_files.iter().take(FILES_SHOWN) {
-            lines.push(format!("  loaded {:>10}  {path}", bytes(*loaded)));
+            lines.push(format!("  loaded (measured) {:>10}  {path}", bytes(*loaded)));
         }
         let mut out = self.clear();
         for l in &lines {
@@ -102,8 +105,12 @@ mod tests {
         let line = v.render(&status(2.0, 1100));
         assert_eq!(line.lines().count(), 1);
         assert!(!line.contains('\x1b'));
-        assert!(line.contains("phase search") && line.contains("faults/s 1,000") && line.contains("heap +4.0 KiB"));
-        assert!(line.contains("top file 1.0 MiB /data/a.arrow"), "{line}");
+        assert!(
+            line.contains("phase search")
+                && line.contains("faults/s (measured) 1,000")
+                && line.contains("heap (measured) +4.0 KiB")
+        );
+        assert!(line.contains("top file loaded (measured) 1.0 MiB /data/a.arrow"), "{line}");
         assert_eq!(v.clear(), "");
     }
 

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{probe_site::Library, probes::Probes};
+use crate::probes::Probes;
 
 pub struct MarkerLibs {
     pid: u32,
@@ -16,6 +16,21 @@ pub struct MarkerLibs {
     exe: PathBuf,
     /// Libraries whose markers were attached.
     pub attached: Vec<String>,
+}
+
+/// Whether the ELF file at `path` defines the function `name`. Reads only
+/// its headers and symbol tables (a lazy cache over the file): this runs on
+/// the event loop for every library the target maps, some of them large.
+fn defines(path: &Path, name: &str) -> bool {
+    use object::{Object, ObjectSymbol};
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let cache = object::read::ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else { return false };
+    let found = elf
+        .dynamic_symbols()
+        .chain(elf.symbols())
+        .any(|s| s.is_definition() && s.kind() == object::SymbolKind::Text && s.name() == Ok(name));
+    found
 }
 
 /// Whether the file starts with the ELF magic (data files are not read further).
@@ -35,8 +50,7 @@ impl MarkerLibs {
         if path == self.exe || !path.is_absolute() || !is_elf(path) {
             return;
         }
-        let exports = Library::open(path).and_then(|l| l.function("memtrace_phase_begin")).is_ok_and(|f| f.is_some());
-        if !exports {
+        if !defines(path, "memtrace_phase_begin") {
             return;
         }
         match probes.attach_phase_markers(self.pid, path) {
@@ -50,6 +64,14 @@ impl MarkerLibs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symbols_are_found_without_reading_the_whole_file() {
+        let libc = crate::allocator::find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap();
+        assert!(defines(&libc[0].path, "malloc"));
+        assert!(!defines(&libc[0].path, "memtrace_phase_begin"));
+        assert!(!defines(Path::new("/etc/hostname"), "malloc"));
+    }
 
     #[test]
     fn only_elf_files_are_read() {

@@ -78,7 +78,11 @@ pub fn render_heap(o: &mut String, t: &Trace) {
             thousands(e.frees),
             thousands(e.stacks),
             e.path,
-            e.error.as_ref().map(|e| format!(" (INCOMPLETE: {e})")).unwrap_or_default()
+            match (&e.error, t.counters.ringbuf_drops) {
+                (Some(err), _) => format!(" (INCOMPLETE: {err})"),
+                (None, 0) => String::new(),
+                (None, drops) => format!(" (INCOMPLETE: {} ring-buffer drops)", thousands(drops)),
+            }
         );
     }
     let slow: Vec<&str> = h.probes.iter().filter(|p| p.emulated == Some(false)).map(|p| p.function.as_str()).collect();

@@ -419,8 +419,17 @@ pub fn default_sources() -> BTreeMap<String, String> {
 
 /// Writes the trace to `path` atomically (temp file + rename), mode 0600.
 pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
+    write_atomically("--json", path, |file| {
+        serde_json::to_writer_pretty(&mut *file, trace)?;
+        Ok(file.write_all(b"\n")?)
+    })
+}
+
+/// Writes an output file (given as `flag`) whole or not at all: into a
+/// temporary file beside it, mode 0600, then renamed into place.
+pub fn write_atomically(flag: &str, path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("--json {}: not a file path", path.display()))?;
+    let name = path.file_name().with_context(|| format!("{flag} {}: not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> Result<()> {
         let mut file = std::fs::OpenOptions::new()
@@ -428,9 +437,8 @@ pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut file, trace)?;
-        file.write_all(b"\n")?;
+            .with_context(|| format!("{flag}: cannot create {}", tmp.display()))?;
+        fill(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     })();

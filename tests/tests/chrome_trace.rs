@@ -44,7 +44,7 @@ fn a_run_exports_its_phases_counters_and_leaks_for_perfetto() {
         assert!((s["ts"].as_f64().unwrap() - start_us).abs() < 1.0, "{s} vs {p}");
         assert!(s["dur"].as_f64().unwrap() >= 0.0);
     }
-    let arrow = format!("loaded: {}", dir.join("w.arrow").display());
+    let arrow = format!("loaded (measured): {}", dir.join("w.arrow").display());
     for track in ["RSS (kernel: rss_stat)", "heap live (measured)", arrow.as_str()] {
         assert!(counters.contains(track), "{track} in {counters:?}");
     }

@@ -19,7 +19,7 @@ fn plain_lines_without_a_terminal_and_none_with_quiet() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines = live_lines(&stderr);
     assert!(lines.len() >= 2, "one a second: {stderr}");
-    assert!(lines[0].starts_with("memtrace: 1.0 s  phase -  RSS file "), "{}", lines[0]);
+    assert!(lines[0].starts_with("memtrace: 1.0 s  phase -  RSS (rss_stat) file "), "{}", lines[0]);
     assert!(lines.iter().all(|l| l.contains("drops 0") && !l.contains('\x1b')), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("memtrace report:") && live_lines(&stdout).is_empty(), "{stdout}");
