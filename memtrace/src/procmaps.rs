@@ -67,9 +67,15 @@ pub struct Snapshot {
     pub mappings: Vec<FileMapping>,
 }
 
-/// All mappings of `pid`, plus the files among them.
-pub fn snapshot(pid: u32) -> procfs::ProcResult<Snapshot> {
-    let maps = Process::new(pid as i32)?.maps()?;
+/// All mappings of `pid`, plus the files among them. None when the maps
+/// cannot be read or are empty: a process that is exiting (or a zombie)
+/// has dropped its address space, and that empty view must not replace
+/// what memtrace last saw (leak stacks are symbolized with it).
+pub fn snapshot(pid: u32) -> Option<Snapshot> {
+    let maps = Process::new(pid as i32).ok()?.maps().ok()?;
+    if maps.iter().next().is_none() {
+        return None;
+    }
     let mut vmas = Vec::new();
     let mut files: Vec<FileInfo> = Vec::new();
     let mut mappings = Vec::new();
@@ -83,7 +89,7 @@ pub fn snapshot(pid: u32) -> procfs::ProcResult<Snapshot> {
         }
         vmas.push((map.address.0, map.address.1, region));
     }
-    Ok(Snapshot { vmas, files, mappings })
+    Some(Snapshot { vmas, files, mappings })
 }
 
 /// The file mapped at `addr` in `pid`, if the mapping is still there.
@@ -178,4 +184,22 @@ pub fn file_pagemap(pid: u32) -> std::io::Result<std::collections::HashMap<FileI
         *out.entry(id).or_insert(0) += present * 4096;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_process_has_no_snapshot_but_a_live_one_does() {
+        assert!(snapshot(std::process::id()).is_some_and(|s| !s.mappings.is_empty()));
+        // An unreaped child is a zombie: /proc/PID/maps reads as empty.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let stat = format!("/proc/{}/stat", child.id());
+        while !std::fs::read_to_string(&stat).unwrap().contains(") Z ") {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(snapshot(child.id()).is_none());
+        child.wait().unwrap();
+    }
 }

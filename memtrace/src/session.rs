@@ -128,7 +128,7 @@ impl Consumer {
     fn sync(&mut self) {
         // One read of the maps file: the model, and the mappings kept for
         // symbolizing stacks if the target is gone at stop.
-        if let Ok(snap) = procmaps::snapshot(self.pid) {
+        if let Some(snap) = procmaps::snapshot(self.pid) {
             self.mappings = snap.mappings;
             self.stats.sync(snap.vmas, snap.files);
         }
