@@ -73,7 +73,7 @@ pub struct Snapshot {
 /// what memtrace last saw (leak stacks are symbolized with it).
 pub fn snapshot(pid: u32) -> Option<Snapshot> {
     let maps = Process::new(pid as i32).ok()?.maps().ok()?;
-    if maps.iter().next().is_none() {
+    if maps.0.is_empty() {
         return None;
     }
     let mut vmas = Vec::new();
