@@ -24,20 +24,9 @@ pub struct Allocator {
 pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Result<Vec<Allocator>> {
     let mut found = Vec::new();
     let mut exe_has_malloc = false;
-    if let Ok(exe) = Library::open(binary) {
-        exe_has_malloc = matches!(exe.function("malloc"), Ok(Some(_)));
-        let own = own_allocator_functions(&exe);
-        if exe_has_malloc {
-            found.push(Allocator {
-                path: binary.to_path_buf(),
-                how: "malloc is defined in the executable itself (statically linked)".into(),
-            });
-        } else if !own.is_empty() {
-            found.push(Allocator {
-                path: binary.to_path_buf(),
-                how: format!("the executable carries its own allocator ({}, statically linked)", own.join(", ")),
-            });
-        }
+    if let Some((own, defines_malloc)) = in_executable(binary) {
+        exe_has_malloc = defines_malloc;
+        found.push(own);
     }
     if !exe_has_malloc {
         let (maps, how) = if run_mode {
@@ -74,6 +63,23 @@ pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Resul
         found.push(Allocator { path: path.clone(), how });
     }
     Ok(found)
+}
+
+/// The allocator an executable carries itself, if any, and whether it
+/// defines `malloc` (then it replaces glibc's): malloc statically linked,
+/// or a non-glibc allocator's functions (a Rust `#[global_allocator]`).
+pub fn in_executable(binary: &Path) -> Option<(Allocator, bool)> {
+    let exe = Library::open(binary).ok()?;
+    if matches!(exe.function("malloc"), Ok(Some(_))) {
+        let how = "malloc is defined in the executable itself (statically linked)".into();
+        return Some((Allocator { path: binary.to_path_buf(), how }, true));
+    }
+    let own = own_allocator_functions(&exe);
+    if own.is_empty() {
+        return None;
+    }
+    let how = format!("the executable carries its own allocator ({}, statically linked)", own.join(", "));
+    Some((Allocator { path: binary.to_path_buf(), how }, false))
 }
 
 /// Checks an `--alloc-lib` argument before tracing starts: an ELF file that

@@ -44,7 +44,8 @@ pub fn resolve(spec: &str, executable: &Path) -> Result<PhaseFn> {
     if lib.function(&symbol)?.is_none() {
         bail!(
             "--phase-fn {spec}: {} defines no function `{symbol}`; give the symbol as `nm` prints it \
-             (mangled for C++), and add @/path/to/library.so when it lives in a library",
+             (mangled for C++); add @/path/to/library.so when it lives in a library, or @/path/to/program \
+             when the command is a wrapper (env, sh -c) that runs the program",
             path.display()
         );
     }

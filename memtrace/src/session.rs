@@ -82,6 +82,8 @@ pub struct Options {
 enum ChildStop {
     Exit,
     Marker,
+    /// A later execve: the new image is loaded and has not run yet.
+    Exec,
 }
 
 /// How often the live view is refreshed.
@@ -400,7 +402,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
     if !opts.phase_fns.is_empty() {
         probes.attach_phase_fns(pid, &opts.phase_fns)?;
     }
-    let heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run", &opts.alloc_libs);
+    let mut heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run", &opts.alloc_libs);
     if opts.explain_probes {
         eprint!("{}", report_heap::explain_probes(&heap_setup));
     }
@@ -461,7 +463,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             };
             let hooks = Hooks {
                 at_exit: hook(|| ChildStop::Exit, stop_tx.clone()),
-                at_marker: hook(|| ChildStop::Marker, stop_tx),
+                at_marker: hook(|| ChildStop::Marker, stop_tx.clone()),
+                at_exec: hook(|| ChildStop::Exec, stop_tx),
             };
             exit_rx = Some(child.supervise(hooks)?);
             child_stops = Some(stop_rx);
@@ -541,6 +544,16 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                         consumer.loading.on_exit();
                     }
                     ChildStop::Marker => consumer.boundary(ring.get_mut()),
+                    ChildStop::Exec => {
+                        // The exec event is in the ring: draining it reads the
+                        // new image's mappings, so its markers and its own
+                        // allocator are probed before its first instruction.
+                        consumer.drain(ring.get_mut());
+                        watch_new_files(&mut probes, &consumer.stats, &mut watched, &mut marker_libs);
+                        if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+                            attach_exec_allocator(&mut probes, pid, &exe, &mut heap_setup, opts.explain_probes);
+                        }
+                    }
                 }
                 let _ = ack.send(());
             }
@@ -825,6 +838,30 @@ fn attach_heap(probes: &mut Probes, pid: u32, binary: &Path, run_mode: bool, all
         return Err(errors.join("; "));
     }
     Ok(setup)
+}
+
+/// After a later execve in run mode (`env VAR=x prog`): an allocator linked
+/// into the new executable (found in the first one only otherwise) is
+/// probed while the new image is held at its exec stop.
+fn attach_exec_allocator(probes: &mut Probes, pid: u32, exe: &Path, setup: &mut HeapSetup, explain: bool) {
+    let Some((mut allocator, _)) = allocator::in_executable(exe) else { return };
+    if setup.as_ref().is_ok_and(|s| s.iter().any(|(a, _)| a.path == exe)) {
+        return; // the same executable again: already probed
+    }
+    allocator.how.push_str("; found when the target exec'd it");
+    match probes.attach_allocator(pid, &allocator.path) {
+        Ok(report) => {
+            let entry = (allocator, report);
+            if explain {
+                eprint!("{}", report_heap::explain_probes(&Ok(vec![entry.clone()])));
+            }
+            match setup {
+                Ok(s) => s.push(entry),
+                Err(_) => *setup = Ok(vec![entry]),
+            }
+        }
+        Err(e) => eprintln!("memtrace: warning: allocations through {} will not be traced: {e:#}", exe.display()),
+    }
 }
 
 /// Per-file kernel truth at one instant.

@@ -86,11 +86,14 @@ pub struct Hooks {
     /// At a phase marker, where memtrace's eBPF sent the main thread a
     /// SIGSTOP (`--phase-truth`); the signal is then suppressed.
     pub at_marker: StopHook,
+    /// After a later execve (`env VAR=x prog`), the new image loaded and
+    /// not yet run: its own probes go in before its first instruction.
+    pub at_exec: StopHook,
 }
 
 impl Hooks {
     pub fn none() -> Hooks {
-        Hooks { at_exit: Box::new(|| {}), at_marker: Box::new(|| {}) }
+        Hooks { at_exit: Box::new(|| {}), at_marker: Box::new(|| {}), at_exec: Box::new(|| {}) }
     }
 }
 
@@ -229,6 +232,7 @@ fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
         } else if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXEC {
             // A later execve (`env VAR=x prog`, `sh -c prog`): reported as an
             // event, so no stray SIGTRAP reaches the new program.
+            (hooks.at_exec)();
             cont(0);
         } else if sig == libc::SIGTRAP && !seen_exec {
             // The stop after the first traced execve: from now on, stop at

@@ -89,6 +89,33 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
 }
 
 #[test]
+fn markers_of_a_program_started_through_a_wrapper_are_probed_at_its_exec() {
+    // `env` is what memtrace spawns; the workload's markers (in its own
+    // executable) are probed at the exec stop, so even the first phase,
+    // which begins at once, is seen.
+    require_root();
+    let dir = scratch("run_through_env");
+    let (trace_path, truth_path) = (dir.join("trace.json"), dir.join("truth.json"));
+    let out = run(Command::new(memtrace_bin())
+        .args(["run", "-q", "--json"])
+        .arg(&trace_path)
+        .args(["--", "env", "MEMTRACE_TEST=1"])
+        .arg(workload_bin())
+        .arg("--file")
+        .arg(dir.join("w.arrow"))
+        .args(["--size-mib", "4", "--touch", "0.3", "--truth"])
+        .arg(&truth_path));
+    assert!(out.status.success(), "{}", describe(&out));
+    let (trace, truth) = (read_json(&trace_path), read_json(&truth_path));
+    let markers = trace["phase_markers"].as_str().unwrap();
+    assert!(markers.ends_with(&format!("also in {}", workload_bin().display())), "{markers}");
+    let names = |phases: &serde_json::Value| -> Vec<String> {
+        phases.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(&trace["phases"]), names(&truth["phases"]));
+}
+
+#[test]
 fn propagates_the_commands_exit_code_and_still_reports() {
     require_root();
     let dir = scratch("run_exit_code");
