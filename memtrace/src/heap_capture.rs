@@ -29,6 +29,8 @@ pub fn counts(t: &HeapTotals) -> HeapCounts {
 /// The heap when tracing stopped.
 pub struct HeapAtStop {
     pub totals: HeapTotals,
+    /// Allocator calls entered and not returned at the stop.
+    pub open_calls: u64,
     pub live_allocations: u64,
     /// Live allocations made before the target's latest execve: that
     /// image's heap is gone (count, bytes), so they are neither live nor leaks.
@@ -61,6 +63,7 @@ pub struct StopContext<'a> {
 pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, window_s: f64) -> Result<HeapAtStop> {
     let StopContext { pid, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings } = *ctx;
     let totals = probes.heap_totals()?;
+    let open_calls = probes.open_alloc_calls()?;
     let (live, before_exec): (Vec<_>, Vec<_>) =
         probes.live_allocations()?.into_iter().partition(|a| a.ts_ns >= last_exec_ns);
     let released_by_exec = (before_exec.len() as u64, before_exec.iter().map(|a| a.size).sum());
@@ -101,6 +104,7 @@ pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, w
     let leaks = merge_same_source(leaks);
     Ok(HeapAtStop {
         totals,
+        open_calls,
         live_allocations: live.len() as u64,
         released_by_exec,
         leaks,

@@ -277,6 +277,14 @@ impl Probes {
         Ok(Array::<_, HeapTotals>::try_from(map)?.get(&0, 0)?)
     }
 
+    /// Allocator calls entered and not yet returned, one at most per thread
+    /// (ALLOC_PENDING): in flight now, or never to return.
+    pub fn open_alloc_calls(&self) -> Result<u64> {
+        let map = self.ebpf.map("ALLOC_PENDING").context("eBPF object lacks map ALLOC_PENDING")?;
+        let pending: HashMap<_, u32, memtrace_common::PendingAlloc> = HashMap::try_from(map)?;
+        Ok(pending.keys().filter(|k| k.is_ok()).count() as u64)
+    }
+
     /// Every allocation the live map holds now.
     pub fn live_allocations(&self) -> Result<Vec<LiveAllocation>> {
         let map = self.ebpf.map("LIVE_ALLOCS").context("eBPF object lacks map LIVE_ALLOCS")?;

@@ -42,13 +42,14 @@ pub fn render_heap(o: &mut String, t: &Trace) {
     );
     let _ = writeln!(
         o,
-        "  not in the figures: unknown frees {} (allocated before tracing), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, calls never returned {}, failed allocations {}",
+        "  not in the figures: unknown frees {} (allocated before tracing), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
         thousands(h.unknown_frees),
         thousands(h.dropped_allocs),
         thousands(h.missed_frees),
         thousands(h.lost_stacks),
         thousands(h.lost_calls),
         thousands(h.abandoned_calls),
+        thousands(h.open_calls_at_stop),
         thousands(h.failed_allocs)
     );
     if h.released_by_exec_allocs > 0 {

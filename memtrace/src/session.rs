@@ -1023,7 +1023,7 @@ fn heap_section(
             (heap.unknown_frees, heap.dropped_allocs, heap.missed_frees) =
                 (t.unknown_frees, t.dropped_allocs, t.missed_frees);
             (heap.lost_stacks, heap.failed_allocs, heap.lost_calls) = (t.lost_stacks, t.failed_allocs, t.lost_calls);
-            heap.abandoned_calls = t.abandoned_calls;
+            (heap.abandoned_calls, heap.open_calls_at_stop) = (t.abandoned_calls, h.open_calls);
             leaks = h.leaks;
         }
         Some((Err(e), when)) => heap.read_at = format!("could not be read {when}: {e}"),

@@ -251,6 +251,12 @@ pub struct Heap {
     /// 64 pending return probes per thread exhausted by deep recursion of a
     /// `--phase-fn` function): their allocations are not counted.
     pub abandoned_calls: u64,
+    /// Allocator calls entered but not returned when tracing stopped (one
+    /// at most per thread): in flight at that instant, or never to return
+    /// (a thread's last such call; its earlier ones are in
+    /// `abandoned_calls`). Their allocations are not counted.
+    #[serde(default)]
+    pub open_calls_at_stop: u64,
     /// The heap part of the trace's timeline (every `--interval`).
     pub timeline: Vec<HeapSample>,
     /// The kernel's side: the program break and anonymous mappings

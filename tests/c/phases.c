@@ -5,11 +5,15 @@
  * the bottom, where no return probe is left for malloc: those calls must
  * be counted as never returned. main calls walk
  * three times and batch twice, then prints the truth line the test reads.
+ * `deep-exit` is `deep` that calls _exit right after the walks: no later
+ * allocator call reveals the last unreturned malloc, which is still open
+ * at the exit stop.
  * Built by the tests: cc -g -O0 -fno-omit-frame-pointer phases.c */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEPTH 100
 #define WALKS 3
@@ -44,12 +48,15 @@ __attribute__((noinline)) void batch(void) {
 }
 
 int main(int argc, char **argv) {
-    deep = argc > 1 && strcmp(argv[1], "deep") == 0;
+    int exit_after_walks = argc > 1 && strcmp(argv[1], "deep-exit") == 0;
+    deep = exit_after_walks || (argc > 1 && strcmp(argv[1], "deep") == 0);
     long sum = 0;
     for (int i = 0; i < WALKS; i++) {
         sum += walk(DEPTH);
         sleep_ms(10);
     }
+    if (exit_after_walks)
+        _exit(sum == WALKS * (DEPTH + 1) ? 0 : 1);
     for (int i = 0; i < BATCHES; i++)
         batch();
     printf("walks %d depth %d sum %ld batches %d\n", WALKS, DEPTH, sum, BATCHES);

@@ -51,7 +51,25 @@ fn each_outermost_call_of_a_phase_function_is_one_phase() {
 #[test]
 fn allocations_deeper_than_the_kernels_return_probes_are_counted_not_lost_silently() {
     require_root();
-    let dir = scratch("phase_fn_deep");
+    // 100 walk frames hold the thread's 64 pending return probes: the three
+    // mallocs at the bottom get none. Each is seen as never returned when
+    // the thread's next allocator call arrives.
+    let (trace, report) = trace_phases("phase_fn_deep", "deep");
+    assert_eq!((u(&trace["heap"]["abandoned_calls"]), u(&trace["heap"]["open_calls_at_stop"])), (3, 0));
+    let names: Vec<&str> = trace["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["walk", "walk", "walk"]);
+    assert!(report.contains("calls never returned 3, calls open at stop 0"), "{report}");
+
+    // With _exit right after the walks, no later call reveals the third:
+    // it is still open at the exit stop, and counted there.
+    let (trace, report) = trace_phases("phase_fn_deep_exit", "deep-exit");
+    assert_eq!((u(&trace["heap"]["abandoned_calls"]), u(&trace["heap"]["open_calls_at_stop"])), (2, 1));
+    assert!(report.contains("calls never returned 2, calls open at stop 1"), "{report}");
+}
+
+/// `phases MODE` traced with walk as a phase function: the trace and the report.
+fn trace_phases(scratch_name: &str, mode: &str) -> (Value, String) {
+    let dir = scratch(scratch_name);
     let bin = build_c("phases", &dir);
     let trace_path = dir.join("trace.json");
     let out = run(Command::new(memtrace_bin())
@@ -59,17 +77,9 @@ fn allocations_deeper_than_the_kernels_return_probes_are_counted_not_lost_silent
         .arg(&trace_path)
         .arg("--")
         .arg(&bin)
-        .arg("deep"));
+        .arg(mode));
     assert!(out.status.success(), "{}", describe(&out));
-    let trace = read_json(&trace_path);
-    // 100 walk frames hold the thread's 64 pending return probes: the three
-    // mallocs at the bottom get none. Each is seen as never returned when
-    // the thread's next allocator call arrives.
-    assert_eq!(u(&trace["heap"]["abandoned_calls"]), 3, "{:#}", trace["heap"]);
-    let names: Vec<&str> = trace["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["walk", "walk", "walk"]);
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("calls never returned 3"), "{report}");
+    (read_json(&trace_path), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
