@@ -48,7 +48,9 @@ fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> PathBuf {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"));
+    // BPF cpu v3 (kernel 5.12+ for its atomics): phase numbers are taken
+    // with an atomic fetch-and-add, which "generic" (v1) cannot express.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf", "-Ctarget-cpu=v3"].join("\x1f"));
     let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot run `rustup run nightly cargo` ({e})")));
     if !status.success() {
         fail("building the eBPF object failed (see the errors above)");

@@ -50,6 +50,10 @@ pub const PHASE_NAME_MAX: usize = 40;
 /// In EVENT_PHASE args[0]: the name could not be read in the kernel (its
 /// page was not resident); args[1] is its address in the target instead.
 pub const PHASE_NAME_AT_POINTER: u64 = 1 << 36;
+/// Set in the sequence numbers of phase boundaries made from userspace
+/// (`memtrace mark`), which cannot take the eBPF side's numbers atomically:
+/// the two never share a number.
+pub const PHASE_SEQ_USER: u32 = 1 << 31;
 /// The heap totals right after a phase marker (same sequence number):
 /// args = [allocated bytes, freed bytes, allocations, frees, unknown frees, sequence number].
 pub const EVENT_HEAP_MARK: u32 = 15;

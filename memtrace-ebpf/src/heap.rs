@@ -60,9 +60,36 @@ static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(65537, 
 #[map]
 static HEAP_TOTALS: Array<HeapTotals> = Array::with_max_entries(1, 0);
 
-/// Phase markers seen so far (written by the phase probes).
+/// Phase boundaries the eBPF side has numbered so far: each takes the next
+/// number with an atomic fetch-and-add, so threads marking at the same
+/// instant get distinct numbers. (`memtrace mark` numbers its own, with
+/// PHASE_SEQ_USER set, and never writes here.)
 #[map]
-pub static PHASE_SEQ: Array<u32> = Array::with_max_entries(1, 0);
+pub static PHASE_SEQ: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The number of the latest phase boundary: allocations carry it.
+#[map]
+pub static PHASE_CURRENT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Takes the next phase boundary number (1, 2, ...).
+#[inline(always)]
+pub fn next_phase_seq() -> u32 {
+    let Some(counter) = PHASE_SEQ.get_ptr_mut(0) else { return 0 };
+    // SAFETY: map value pointer, valid for this program run. This must be
+    // BPF's atomic fetch-and-add (the object is built for BPF cpu v3, see
+    // memtrace/build.rs), and SeqCst it must be: for a Relaxed one, the
+    // nightly's LLVM emits the plain atomic add, whose register keeps the
+    // operand, and every marker got number 1. (llvm-objdump shows
+    // `atomic_fetch_add` here.)
+    let previous = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
+    let seq = (previous as u32).wrapping_add(1) & !memtrace_common::PHASE_SEQ_USER;
+    if let Some(current) = PHASE_CURRENT.get_ptr_mut(0) {
+        // SAFETY: as above. Last writer wins: of two boundaries at one
+        // instant, allocations after both carry one of them.
+        unsafe { *current = seq };
+    }
+    seq
+}
 
 #[inline(always)]
 fn add(field: *mut u64, v: u64) {
@@ -209,7 +236,7 @@ fn record(ctx: &RetProbeContext, ptr: u64, size: u64) {
     if stack_id == 0 {
         bump(|t| unsafe { &raw mut (*t).lost_stacks });
     }
-    let phase_seq = PHASE_SEQ.get(0).copied().unwrap_or(0);
+    let phase_seq = PHASE_CURRENT.get(0).copied().unwrap_or(0);
     let live = LiveAlloc { size, ts_ns: unsafe { bpf_ktime_get_ns() }, stack_id, phase_seq, _pad: 0 };
     if LIVE_ALLOCS.insert(ptr, live, 0).is_err() {
         // Not counted as allocated either: its free will be unknown, and

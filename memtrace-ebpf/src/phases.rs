@@ -38,14 +38,7 @@ static PHASE_FN_OPEN: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 #[inline(always)]
 fn boundary(tid: u32, begin: u64, function: u64, name: [u64; 5]) -> u32 {
     // Allocations made from now on carry this marker's sequence number.
-    let seq = match heap::PHASE_SEQ.get_ptr_mut(0) {
-        Some(p) => unsafe {
-            // Not atomic: two threads marking at the same instant could share a number.
-            *p += 1;
-            *p
-        },
-        None => 0,
-    };
+    let seq = heap::next_phase_seq();
     let args = [begin | ((seq as u64) << 1) | (function << 40), name[0], name[1], name[2], name[3], name[4]];
     emit(EVENT_PHASE, tid, args);
     let h = heap::snapshot();

@@ -12,6 +12,7 @@ use aya::{
 };
 use memtrace_common::{
     FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, StackStats, TracepointOffsets, NUM_COUNTERS,
+    PHASE_SEQ_USER,
 };
 
 use std::{
@@ -74,6 +75,8 @@ pub struct Probes {
     /// Links in attach order: (program name, link id).
     tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
     uprobe_links: Vec<(&'static str, UProbeLinkId)>,
+    /// Phase boundaries made from userspace so far (`memtrace mark`).
+    user_phase_marks: u32,
 }
 
 fn kernel_offsets() -> Result<KernelOffsets> {
@@ -122,7 +125,7 @@ impl Probes {
         if let Err(e) = &kernel_offsets {
             eprintln!("memtrace: warning: mapped files will be named from /proc only (no kernel BTF offsets): {e:#}");
         }
-        Ok(Probes { ebpf, attached, tracepoint_links, uprobe_links: Vec::new() })
+        Ok(Probes { ebpf, attached, tracepoint_links, uprobe_links: Vec::new(), user_phase_marks: 0 })
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
@@ -323,14 +326,15 @@ impl Probes {
     }
 
     /// Takes the next phase sequence number for a mark made in userspace
-    /// (`memtrace mark`): allocations from now on carry it. (An eBPF marker
-    /// at the same instant could take the same number.)
+    /// (`memtrace mark`): allocations from now on carry it. Its numbers
+    /// have PHASE_SEQ_USER set, so an eBPF marker at the same instant never
+    /// takes the same one.
     pub fn next_phase_seq(&mut self) -> Result<u32> {
-        let map = self.ebpf.map_mut("PHASE_SEQ").context("eBPF object lacks map PHASE_SEQ")?;
-        let mut seq: Array<_, u32> = Array::try_from(map)?;
-        let next = seq.get(&0, 0)? + 1;
-        seq.set(0, next, 0)?;
-        Ok(next)
+        self.user_phase_marks += 1;
+        let seq = PHASE_SEQ_USER | self.user_phase_marks;
+        let map = self.ebpf.map_mut("PHASE_CURRENT").context("eBPF object lacks map PHASE_CURRENT")?;
+        Array::<_, u32>::try_from(map)?.set(0, seq, 0)?;
+        Ok(seq)
     }
 
     /// The user stack with this id, innermost frame first.
@@ -350,5 +354,35 @@ impl Probes {
             *slot = array.get(&(i as u32), 0)?.iter().sum();
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol};
+
+    /// The instructions of one program of the embedded eBPF object.
+    fn program(name: &str) -> Vec<[u8; 8]> {
+        let elf = object::File::parse(super::OBJECT).unwrap();
+        let sym = elf.symbols().find(|s| s.name() == Ok(name)).unwrap_or_else(|| panic!("no program {name}"));
+        let section = elf.section_by_index(sym.section_index().unwrap()).unwrap();
+        let data = section.data().unwrap();
+        let start = sym.address() as usize;
+        data[start..start + sym.size() as usize].chunks_exact(8).map(|i| i.try_into().unwrap()).collect()
+    }
+
+    #[test]
+    fn phase_numbers_are_taken_with_an_atomic_fetch_and_add() {
+        // BPF_STX | BPF_DW | BPF_ATOMIC with imm = BPF_ADD | BPF_FETCH. A
+        // plain atomic add (imm 0) leaves its operand in the register, and
+        // every marker would get the same number (LLVM emits that one for
+        // a Relaxed fetch_add: see next_phase_seq in the eBPF crate).
+        const FETCH_ADD: i32 = 0x01;
+        for name in ["phase_begin", "phase_end", "phase_fn_enter", "phase_fn_exit"] {
+            let insns = program(name);
+            let found =
+                insns.iter().any(|i| i[0] == 0xdb && i32::from_le_bytes(i[4..8].try_into().unwrap()) == FETCH_ADD);
+            assert!(found, "{name} takes its phase number without BPF_FETCH");
+        }
     }
 }
