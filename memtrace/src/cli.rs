@@ -16,7 +16,7 @@ everything by phase. Every figure says where it comes from: measured (eBPF), ker
 estimate.\n\n\
 In run mode the command is held before exec until every probe is attached, and stopped at its exit (ptrace) \
 so smaps is read with its mappings intact. Ctrl-C reads smaps at once, then passes the signal on.\n\n\
-It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.8 kernel with BTF.",
+It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.15 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
 sudo memtrace -p 4242 --duration 30 --json t.json   attach to a running process for 30 s\n  \

@@ -99,6 +99,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         (None, None) => bail!("nothing to trace: give `-p PID` to attach, or `run -- CMD ARGS` to spawn (see --help)"),
     };
     preflight::check_privileges()?;
+    preflight::check_kernel_version()?;
     preflight::check_btf()?;
     if let Some(path) = &args.json {
         trace::check_writable("--json", path)?;

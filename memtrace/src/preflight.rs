@@ -29,16 +29,52 @@ pub fn check_privileges() -> Result<()> {
     Ok(())
 }
 
+/// The oldest kernel with everything the eBPF object uses: the ring buffer
+/// (5.8), BPF cpu v3 atomic fetch-and-add (5.12), uprobe cookies (5.15).
+const MIN_KERNEL: (u32, u32) = (5, 15);
+
 pub fn check_btf() -> Result<()> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): memtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.8)");
+        bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): memtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.15)");
     }
     Ok(())
+}
+
+pub fn check_kernel_version() -> Result<()> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    if let Some(version) = kernel_version(&release) {
+        if version < MIN_KERNEL {
+            bail!(
+                "this kernel is Linux {}.{} ({}); memtrace needs Linux >= {}.{} (BPF ring buffer, atomic fetch-and-add, uprobe cookies)",
+                version.0,
+                version.1,
+                release.trim(),
+                MIN_KERNEL.0,
+                MIN_KERNEL.1
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (major, minor) of a kernel release string such as `6.18.44-fc-v669`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_read_as_major_and_minor() {
+        assert_eq!(kernel_version("6.18.44-fc-v669\n"), Some((6, 18)));
+        assert_eq!(kernel_version("5.4.0-150-generic"), Some((5, 4)));
+        assert!(kernel_version("5.4.0") < Some(MIN_KERNEL) && kernel_version("5.15.0") >= Some(MIN_KERNEL));
+        assert_eq!(kernel_version("garbage"), None);
+        check_kernel_version().unwrap(); // the kernel these tests run on
+    }
 
     #[test]
     fn needs_bpf_and_perfmon_or_sys_admin() {
