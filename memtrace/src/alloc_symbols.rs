@@ -38,6 +38,21 @@ impl Shape {
         }
     }
 
+    /// The argument registers its entry program reads (indices into
+    /// probe_site's register table: rdi 7, rsi 6, rdx 2). The probe may be
+    /// placed after instructions that write other registers.
+    pub fn reads(self) -> &'static [usize] {
+        const RDI: usize = 7;
+        const RSI: usize = 6;
+        const RDX: usize = 2;
+        match self {
+            Shape::Malloc | Shape::Valloc | Shape::Free => &[RDI],
+            Shape::Calloc | Shape::Realloc => &[RDI, RSI],
+            Shape::Memalign => &[RSI],
+            Shape::PosixMemalign => &[RDI, RDX],
+        }
+    }
+
     /// Whether the return is probed too (everything but the frees).
     pub fn returns(self) -> bool {
         self != Shape::Free

@@ -119,6 +119,12 @@ pub struct TraceArgs {
     #[arg(long)]
     pub explain_probes: bool,
 
+    /// Put every allocator uprobe on the function's first instruction, as
+    /// other tools do, instead of the cheaper place --explain-probes shows
+    /// (for comparing costs, or to rule the placement out)
+    #[arg(long)]
+    pub probe_at_entry: bool,
+
     /// Also probe the allocator functions this library (or executable)
     /// defines: a jemalloc, mimalloc or tcmalloc the target loads, e.g.
     /// /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (repeatable). glibc and an

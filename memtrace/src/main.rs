@@ -132,6 +132,7 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
         phase_truth: args.phase_truth,
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
+        probe_at_entry: args.probe_at_entry,
         alloc_libs: args.alloc_libs.clone(),
         events: args.events.clone(),
         growth_window: args.growth_window.into(),

@@ -7,20 +7,26 @@
 //! starts with `test %rdi,%rdi`, so a probe on its first byte is slow.
 //!
 //! This module decodes the first instructions of a function and moves the
-//! probe forward over instructions that only read registers or memory and
-//! set flags (test, cmp, endbr64), onto the first emulated one. Skipping
-//! them changes nothing the probe reads: the argument registers and the
-//! stack pointer (so the return address at (%rsp), which a uretprobe
-//! hijacks) are untouched, and no branch is skipped (branches are emulated,
-//! so the probe lands on the first one). Anything the decoder does not know
-//! stops the walk: the plain entry is the fallback.
+//! probe forward onto the first emulated one, over straight-line
+//! instructions that change nothing the probe reads: they set flags (test,
+//! cmp, endbr64) or write a register that is neither the stack pointer nor
+//! an argument register this function's entry program reads (jemalloc's
+//! `free` computes in %rax, %rcx and %rdx before its first branch; its
+//! probe reads only %rdi). Those instructions still run, natively, before
+//! the probe fires; the return address at (%rsp), which a uretprobe
+//! hijacks, is untouched; no branch is passed (branches are emulated, so
+//! the walk stops on the first one). Memory writes and anything the
+//! decoder does not know stop the walk: the plain entry is the fallback.
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 /// The longest prefix walked.
-const MAX_SKIP: usize = 32;
+const MAX_SKIP: usize = 64;
+
+/// The stack pointer's index in REG64.
+const RSP: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -28,6 +34,8 @@ enum Kind {
     Emulated,
     /// Reads registers/memory, writes only flags: safe to step over.
     FlagsOnly,
+    /// Writes this register (REG64 index) and flags, nothing else.
+    Writes(usize),
 }
 
 /// One decoded instruction: its length, kind and a short description.
@@ -49,12 +57,6 @@ fn decode(code: &[u8]) -> Option<Insn> {
         [0xf3, 0x0f, 0x1e, 0xfa, ..] => insn(4, Kind::FlagsOnly, "endbr64".into()),
         [op @ 0x50..=0x57, ..] => insn(1, Kind::Emulated, format!("push %{}", REG64[(op - 0x50) as usize])),
         [0x41, op @ 0x50..=0x57, ..] => insn(2, Kind::Emulated, format!("push %{}", REG64[(op - 0x50 + 8) as usize])),
-        // test r64, r64 (REX.W 85 /r, register form)
-        [rex @ (0x48 | 0x49 | 0x4c | 0x4d), 0x85, modrm, ..] if modrm >> 6 == 3 => {
-            let reg = ((modrm >> 3) & 7) as usize + if rex & 4 != 0 { 8 } else { 0 };
-            let rm = (modrm & 7) as usize + if rex & 1 != 0 { 8 } else { 0 };
-            insn(3, Kind::FlagsOnly, format!("test %{},%{}", REG64[reg], REG64[rm]))
-        }
         // cmpb $imm8, disp32(%rip)
         [0x80, 0x3d, ..] => {
             let d = disp32(2)?;
@@ -72,7 +74,146 @@ fn decode(code: &[u8]) -> Option<Insn> {
         [0xeb, rel, ..] => insn(2, Kind::Emulated, format!("jmp {:+}", rel as i8)),
         [0xe9, ..] => insn(5, Kind::Emulated, format!("jmp {:+}", disp32(1)?)),
         [0xe8, ..] => insn(5, Kind::Emulated, format!("call {:+}", disp32(1)?)),
+        _ => decode_alu(code),
+    }
+}
+
+/// The register and memory forms of mov, lea and the integer ALU
+/// instructions (ModRM encoded, with an optional %fs/%gs prefix and REX),
+/// as far as the walk needs them: what each one writes.
+fn decode_alu(code: &[u8]) -> Option<Insn> {
+    let mut at = 0;
+    let segment = match code.first()? {
+        0x64 => Some("%fs:"),
+        0x65 => Some("%gs:"),
         _ => None,
+    };
+    at += segment.is_some() as usize;
+    let rex = match *code.get(at)? {
+        b @ 0x40..=0x4f => {
+            at += 1;
+            b
+        }
+        _ => 0,
+    };
+    let wide = rex & 8 != 0;
+    let reg_name = |r: usize| if wide { format!("%{}", REG64[r]) } else { format!("%{}", reg32(r)) };
+    let op = *code.get(at)?;
+    at += 1;
+    // Short forms on %eax/%rax with an imm32: and (25), add (05), cmp (3d), test (a9).
+    if let (Some(mnemonic), None) = (
+        match op {
+            0x05 => Some("add"),
+            0x25 => Some("and"),
+            0x3d => Some("cmp"),
+            0xa9 => Some("test"),
+            _ => None,
+        },
+        segment,
+    ) {
+        let imm = i32::from_le_bytes(code.get(at..at + 4)?.try_into().unwrap());
+        let kind = if matches!(op, 0x3d | 0xa9) { Kind::FlagsOnly } else { Kind::Writes(0) };
+        return Some(Insn { len: at + 4, kind, text: format!("{mnemonic} $0x{imm:x},{}", reg_name(0)) });
+    }
+    let modrm = *code.get(at)?;
+    at += 1;
+    let (md, reg_field, rm_field) = (modrm >> 6, ((modrm >> 3) & 7) as usize, (modrm & 7) as usize);
+    let reg = reg_field + if rex & 4 != 0 { 8 } else { 0 };
+    // The r/m operand: a register, or memory (read only; its length walked).
+    let rm = if md == 3 {
+        Some(rm_field + if rex & 1 != 0 { 8 } else { 0 })
+    } else {
+        let mut base_is_disp32 = md == 0 && rm_field == 5; // disp32(%rip)
+        if rm_field == 4 {
+            let sib = *code.get(at)?;
+            at += 1;
+            base_is_disp32 = md == 0 && sib & 7 == 5;
+        }
+        at += match md {
+            1 => 1,
+            2 => 4,
+            _ if base_is_disp32 => 4,
+            _ => 0,
+        };
+        None
+    };
+    if segment.is_some() && rm.is_some() {
+        return None; // a segment prefix on a register form: not a form compilers emit
+    }
+    let operand = |r: Option<usize>| r.map_or_else(|| format!("{}mem", segment.unwrap_or("")), reg_name);
+    let imm = |len: usize, at: usize| -> Option<i64> {
+        let b = code.get(at..at + len)?;
+        Some(if len == 1 { b[0] as i8 as i64 } else { i32::from_le_bytes(b.try_into().unwrap()) as i64 })
+    };
+    const GROUP1: [&str; 8] = ["add", "or", "adc", "sbb", "and", "sub", "xor", "cmp"];
+    if let Some(&(_, mnemonic, to_reg)) = MODRM_OPS.iter().find(|o| o.0 == op) {
+        let kind = match (mnemonic, to_reg, rm) {
+            ("cmp" | "test", _, _) => Kind::FlagsOnly,
+            (_, true, _) => Kind::Writes(reg),
+            (_, false, Some(r)) => Kind::Writes(r),
+            (_, false, None) => return None, // writes memory
+        };
+        let (reg, rm) = (reg_name(reg), operand(rm));
+        let text = if to_reg { format!("{mnemonic} {rm},{reg}") } else { format!("{mnemonic} {reg},{rm}") };
+        return Some(Insn { len: at, kind, text });
+    }
+    let (len, kind, text) = match op {
+        // group 1 with an immediate: 81 /n imm32, 83 /n imm8; /7 is cmp
+        0x81 | 0x83 => {
+            let n = if op == 0x81 { 4 } else { 1 };
+            let value = imm(n, at)?;
+            let kind = match (reg_field, rm) {
+                (7, _) => Kind::FlagsOnly,
+                (2 | 3, _) => return None, // adc/sbb: not in prologues
+                (_, Some(r)) => Kind::Writes(r),
+                (_, None) => return None,
+            };
+            (at + n, kind, format!("{} ${value:#x},{}", GROUP1[reg_field], operand(rm)))
+        }
+        // shifts by an immediate: c1 /4 shl, /5 shr, /7 sar
+        0xc1 => {
+            let mnemonic = match reg_field {
+                4 => "shl",
+                5 => "shr",
+                7 => "sar",
+                _ => return None,
+            };
+            let r = rm?;
+            (at + 1, Kind::Writes(r), format!("{mnemonic} ${:#x},{}", code.get(at)?, reg_name(r)))
+        }
+        // test r/m, imm32
+        0xf7 if reg_field == 0 => (at + 4, Kind::FlagsOnly, format!("test ${:#x},{}", imm(4, at)?, operand(rm))),
+        _ => return None,
+    };
+    Some(Insn { len, kind, text })
+}
+
+/// ModRM-encoded mov, lea and ALU opcodes: (opcode, mnemonic, whether the
+/// destination is the reg field; else it is the r/m operand).
+const MODRM_OPS: [(u8, &str, bool); 16] = [
+    (0x01, "add", false),
+    (0x03, "add", true),
+    (0x09, "or", false),
+    (0x0b, "or", true),
+    (0x21, "and", false),
+    (0x23, "and", true),
+    (0x29, "sub", false),
+    (0x2b, "sub", true),
+    (0x31, "xor", false),
+    (0x33, "xor", true),
+    (0x39, "cmp", false),
+    (0x3b, "cmp", true),
+    (0x85, "test", false),
+    (0x89, "mov", false),
+    (0x8b, "mov", true),
+    (0x8d, "lea", true),
+];
+
+/// The 32-bit name of a register (writing it zero-extends into the whole one).
+fn reg32(r: usize) -> String {
+    match r {
+        0..=7 => format!("e{}", &REG64[r][1..]),
+        _ => format!("{}d", REG64[r]),
     }
 }
 
@@ -87,8 +228,16 @@ pub struct Placement {
     pub reason: String,
 }
 
-/// Chooses the probe offset for a function starting with `code`.
-pub fn place(code: &[u8]) -> Placement {
+/// The first instruction, as `--probe-at-entry` asks.
+pub fn at_entry(code: &[u8]) -> Placement {
+    let emulated = decode(code).is_some_and(|i| i.kind == Kind::Emulated);
+    let how = if emulated { "emulated by the kernel" } else { "single-stepped by the kernel: slow" };
+    Placement { offset: 0, emulated, reason: format!("--probe-at-entry: probe at +0 ({how})") }
+}
+
+/// Chooses the probe offset for a function starting with `code` whose
+/// entry program reads the argument registers `reads` (REG64 indices).
+pub fn place(code: &[u8], reads: &[usize]) -> Placement {
     let mut at = 0usize;
     let mut skipped = Vec::new();
     while at < MAX_SKIP {
@@ -108,14 +257,24 @@ pub fn place(code: &[u8]) -> Placement {
                     format!("+0 `{}` is emulated by the kernel: probe at the entry", insn.text)
                 } else {
                     format!(
-                        "stepped over {} (flags only; arguments, stack and return address untouched); +{at} `{}` is emulated by the kernel",
+                        "stepped over {} (they write flags or registers the probe does not read; arguments, stack and return address untouched); +{at} `{}` is emulated by the kernel",
                         skipped.join(", "),
                         insn.text
                     )
                 };
                 return Placement { offset: at as u64, emulated: true, reason };
             }
-            Kind::FlagsOnly => {
+            Kind::Writes(r) if r == RSP || reads.contains(&r) => {
+                return Placement {
+                    offset: 0,
+                    emulated: false,
+                    reason: format!(
+                        "+{at} `{}` writes %{}, which the probe reads; entry probe kept at +0 (single-stepped by the kernel: slow)",
+                        insn.text, REG64[r]
+                    ),
+                };
+            }
+            Kind::FlagsOnly | Kind::Writes(_) => {
                 skipped.push(format!("+{at} `{}`", insn.text));
                 at += insn.len;
             }
@@ -185,9 +344,12 @@ impl Library {
 mod tests {
     use super::*;
 
+    /// A probe that reads only the first argument (malloc, free).
+    const RDI: &[usize] = &[7];
+
     #[test]
     fn a_push_at_the_entry_is_probed_in_place() {
-        let p = place(&[0x55, 0x48, 0x89, 0xe5]);
+        let p = place(&[0x55, 0x48, 0x89, 0xe5], RDI);
         assert_eq!((p.offset, p.emulated), (0, true));
         assert!(p.reason.contains("push %rbp"), "{}", p.reason);
     }
@@ -196,7 +358,7 @@ mod tests {
     fn glibc_free_moves_past_its_null_test_onto_the_branch() {
         // glibc 2.36 free: test %rdi,%rdi; je rel32; push %rbp
         let code = [0x48, 0x85, 0xff, 0x0f, 0x84, 0x10, 0x01, 0x00, 0x00, 0x55];
-        let p = place(&code);
+        let p = place(&code, RDI);
         assert_eq!((p.offset, p.emulated), (3, true), "{}", p.reason);
         assert!(p.reason.contains("test %rdi,%rdi") && p.reason.contains("je +272"), "{}", p.reason);
     }
@@ -205,19 +367,89 @@ mod tests {
     fn rip_relative_compares_and_endbr_are_stepped_over() {
         // endbr64; cmpb $0x0,0x1234(%rip); push %r12
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x80, 0x3d, 0x34, 0x12, 0x00, 0x00, 0x00, 0x41, 0x54];
-        let p = place(&code);
+        let p = place(&code, RDI);
         assert_eq!((p.offset, p.emulated), (11, true), "{}", p.reason);
         assert!(p.reason.contains("push %r12"), "{}", p.reason);
     }
 
     #[test]
     fn an_unknown_instruction_keeps_the_entry() {
-        // mov %rdi,%rax writes a register: the walk stops, the entry stays.
-        let p = place(&[0x48, 0x89, 0xf8, 0x55]);
+        // movb %al,(%rdi) writes memory: the walk stops, the entry stays.
+        let p = place(&[0x88, 0x07, 0x55], RDI);
         assert_eq!((p.offset, p.emulated), (0, false));
-        assert!(p.reason.contains("not decoded (48 89 f8 55"), "{}", p.reason);
+        assert!(p.reason.contains("not decoded (88 07 55"), "{}", p.reason);
         // test then an unknown instruction: never skip into the unknown.
-        let p = place(&[0x48, 0x85, 0xff, 0x48, 0x89, 0xf8]);
+        let p = place(&[0x48, 0x85, 0xff, 0x88, 0x07], RDI);
         assert_eq!(p.offset, 0);
+        // mov %rdi,(%rsp) writes memory too.
+        assert_eq!(place(&[0x48, 0x89, 0x3c, 0x24, 0x55], RDI).offset, 0);
+    }
+
+    #[test]
+    fn a_write_to_a_register_the_probe_reads_keeps_the_entry() {
+        // mov %rax,%rdi; push %rbp: malloc's probe reads %rdi.
+        let p = place(&[0x48, 0x89, 0xc7, 0x55], RDI);
+        assert_eq!((p.offset, p.emulated), (0, false));
+        assert!(p.reason.contains("`mov %rax,%rdi` writes %rdi, which the probe reads"), "{}", p.reason);
+        // The same write is harmless to a probe that reads only %rsi.
+        assert_eq!(place(&[0x48, 0x89, 0xc7, 0x55], &[6]).offset, 3);
+        // Nothing may write the stack pointer (the return address is at (%rsp)).
+        assert_eq!(place(&[0x48, 0x83, 0xec, 0x08, 0x55], RDI).offset, 0);
+    }
+
+    // The first bytes of Debian's libjemalloc.so.2 (5.3.0) functions.
+    #[test]
+    fn jemalloc_malloc_steps_over_its_size_compare() {
+        // cmp $0x1000,%rdi; ja rel32
+        let p = place(&[0x48, 0x81, 0xff, 0x00, 0x10, 0x00, 0x00, 0x0f, 0x87, 0x93, 0x00, 0x00, 0x00], RDI);
+        assert_eq!((p.offset, p.emulated), (7, true), "{}", p.reason);
+        assert!(p.reason.contains("`cmp $0x1000,%rdi`") && p.reason.contains("ja +147"), "{}", p.reason);
+    }
+
+    #[test]
+    fn jemalloc_free_walks_its_straight_line_lookup_to_the_first_branch() {
+        let code = [
+            0x48, 0x89, 0xf8, // mov %rdi,%rax
+            0x48, 0x8b, 0x15, 0x0e, 0x53, 0x0a, 0x00, // mov 0xa530e(%rip),%rdx
+            0x48, 0x89, 0xf9, // mov %rdi,%rcx
+            0x48, 0xc1, 0xe8, 0x1a, // shr $0x1a,%rax
+            0x48, 0x81, 0xe1, 0x00, 0x00, 0x00, 0xc0, // and $0xffffffffc0000000,%rcx
+            0x25, 0xf0, 0x00, 0x00, 0x00, // and $0xf0,%eax
+            0x64, 0x48, 0x03, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00, // add %fs:0x0,%rax
+            0x48, 0x01, 0xd0, // add %rdx,%rax
+            0x48, 0x3b, 0x88, 0xb0, 0x01, 0x00, 0x00, // cmp 0x1b0(%rax),%rcx
+            0x0f, 0x85, 0x8a, 0x00, 0x00, 0x00, // jne rel32
+        ];
+        let p = place(&code, RDI);
+        assert_eq!((p.offset, p.emulated), (48, true), "{}", p.reason);
+        for text in ["`mov %rdi,%rax`", "`mov mem,%rdx`", "`and $0xf0,%eax`", "`add %fs:mem,%rax`", "`cmp mem,%rcx`"] {
+            assert!(p.reason.contains(text), "{text}: {}", p.reason);
+        }
+        // posix_memalign's probe reads %rdx: the same code would stop at +3.
+        let p = place(&code, &[7, 2]);
+        assert_eq!(p.offset, 0, "{}", p.reason);
+        assert!(p.reason.contains("+3 `mov mem,%rdx` writes %rdx"), "{}", p.reason);
+    }
+
+    #[test]
+    fn jemalloc_rallocx_and_sdallocx_step_over_scratch_register_writes() {
+        // rallocx: xor %ecx,%ecx; jmp rel32 (reads %rdi and %rsi)
+        let p = place(&[0x31, 0xc9, 0xe9, 0xe9, 0x1c, 0xff, 0xff], &[7, 6]);
+        assert_eq!((p.offset, p.emulated), (2, true), "{}", p.reason);
+        assert!(p.reason.contains("`xor %ecx,%ecx`"), "{}", p.reason);
+        // sdallocx: mov %rdi,%r8; cmp $0x1000,%rsi; ja rel8
+        let p = place(&[0x49, 0x89, 0xf8, 0x48, 0x81, 0xfe, 0x00, 0x10, 0x00, 0x00, 0x77, 0x0c], RDI);
+        assert_eq!((p.offset, p.emulated), (10, true), "{}", p.reason);
+        assert!(p.reason.contains("`mov %rdi,%r8`") && p.reason.contains("`cmp $0x1000,%rsi`"), "{}", p.reason);
+    }
+
+    #[test]
+    fn memory_operand_lengths_follow_modrm_and_sib() {
+        // lea 0x7(%rdi),%rax (disp8); mov (%r8,%rsi,8),%r9 (SIB); test $0xfff,%edi
+        assert_eq!(decode(&[0x48, 0x8d, 0x47, 0x07]).map(|i| (i.len, i.kind)), Some((4, Kind::Writes(0))));
+        assert_eq!(decode(&[0x4d, 0x8b, 0x0c, 0xf0]).map(|i| (i.len, i.kind)), Some((4, Kind::Writes(9))));
+        assert_eq!(decode(&[0xf7, 0xc7, 0xff, 0x0f, 0x00, 0x00]).map(|i| (i.len, i.kind)), Some((6, Kind::FlagsOnly)));
+        // mov 0x1b8(%rax),%r8 (disp32)
+        assert_eq!(decode(&[0x4c, 0x8b, 0x80, 0xb8, 0x01, 0x00, 0x00]).map(|i| i.len), Some(7));
     }
 }

@@ -77,6 +77,8 @@ pub struct Probes {
     uprobe_links: Vec<(&'static str, UProbeLinkId)>,
     /// Phase boundaries made from userspace so far (`memtrace mark`).
     user_phase_marks: u32,
+    /// `--probe-at-entry`: allocator probes on the first instruction.
+    pub probe_at_entry: bool,
 }
 
 fn kernel_offsets() -> Result<KernelOffsets> {
@@ -125,7 +127,14 @@ impl Probes {
         if let Err(e) = &kernel_offsets {
             eprintln!("memtrace: warning: mapped files will be named from /proc only (no kernel BTF offsets): {e:#}");
         }
-        Ok(Probes { ebpf, attached, tracepoint_links, uprobe_links: Vec::new(), user_phase_marks: 0 })
+        Ok(Probes {
+            ebpf,
+            attached,
+            tracepoint_links,
+            uprobe_links: Vec::new(),
+            user_phase_marks: 0,
+            probe_at_entry: false,
+        })
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
@@ -216,7 +225,11 @@ impl Probes {
                 report.push(entry);
                 continue;
             }
-            let placement = probe_site::place(&code.code);
+            let placement = if self.probe_at_entry {
+                probe_site::at_entry(&code.code)
+            } else {
+                probe_site::place(&code.code, shape.reads())
+            };
             let mut attach = |program: &'static str| -> Result<()> {
                 let probe: &mut UProbe =
                     self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;

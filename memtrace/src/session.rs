@@ -63,6 +63,8 @@ pub struct Options {
     pub leak_age: Option<Duration>,
     /// Print the allocator probes' placement at start.
     pub explain_probes: bool,
+    /// Allocator probes on the first instruction (no placement).
+    pub probe_at_entry: bool,
     /// More allocator libraries to probe (`--alloc-lib`).
     pub alloc_libs: Vec<PathBuf>,
     /// Write every allocation and free to this file (`--events`).
@@ -402,6 +404,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
     if !opts.phase_fns.is_empty() {
         probes.attach_phase_fns(pid, &opts.phase_fns)?;
     }
+    probes.probe_at_entry = opts.probe_at_entry;
     let mut heap_setup = attach_heap(&mut probes, pid, &binary, mode == "run", &opts.alloc_libs);
     if opts.explain_probes {
         eprint!("{}", report_heap::explain_probes(&heap_setup));

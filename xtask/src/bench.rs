@@ -57,33 +57,77 @@ fn loop_ns(cmd: &mut Command) -> Result<f64> {
         .with_context(|| format!("the malloc loop printed no timing ({}): {text}", out.status))
 }
 
+/// jemalloc as Debian ships it (installed by `cargo xtask setup`).
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
 /// malloc/free pairs untraced, under memtrace's heap probes and under the
-/// bpftrace script, alternating.
+/// bpftrace script, alternating; then the same under jemalloc, and each
+/// allocator with every probe on the function's first instruction
+/// (`--probe-at-entry`), which is what memtrace's placement saves.
 pub fn heap() -> Result<()> {
-    let looper = release_dir().join("memtrace-mallocloop");
-    let (mut plain, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    let looper = release_dir().join("memtrace-mallocloop").display().to_string();
+    let memtrace = release_dir().join("memtrace").display().to_string();
+    let preload = format!("LD_PRELOAD={JEMALLOC}");
+    let script = format!("{looper} {HEAP_PAIRS}");
+    // (label, run as root, argv)
+    let configs: [(&str, bool, Vec<&str>); 7] = [
+        ("untraced", false, vec![&looper, HEAP_PAIRS]),
+        ("memtrace", true, vec![&memtrace, "run", "--", &looper, HEAP_PAIRS]),
+        ("bpftrace", true, vec!["bpftrace", "-q", "-c", &script, "-e", BPFTRACE_HEAP]),
+        ("memtrace --probe-at-entry", true, vec![&memtrace, "run", "--probe-at-entry", "--", &looper, HEAP_PAIRS]),
+        ("jemalloc untraced", false, vec!["env", &preload, &looper, HEAP_PAIRS]),
+        (
+            "jemalloc memtrace",
+            true,
+            vec![&memtrace, "run", "--alloc-lib", JEMALLOC, "--", "env", &preload, &looper, HEAP_PAIRS],
+        ),
+        (
+            "jemalloc memtrace --probe-at-entry",
+            true,
+            vec![
+                &memtrace,
+                "run",
+                "--probe-at-entry",
+                "--alloc-lib",
+                JEMALLOC,
+                "--",
+                "env",
+                &preload,
+                &looper,
+                HEAP_PAIRS,
+            ],
+        ),
+    ];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 1..=ROUNDS {
-        plain.push(loop_ns(Command::new(&looper).arg(HEAP_PAIRS))?);
-        ours.push(loop_ns(as_root(&release_dir().join("memtrace")).args(["run", "--"]).arg(&looper).arg(HEAP_PAIRS))?);
-        let cmd = format!("{} {HEAP_PAIRS}", looper.display());
-        theirs.push(loop_ns(as_root(Path::new("bpftrace")).args(["-q", "-c", &cmd, "-e", BPFTRACE_HEAP]))?);
-        eprintln!(
-            "xtask: heap bench round {round}/{ROUNDS}: untraced {:.1} ns, memtrace {:.1} ns, bpftrace {:.1} ns per pair",
-            plain[round - 1],
-            ours[round - 1],
-            theirs[round - 1]
-        );
+        let mut line = Vec::new();
+        for ((label, root, argv), t) in configs.iter().zip(times.iter_mut()) {
+            let mut cmd = if *root { as_root(Path::new(argv[0])) } else { Command::new(argv[0]) };
+            t.push(loop_ns(cmd.args(&argv[1..])).with_context(|| label.to_string())?);
+            line.push(format!("{label} {:.1}", t[round - 1]));
+        }
+        eprintln!("xtask: heap bench round {round}/{ROUNDS} (ns per pair): {}", line.join(", "));
     }
-    let med = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (p, m, b) = (med(plain), med(ours), med(theirs));
-    println!("heap probes: {HEAP_PAIRS} x malloc(64)+free, {ROUNDS} alternating rounds, loop time only");
-    println!("  untraced                       median {p:>9.1} ns per pair");
-    println!("  memtrace (entry+return+free)   median {m:>9.1} ns per pair  (target <= 2500)");
-    println!("  bpftrace memleak-style script  median {b:>9.1} ns per pair");
-    println!("  bpftrace / memtrace                   {:>9.2}x  (target >= 5)", b / m);
+    let med: Vec<f64> = times
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    println!("heap probes: {HEAP_PAIRS} x malloc(64)+free, {ROUNDS} alternating rounds, loop time only, medians");
+    println!("glibc:");
+    println!("  untraced                             {:>9.1} ns per pair", med[0]);
+    println!("  memtrace (entry+return+free)         {:>9.1} ns per pair  (target <= 2500)", med[1]);
+    println!("  bpftrace memleak-style script        {:>9.1} ns per pair", med[2]);
+    println!("  bpftrace / memtrace                  {:>9.2}x  (target >= 5)", med[2] / med[1]);
+    println!("  memtrace --probe-at-entry            {:>9.1} ns per pair", med[3]);
+    println!("  at-entry / placed                    {:>9.2}x  (what placement saves)", med[3] / med[1]);
+    println!("jemalloc (LD_PRELOAD, --alloc-lib):");
+    println!("  untraced                             {:>9.1} ns per pair", med[4]);
+    println!("  memtrace                             {:>9.1} ns per pair", med[5]);
+    println!("  memtrace --probe-at-entry            {:>9.1} ns per pair", med[6]);
+    println!("  at-entry / placed                    {:>9.2}x", med[6] / med[5]);
     Ok(())
 }
 
