@@ -6,12 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{alloc_symbols, probe_site::Library};
+use crate::{alloc_symbols, probe_site::Library, procmaps};
 
 /// A library (or executable) whose allocator functions memtrace probes.
 #[derive(Clone, Debug)]
 pub struct Allocator {
+    /// As the target names it (its maps file).
     pub path: PathBuf,
+    /// Where memtrace reads and probes it: the mapped file itself in
+    /// attach mode (see procmaps::mapped_file_link), else `path`.
+    pub open_path: PathBuf,
     /// How it was found, for the report.
     pub how: String,
 }
@@ -36,7 +40,17 @@ pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Resul
         };
         let text = std::fs::read_to_string(&maps)?;
         match libc_in_maps(&text) {
-            Some(path) => found.push(Allocator { path, how: how.into() }),
+            Some(path) => {
+                let replaced = text.lines().any(|l| {
+                    l.ends_with(" (deleted)") && l.split_whitespace().nth(5).is_some_and(|p| Path::new(p) == path)
+                });
+                let how = if replaced {
+                    format!("{how}; replaced on disk since it was mapped (\"(deleted)\"): the mapped file is probed")
+                } else {
+                    how.to_string()
+                };
+                found.push(Allocator { open_path: opened(pid, &path, run_mode), path, how })
+            }
             None if found.is_empty() && extra.is_empty() => {
                 bail!("no glibc (libc.so.6) in {maps}: the heap is not traced")
             }
@@ -60,9 +74,21 @@ pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Resul
                 "--alloc-lib, not mapped by the target when memtrace attached".to_string()
             }
         };
-        found.push(Allocator { path: path.clone(), how });
+        found.push(Allocator { open_path: opened(pid, path, run_mode), path: path.clone(), how });
     }
     Ok(found)
+}
+
+/// Where memtrace opens and probes a library the target maps at `path`.
+/// In attach mode, the target may see another file at that path than
+/// memtrace does (a container's own glibc), or the file may have been
+/// replaced since it was mapped: probing memtrace's file would leave the
+/// target's calls unseen, so the mapped file itself is used.
+fn opened(pid: u32, path: &Path, run_mode: bool) -> PathBuf {
+    if run_mode {
+        return path.to_path_buf(); // the child shares memtrace's files
+    }
+    procmaps::mapped_file_link(pid, path).unwrap_or_else(|| procmaps::in_target_root(pid, path))
 }
 
 /// The allocator an executable carries itself, if any, and whether it
@@ -72,14 +98,14 @@ pub fn in_executable(binary: &Path) -> Option<(Allocator, bool)> {
     let exe = Library::open(binary).ok()?;
     if matches!(exe.function("malloc"), Ok(Some(_))) {
         let how = "malloc is defined in the executable itself (statically linked)".into();
-        return Some((Allocator { path: binary.to_path_buf(), how }, true));
+        return Some((Allocator { path: binary.to_path_buf(), open_path: binary.to_path_buf(), how }, true));
     }
     let own = own_allocator_functions(&exe);
     if own.is_empty() {
         return None;
     }
     let how = format!("the executable carries its own allocator ({}, statically linked)", own.join(", "));
-    Some((Allocator { path: binary.to_path_buf(), how }, false))
+    Some((Allocator { path: binary.to_path_buf(), open_path: binary.to_path_buf(), how }, false))
 }
 
 /// Checks an `--alloc-lib` argument before tracing starts: an ELF file that

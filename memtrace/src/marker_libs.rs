@@ -47,13 +47,15 @@ impl MarkerLibs {
     /// A file the target maps, seen for the first time.
     pub fn consider(&mut self, probes: &mut Probes, path: &str) {
         let path = Path::new(path);
-        if path == self.exe || !path.is_absolute() || !is_elf(path) {
+        if path == self.exe || !path.is_absolute() {
             return;
         }
-        if !defines(path, "memtrace_phase_begin") {
+        // The target's file, also when it lives in another mount namespace.
+        let open = crate::procmaps::in_target_root(self.pid, path);
+        if !is_elf(&open) || !defines(&open, "memtrace_phase_begin") {
             return;
         }
-        match probes.attach_phase_markers(self.pid, path) {
+        match probes.attach_phase_markers(self.pid, &open) {
             Ok(true) => self.attached.push(path.display().to_string()),
             Ok(false) => {}
             Err(e) => eprintln!("memtrace: warning: phase markers in {} will not be seen: {e:#}", path.display()),

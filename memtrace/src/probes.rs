@@ -192,13 +192,14 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches the heap probes to the allocator functions `library` defines
+    /// Attaches the heap probes to the allocator functions `library` (where
+    /// memtrace opens the file the target calls `named`) defines
     /// (glibc's libc.so.6, or another allocator: see alloc_symbols), for
     /// process `pid`. Each entry probe sits where the kernel can emulate the
     /// probed instruction (see probe_site); the return probe sits at the same
     /// place. An alias of a function already probed (same address) is
     /// probed once. Returns the functions found, probed or not.
-    pub fn attach_allocator(&mut self, pid: u32, library: &Path) -> Result<Vec<HeapProbe>> {
+    pub fn attach_allocator(&mut self, pid: u32, library: &Path, named: &Path) -> Result<Vec<HeapProbe>> {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
         let lib = Library::open(library)?;
         for program in Shape::PROGRAMS.into_iter().chain([ALLOC_EXIT]) {
@@ -215,7 +216,7 @@ impl Probes {
             let shape = known.iter().find(|(n, _)| *n == symbol).map(|(_, s)| *s).context("known symbol")?;
             let mut entry = HeapProbe {
                 function: symbol.clone(),
-                library: library.to_path_buf(),
+                library: named.to_path_buf(),
                 address: code.address,
                 placement: None,
                 status: String::new(),
@@ -235,7 +236,7 @@ impl Probes {
                     self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
                 let link = probe
                     .attach(UProbeAttachLocation::SymbolOffset(&symbol, placement.offset), library, scope)
-                    .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, library.display()))?;
+                    .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, named.display()))?;
                 self.uprobe_links.push((program, link));
                 Ok(())
             };

@@ -1,5 +1,7 @@
 //! Reading the target's mappings from /proc/PID/maps (kernel truth) into
 //! regions and file identities for the address-space model.
+use std::path::{Path, PathBuf};
+
 use procfs::process::{MMapPath, MemoryMap, Process};
 
 use crate::{
@@ -65,6 +67,31 @@ pub struct Snapshot {
     pub files: Vec<FileInfo>,
     /// The file mappings with their offsets.
     pub mappings: Vec<FileMapping>,
+}
+
+/// Where memtrace can open a file the target names `path`: through the
+/// target's root directory, so that for a target in another mount namespace
+/// (a container) memtrace reads and probes the target's file, not whatever
+/// the host has at that path. The path itself when the target is gone.
+pub fn in_target_root(pid: u32, path: &Path) -> PathBuf {
+    let via_root = PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
+    if via_root.exists() {
+        via_root
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// The exact file behind the target's first mapping of `path`:
+/// /proc/PID/map_files/START-END, a link the kernel resolves to the mapped
+/// inode even in another mount namespace, or after the file was replaced
+/// on disk (a library upgraded under a running server, which maps then
+/// name "PATH (deleted)").
+pub fn mapped_file_link(pid: u32, path: &Path) -> Option<PathBuf> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let range = maps.lines().find(|l| l.split_whitespace().nth(5).is_some_and(|p| Path::new(p) == path))?;
+    let link = PathBuf::from(format!("/proc/{pid}/map_files/{}", range.split_whitespace().next()?));
+    link.exists().then_some(link)
 }
 
 /// All mappings of `pid`, plus the files among them. None when the maps

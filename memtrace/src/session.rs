@@ -826,7 +826,7 @@ fn attach_heap(probes: &mut Probes, pid: u32, binary: &Path, run_mode: bool, all
     let mut setup = Vec::new();
     let mut errors = Vec::new();
     for allocator in allocators {
-        match probes.attach_allocator(pid, &allocator.path) {
+        match probes.attach_allocator(pid, &allocator.open_path, &allocator.path) {
             Ok(report) => setup.push((allocator, report)),
             Err(e) => {
                 eprintln!(
@@ -852,7 +852,7 @@ fn attach_exec_allocator(probes: &mut Probes, pid: u32, exe: &Path, setup: &mut 
         return; // the same executable again: already probed
     }
     allocator.how.push_str("; found when the target exec'd it");
-    match probes.attach_allocator(pid, &allocator.path) {
+    match probes.attach_allocator(pid, &allocator.open_path, &allocator.path) {
         Ok(report) => {
             let entry = (allocator, report);
             if explain {
@@ -985,7 +985,11 @@ fn heap_section(
             .map(|(a, _)| HeapAllocator {
                 path: a.path.display().to_string(),
                 found_by: a.how.clone(),
-                mapped: c.stats.files.values().any(|f| Path::new(&f.path) == a.path),
+                mapped: c
+                    .stats
+                    .files
+                    .values()
+                    .any(|f| Path::new(f.path.strip_suffix(" (deleted)").unwrap_or(&f.path)) == a.path),
             })
             .collect(),
         probes: setup

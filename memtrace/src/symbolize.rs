@@ -59,7 +59,10 @@ pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Ve
     let symbolizer = Symbolizer::new();
     for (path, addrs) in per_file {
         let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
-        let Ok(symbols) = symbolizer.symbolize(&Source::Elf(Elf::new(path)), Input::FileOffset(&offsets)) else {
+        // The target's file (through its root: a container's own), or the
+        // path itself once the target is gone.
+        let file = crate::procmaps::in_target_root(pid, std::path::Path::new(path));
+        let Ok(symbols) = symbolizer.symbolize(&Source::Elf(Elf::new(file)), Input::FileOffset(&offsets)) else {
             continue; // unreadable or not ELF: module + offset only
         };
         for ((address, _), sym) in addrs.iter().zip(symbols) {
