@@ -1,6 +1,6 @@
 //! The heap through other allocator functions and other allocators: a C
 //! program leaking through calloc, realloc and posix_memalign (glibc, then
-//! jemalloc preloaded and named with --alloc-lib), growth suspects and the
+//! jemalloc, then tcmalloc, preloaded and named with --alloc-lib), growth suspects and the
 //! --events stream, and a Rust target with mimalloc linked statically.
 mod common;
 
@@ -13,6 +13,7 @@ use common::*;
 use serde_json::Value;
 
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+const TCMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
 
 fn build_leaky(dir: &Path) -> PathBuf {
     build_c("leaky", dir)
@@ -108,32 +109,56 @@ fn a_c_program_leaking_through_calloc_realloc_and_posix_memalign_is_reported_per
 #[test]
 fn jemalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functions() {
     require_root();
-    let dir = scratch("heap_jemalloc");
+    preloaded_allocator_gives_the_exact_leaks(
+        "heap_jemalloc",
+        JEMALLOC,
+        &["malloc", "calloc", "realloc", "posix_memalign", "free", "mallocx", "sdallocx"],
+    );
+}
+
+#[test]
+fn tcmalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functions() {
+    require_root();
+    // Its tc_ names are aliases of malloc, free, ... (probed once); tc_new is its own code.
+    preloaded_allocator_gives_the_exact_leaks(
+        "heap_tcmalloc",
+        TCMALLOC,
+        &["malloc", "calloc", "realloc", "posix_memalign", "free", "tc_new"],
+    );
+}
+
+/// leaky.c with `library` preloaded (through env: a second execve, which
+/// must not kill the target with SIGTRAP under ptrace) and named with
+/// --alloc-lib: `functions` are probed in it and the leaks are exact.
+fn preloaded_allocator_gives_the_exact_leaks(scratch_name: &str, library: &str, functions: &[&str]) {
+    let dir = scratch(scratch_name);
     let leaky = build_leaky(&dir);
     let trace_path = dir.join("trace.json");
-    // Through env: a second execve, which must not kill the target (SIGTRAP under ptrace).
     let out = run(Command::new(memtrace_bin())
-        .args(["run", "--alloc-lib", JEMALLOC, "--json"])
+        .args(["run", "--alloc-lib", library, "--json"])
         .arg(&trace_path)
         .arg("--")
         .arg("env")
-        .arg(format!("LD_PRELOAD={JEMALLOC}"))
+        .arg(format!("LD_PRELOAD={library}"))
         .arg(&leaky));
     assert!(out.status.success(), "{}", describe(&out));
     let trace = read_json(&trace_path);
     assert_eq!(trace["target"]["exit_code"], 0);
     let heap = &trace["heap"];
-    let jemalloc = heap["allocators"].as_array().unwrap().iter().find(|a| a["path"] == JEMALLOC).unwrap();
-    assert_eq!(jemalloc["mapped"], true, "{heap:#}");
+    // Named as the target's maps name it: the symlink resolved.
+    let real = std::fs::canonicalize(library).unwrap();
+    let real = real.to_str().unwrap();
+    let allocator = heap["allocators"].as_array().unwrap().iter().find(|a| a["path"] == real).unwrap();
+    assert_eq!(allocator["mapped"], true, "{heap:#}");
     let probed: Vec<&str> = heap["probes"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["library"] == JEMALLOC && p["offset"].is_u64())
+        .filter(|p| p["library"] == real && p["offset"].is_u64())
         .map(|p| p["function"].as_str().unwrap())
         .collect();
-    for f in ["malloc", "calloc", "realloc", "posix_memalign", "free", "mallocx", "sdallocx"] {
-        assert!(probed.contains(&f), "{f} probed in jemalloc: {probed:?}");
+    for f in functions {
+        assert!(probed.contains(f), "{f} probed in {library}: {probed:?}");
     }
     assert_c_leaks(&trace);
     assert_eq!(u(&heap["missed_frees"]), 0, "{heap:#}");

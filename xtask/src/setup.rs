@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: [(&str, &str); 6] = [
     ("gcc", "gcc"),
     ("bpftrace", "bpftrace"),
     ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
+    ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
     ("/usr/lib/python3/dist-packages/jsonschema/__init__.py", "python3-jsonschema"),
     ("chromium", "chromium"),
 ];
