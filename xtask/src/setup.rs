@@ -17,7 +17,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// gcc: the C test programs; bpftrace: the heap benchmark's peer; jemalloc:
 /// the `--alloc-lib` test; python3-jsonschema: validating traces against
 /// the JSON Schema; chromium: rendering the HTML report headless.
-const DEBIAN_PACKAGES: [(&str, &str); 6] = [
+const DEBIAN_PACKAGES: [(&str, &str); 7] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
     ("bpftrace", "bpftrace"),
