@@ -1,49 +1,18 @@
 //! memtrace: per-process memory tracing with eBPF. See README.md.
-mod alloc_symbols;
-mod allocator;
-mod aspace;
-mod btf;
-mod chrome_trace;
-mod cli;
-mod control;
-mod estimates;
-mod events;
-mod growth;
-mod heap;
-mod heap_capture;
-mod heap_events;
-mod heap_sampler;
-mod html;
-mod kernel_heap;
-mod live;
-mod loading;
-mod marker_libs;
-mod pageset;
-mod phase_fn;
-mod phases;
-mod preflight;
-mod probe_site;
-mod probes;
-mod procmaps;
-mod report;
-mod report_heap;
-mod report_timeline;
-mod session;
-mod stats;
-mod symbolize;
-mod target;
-mod timeline;
-mod trace;
-mod tracefs;
 
 use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Result};
 use clap::Parser;
 
-use crate::{
+use memtrace::{
     cli::{Cli, Command, TraceArgs},
-    session::{Options, Target},
+    kernel::preflight,
+    output::{chrome_trace, html, report},
+    session::{self, Options, Target},
+    target::{self, control},
+    trace,
+    uprobes::{allocator, phase_fn},
 };
 
 fn main() -> ExitCode {
@@ -84,7 +53,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         (Some(Command::Run { trace, command }), _) => {
-            let program = target::resolve_command(&command[0])?;
+            let program = target::child::resolve_command(&command[0])?;
             let phase_fns = resolve_phase_fns(&trace, &program)?;
             (trace, Err((command, phase_fns)))
         }
@@ -92,7 +61,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bail!("--phase-truth needs run mode (memtrace must be the target's ptrace tracer): use `memtrace run --phase-truth -- CMD`")
         }
         (None, Some(pid)) => {
-            let command = target::check_pid(pid)?;
+            let command = target::child::check_pid(pid)?;
             let phase_fns = resolve_phase_fns(&cli.trace, Path::new(&format!("/proc/{pid}/exe")))?;
             (cli.trace, Ok((pid, command, phase_fns)))
         }
@@ -115,7 +84,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let (target, phase_fns) = match target {
         Ok((pid, command, phase_fns)) => (Target::Attach { pid, command }, phase_fns),
-        Err((argv, phase_fns)) => (Target::Run(target::HeldChild::spawn(&argv)?), phase_fns),
+        Err((argv, phase_fns)) => (Target::Run(target::child::HeldChild::spawn(&argv)?), phase_fns),
     };
     trace_and_report(target, &args, phase_fns)
 }

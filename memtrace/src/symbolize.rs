@@ -39,7 +39,7 @@ pub struct FileMapping {
 /// symbolized from its ELF and DWARF, so a target that is gone still gets
 /// names as long as its files are.
 pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Vec<Frame>> {
-    let live = crate::procmaps::file_mappings(pid);
+    let live = crate::procfs::file_mappings(pid);
     let maps = if live.is_empty() { saved } else { &live[..] };
     let mut unique: Vec<u64> = stacks.iter().flatten().copied().collect();
     unique.sort_unstable();
@@ -61,7 +61,7 @@ pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Ve
         let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
         // The target's file (through its root: a container's own), or the
         // path itself once the target is gone.
-        let file = crate::procmaps::in_target_root(pid, std::path::Path::new(path));
+        let file = crate::procfs::in_target_root(pid, std::path::Path::new(path));
         let Ok(symbols) = symbolizer.symbolize(&Source::Elf(Elf::new(file)), Input::FileOffset(&offsets)) else {
             continue; // unreadable or not ELF: module + offset only
         };
@@ -130,7 +130,7 @@ mod tests {
         let addr = here() + 1; // as if a return address inside `here`
         let frames = symbolize(std::process::id(), &[vec![addr]], &[]);
         // The same from saved mappings, as for a target that has exited.
-        let saved = crate::procmaps::file_mappings(std::process::id());
+        let saved = crate::procfs::file_mappings(std::process::id());
         assert_eq!(symbolize(u32::MAX, &[vec![addr]], &saved), frames);
         let f = &frames[0][0];
         assert!(f.function.as_deref().unwrap_or("").contains("here"), "{f:?}");

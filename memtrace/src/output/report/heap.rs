@@ -3,11 +3,11 @@
 use std::fmt::Write;
 
 use crate::{
-    allocator::Allocator,
-    probes::{HeapProbe, HeapSetup},
-    report::{bytes, signed_bytes, thousands},
+    kernel::probes::{HeapProbe, HeapSetup},
+    output::report::{bytes, signed_bytes, thousands},
     symbolize::describe,
     trace::Trace,
+    uprobes::allocator::Allocator,
 };
 
 /// Frames shown per leak candidate in the text report (all are in the JSON).

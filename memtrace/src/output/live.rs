@@ -1,7 +1,7 @@
 //! The live view while tracing, once a second on stderr (stdout is the
 //! report's): on a terminal a few lines redrawn in place, otherwise one
 //! plain line per second. `--quiet` turns it off.
-use crate::report::{bytes, signed_bytes, thousands};
+use crate::output::report::{bytes, signed_bytes, thousands};
 
 /// What the view shows, read from the session at each refresh.
 #[derive(Clone, Debug, Default)]

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use procfs::process::{MMapPath, MemoryMap, Process};
 
 use crate::{
-    aspace::{FileId, Region},
-    stats::FileInfo,
+    model::aspace::{FileId, Region},
+    model::stats::FileInfo,
     symbolize::FileMapping,
 };
 
@@ -172,9 +172,9 @@ pub fn file_rss(pid: u32) -> procfs::ProcResult<std::collections::HashMap<FileId
 }
 
 /// The kernel's RSS counters of `pid` from /proc/PID/status (kB granularity).
-pub fn rss_counters(pid: u32) -> Option<crate::loading::RssCounters> {
+pub fn rss_counters(pid: u32) -> Option<crate::model::loading::RssCounters> {
     let st = Process::new(pid as i32).ok()?.status().ok()?;
-    Some(crate::loading::RssCounters {
+    Some(crate::model::loading::RssCounters {
         file: st.rssfile? * 1024,
         anon: st.rssanon? * 1024,
         shmem: st.rssshmem.unwrap_or(0) * 1024,

@@ -21,10 +21,10 @@ use std::{
 };
 
 use crate::{
-    alloc_symbols::{self, Shape},
-    aspace::FileId,
-    heap::LiveAllocation,
-    probe_site::{self, Library, Placement},
+    model::aspace::FileId,
+    model::heap_marks::LiveAllocation,
+    uprobes::alloc_symbols::{self, Shape},
+    uprobes::placement::{self, Library, Placement},
 };
 
 /// The object built by build.rs from memtrace-ebpf.
@@ -53,7 +53,7 @@ const TRACEPOINTS: [(&str, &str, &str); 16] = [
 const ALLOC_EXIT: &str = "alloc_exit";
 
 /// The allocators found and their probes, or why the heap is not traced.
-pub type HeapSetup = std::result::Result<Vec<(crate::allocator::Allocator, Vec<HeapProbe>)>, String>;
+pub type HeapSetup = std::result::Result<Vec<(crate::uprobes::allocator::Allocator, Vec<HeapProbe>)>, String>;
 
 /// One allocator function as memtrace probed it (for `--explain-probes`
 /// and the trace).
@@ -82,7 +82,7 @@ pub struct Probes {
 }
 
 fn kernel_offsets() -> Result<KernelOffsets> {
-    let btf = crate::btf::Btf::from_sys_fs()?;
+    let btf = crate::kernel::btf::Btf::from_sys_fs()?;
     Ok(KernelOffsets {
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
@@ -170,7 +170,7 @@ impl Probes {
 
     /// Attaches `--phase-fn` functions: entry and return probes, each with
     /// the function's index (1, 2, ...) as its cookie.
-    pub fn attach_phase_fns(&mut self, pid: u32, fns: &[crate::phase_fn::PhaseFn]) -> Result<()> {
+    pub fn attach_phase_fns(&mut self, pid: u32, fns: &[crate::uprobes::phase_fn::PhaseFn]) -> Result<()> {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
         for program in ["phase_fn_enter", "phase_fn_exit"] {
             let probe: &mut UProbe =
@@ -227,9 +227,9 @@ impl Probes {
                 continue;
             }
             let placement = if self.probe_at_entry {
-                probe_site::at_entry(&code.code)
+                placement::at_entry(&code.code)
             } else {
-                probe_site::place(&code.code, shape.reads())
+                placement::place(&code.code, shape.reads())
             };
             let mut attach = |program: &'static str| -> Result<()> {
                 let probe: &mut UProbe =

@@ -3,7 +3,7 @@
 //! the difference of two snapshots of the running totals.
 use std::collections::BTreeMap;
 
-use crate::aspace::FileId;
+use crate::model::aspace::FileId;
 
 /// One file's measured byte counts (running totals, or gains in a phase).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Each allocation stack's live bytes every 500 ms, for the growth
 //! suspects. (The heap over time is part of the trace's timeline.)
-use crate::{growth::GrowthTracker, probes::Probes};
+use crate::{kernel::probes::Probes, model::growth::GrowthTracker};
 
 /// Drain ticks (10 ms) per growth sample: walking the per-stack map costs
 /// two syscalls per stack, so it runs less often than the timeline.

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 
 use crate::trace::Trace;
 
-const CHART_JS: &str = include_str!("../assets/chartjs/chart.min.js");
-const REPORT_JS: &str = include_str!("../assets/report.js");
+const CHART_JS: &str = include_str!("../../assets/chartjs/chart.min.js");
+const REPORT_JS: &str = include_str!("../../assets/report.js");
 
 /// Text safe inside <script>: no "</" can close the element early.
 fn script_safe(s: &str) -> String {

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    aspace::{AddressSpace, FileId, Region, Removed},
-    events::FaultAccess,
-    kernel_heap::KernelHeap,
+    decode::FaultAccess,
+    model::aspace::{AddressSpace, FileId, Region, Removed},
+    model::kernel_heap::KernelHeap,
 };
 
 const PAGE: u64 = 4096;

@@ -332,7 +332,7 @@ pub fn check_pid(pid: u32) -> Result<String> {
     if pid == std::process::id() {
         bail!("memtrace cannot trace itself (PID {pid})");
     }
-    Ok(crate::procmaps::command_line(pid).unwrap_or_else(|| format!("[pid {pid}]")))
+    Ok(crate::procfs::command_line(pid).unwrap_or_else(|| format!("[pid {pid}]")))
 }
 
 /// A pidfd that becomes readable when `pid` exits (works for non-children).

@@ -97,7 +97,7 @@ pub fn write(path: &std::path::Path, t: &Trace) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use crate::{
-        timeline::{FileLoaded, Sample, Timeline},
+        model::timeline::{FileLoaded, Sample, Timeline},
         trace::tests::sample,
     };
 

@@ -11,7 +11,7 @@
 //! the range it is unmapping.
 use std::collections::{BTreeMap, HashMap};
 
-use crate::{aspace::FileId, events::RssMember, pageset::PageSet};
+use crate::{decode::RssMember, model::aspace::FileId, model::pageset::PageSet};
 
 pub const PAGE: u64 = 4096;
 

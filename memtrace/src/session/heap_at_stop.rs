@@ -5,10 +5,10 @@ use anyhow::Result;
 use memtrace_common::HeapTotals;
 
 use crate::{
-    events::HeapCounts,
-    growth::Suspect,
-    heap::{leak_groups, HeapMarks},
-    probes::Probes,
+    decode::HeapCounts,
+    kernel::probes::Probes,
+    model::growth::Suspect,
+    model::heap_marks::{leak_groups, HeapMarks},
     symbolize::{self, FileMapping},
     trace::{GrowthSuspect, Leak},
 };

@@ -1,6 +1,9 @@
 //! One tracing session: attach the probes, stream events into the
 //! aggregator until the target exits, the duration elapses or a signal
 //! arrives, then build the trace. Every stop path ends in a trace.
+pub mod heap_at_stop;
+pub mod heap_sampler;
+
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     io::IsTerminal,
@@ -22,32 +25,33 @@ use tokio::{
 };
 
 use crate::{
-    allocator,
-    aspace::{FileId, Region},
-    control::{self, ControlSocket, Mark},
-    estimates::{estimate, Inputs},
-    events::Event,
-    events::HeapCounts,
-    heap::HeapMarks,
-    heap_capture::{self, HeapAtStop, StopContext},
-    heap_events::EventLog,
-    heap_sampler::HeapSampler,
-    live::{LiveView, Status as LiveStatus},
-    loading::{FileLoad, Loading, RssCounters, PAGE},
-    marker_libs::MarkerLibs,
-    phase_fn::PhaseFn,
-    phases::{FileCounts, Phases, Totals},
-    probes::{HeapSetup, Probes},
-    procmaps, report_heap,
-    stats::{FileInfo, TraceStats},
+    decode::Event,
+    decode::HeapCounts,
+    kernel::probes::{HeapSetup, Probes},
+    kernel::tracefs,
+    model::aspace::{FileId, Region},
+    model::estimates::{estimate, Inputs},
+    model::heap_marks::HeapMarks,
+    model::loading::{FileLoad, Loading, RssCounters, PAGE},
+    model::phases::{FileCounts, Phases, Totals},
+    model::stats::{FileInfo, TraceStats},
+    model::timeline::{self, FileLoaded, Reading},
+    output::events_log::EventLog,
+    output::live::{LiveView, Status as LiveStatus},
+    output::report::heap as report_heap,
+    procfs,
+    session::heap_at_stop::{HeapAtStop, StopContext},
+    session::heap_sampler::HeapSampler,
     symbolize::{self, FileMapping},
-    target::{pidfd, ChildExit, HeldChild, Hooks},
-    timeline::{self, FileLoaded, Reading},
+    target::child::{pidfd, ChildExit, HeldChild, Hooks},
+    target::control::{self, ControlSocket, Mark},
     trace::{
         self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
         HeapSample, KernelFaults, KernelHeapSummary, Leak, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary, Trace,
     },
-    tracefs,
+    uprobes::allocator,
+    uprobes::marker_libs::MarkerLibs,
+    uprobes::phase_fn::PhaseFn,
 };
 
 pub enum Target {
@@ -132,7 +136,7 @@ impl Consumer {
     fn sync(&mut self) {
         // One read of the maps file: the model, and the mappings kept for
         // symbolizing stacks if the target is gone at stop.
-        if let Some(snap) = procmaps::snapshot(self.pid) {
+        if let Some(snap) = procfs::snapshot(self.pid) {
             self.mappings = snap.mappings;
             self.stats.sync(snap.vmas, snap.files);
         }
@@ -156,7 +160,7 @@ impl Consumer {
                 // adds the path when the mapping is still there. Never
                 // /proc/PID/fd/FD: by now the fd may name another file.
                 let ident = self.mmap_file.remove(&tid).filter(|(r, _)| *r == result).map(|(_, id)| id);
-                let from_proc = (result >= 0 && fd >= 0).then(|| procmaps::file_at(self.pid, result as u64)).flatten();
+                let from_proc = (result >= 0 && fd >= 0).then(|| procfs::file_at(self.pid, result as u64)).flatten();
                 // /proc names what is mapped (for a shared /dev/zero mapping,
                 // a shmem file, not the fd's device); the fd's identity serves
                 // when the mapping has already moved or gone.
@@ -199,13 +203,13 @@ impl Consumer {
             Event::Exec { ts_ns, .. } => {
                 self.last_exec_ns = ts_ns;
                 self.stats.on_exec();
-                self.stats.kernel_heap.on_exec(procmaps::brk_range(self.pid).map(|(start, _)| start));
+                self.stats.kernel_heap.on_exec(procfs::brk_range(self.pid).map(|(start, _)| start));
                 self.loading.on_exec();
                 self.sync();
             }
             Event::Phase { ts_ns, tid, begin, name, seq, function, name_at } => {
                 let name = match (function, name_at) {
-                    (0, Some(addr)) => procmaps::read_c_string(self.pid, addr, PHASE_NAME_MAX - 1)
+                    (0, Some(addr)) => procfs::read_c_string(self.pid, addr, PHASE_NAME_MAX - 1)
                         .unwrap_or_else(|| format!("[unreadable name at {addr:#x}]")),
                     (0, None) => name,
                     (f, _) => {
@@ -257,12 +261,12 @@ impl Consumer {
             rss_file: rss.file,
             rss_anon: rss.anon,
             rss_shmem: rss.shmem,
-            heap_live: heap.map(|t| heap_capture::counts(t).live_bytes()),
+            heap_live: heap.map(|t| heap_at_stop::counts(t).live_bytes()),
             brk_heap: self.stats.kernel_heap.brk_bytes(),
             anon_mapped_net: self.stats.kernel_heap.anon_net_bytes(),
             allocs_total: heap.map_or(0, |t| t.allocs),
             frees_total: heap.map_or(0, |t| t.frees),
-            faults_total: procmaps::kernel_faults(self.pid),
+            faults_total: procfs::kernel_faults(self.pid),
             files,
         }
     }
@@ -284,7 +288,7 @@ impl Consumer {
         self.drain(ring);
         let seq = probes.next_phase_seq().unwrap_or(0);
         if let Ok(t) = probes.heap_totals() {
-            self.heap_marks.on_totals(seq, heap_capture::counts(&t));
+            self.heap_marks.on_totals(seq, heap_at_stop::counts(&t));
         }
         self.phase(mark.begin, mark.name, mark.ts_ns, seq);
     }
@@ -334,9 +338,8 @@ impl Consumer {
         self.drain(ring);
         self.sync(); // current names of the mapped files, e.g. "(deleted)"
         self.rss_at_truth = Some(self.loading.rss_now);
-        let smaps =
-            procmaps::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))?;
-        let pagemap = procmaps::file_pagemap(self.pid).ok();
+        let smaps = procfs::file_rss(self.pid).map_err(|e| format!("could not read /proc/{}/smaps: {e}", self.pid))?;
+        let pagemap = procfs::file_pagemap(self.pid).ok();
         Ok(KernelTruth { smaps, pagemap })
     }
 
@@ -345,7 +348,7 @@ impl Consumer {
     fn boundary(&mut self, ring: &mut RingBuf<MapData>) {
         let stopped = Instant::now();
         self.drain(ring); // the marker's own event is in the ring already
-        if let (Some(ts), Ok(smaps)) = (self.last_main_marker_ns, procmaps::file_rss(self.pid)) {
+        if let (Some(ts), Ok(smaps)) = (self.last_main_marker_ns, procfs::file_rss(self.pid)) {
             self.boundary_truth.insert(ts, smaps);
         }
         self.boundary_stopped += stopped.elapsed();
@@ -474,16 +477,15 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
         }
         Target::Attach { .. } => {
             consumer.sync(); // baseline: what was mapped before we attached
-            if let Some((start, end)) = procmaps::brk_range(pid) {
+            if let Some((start, end)) = procfs::brk_range(pid) {
                 consumer.stats.kernel_heap.set_start(start, end);
             }
-            if let Some(rss) = procmaps::rss_counters(pid) {
+            if let Some(rss) = procfs::rss_counters(pid) {
                 consumer.loading.set_baseline(rss);
             }
-            start_truth = procmaps::file_rss(pid)
-                .ok()
-                .map(|smaps| KernelTruth { smaps, pagemap: procmaps::file_pagemap(pid).ok() });
-            stat_faults = procmaps::kernel_faults(pid);
+            start_truth =
+                procfs::file_rss(pid).ok().map(|smaps| KernelTruth { smaps, pagemap: procfs::file_pagemap(pid).ok() });
+            stat_faults = procfs::kernel_faults(pid);
             exit_fd = Some(readable(pidfd(pid)?).context("polling the target's pidfd")?);
         }
     }
@@ -601,7 +603,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                     sampler.tick(&probes);
                 }
                 if exit_fd.is_some() && ticks.is_multiple_of(100) {
-                    stat_faults = procmaps::kernel_faults(pid).or(stat_faults);
+                    stat_faults = procfs::kernel_faults(pid).or(stat_faults);
                 }
             }
             sig = async { tokio::select! { _ = sigint.recv() => libc::SIGINT, _ = sigterm.recv() => libc::SIGTERM } } => {
@@ -679,7 +681,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
     }
 
     let last_heap = match &heap_stop {
-        Some((Ok(h), _)) => Some(heap_capture::counts(&h.totals)),
+        Some((Ok(h), _)) => Some(heap_at_stop::counts(&h.totals)),
         _ => None,
     };
     let leak_groups_not_listed = match &heap_stop {
@@ -816,7 +818,7 @@ fn capture_heap(probes: &Probes, c: &Consumer, opts: &Options, sampler: &HeapSam
         marks: &c.heap_marks,
         saved_mappings: &c.mappings,
     };
-    heap_capture::at_stop(probes, &ctx, suspects, window_s).map_err(|e| format!("{e:#}"))
+    heap_at_stop::at_stop(probes, &ctx, suspects, window_s).map_err(|e| format!("{e:#}"))
 }
 
 /// Finds the allocators and attaches the heap probes; the error says why

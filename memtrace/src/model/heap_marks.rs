@@ -3,7 +3,7 @@
 //! the live-allocation map. Plain data: the session feeds it, tests too.
 use std::collections::{BTreeMap, HashMap};
 
-use crate::events::HeapCounts;
+use crate::decode::HeapCounts;
 
 /// Name of the "phase" before the first marker, or outside every phase.
 pub const NO_PHASE: &str = "(no phase)";

@@ -6,7 +6,7 @@ use memtrace_common::{
     RANGE_OP_MUNMAP,
 };
 
-use crate::aspace::FileId;
+use crate::model::aspace::FileId;
 
 /// Allocator totals at one instant, as the eBPF side keeps them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,5 +1,8 @@
 //! The human-readable report, rendered from a `Trace` (never from events), so
 //! a live run and a saved trace print the same thing.
+pub mod heap;
+pub mod timeline;
+
 use std::fmt::Write;
 
 use crate::trace::Trace;
@@ -74,7 +77,7 @@ pub fn render(t: &Trace) -> String {
     let _ =
         writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");
     let _ = writeln!(o, "  {:>10} {:>10} {:>10}  mapping", "faults", "read", "write");
-    let mut rows: Vec<(String, crate::stats::FaultCounts)> =
+    let mut rows: Vec<(String, crate::model::stats::FaultCounts)> =
         t.files.iter().map(|f| (f.path.clone(), f.page_faults)).collect();
     rows.extend(t.regions.iter().filter(|r| r.region != "file").map(|r| (r.region.clone(), r.faults)));
     rows.sort_by(|a, b| b.1.total.cmp(&a.1.total).then(a.0.cmp(&b.0)));
@@ -109,8 +112,8 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o);
     render_loading(&mut o, t);
     render_phases(&mut o, t);
-    crate::report_timeline::render_timeline(&mut o, t);
-    crate::report_heap::render_heap(&mut o, t);
+    crate::output::report::timeline::render_timeline(&mut o, t);
+    crate::output::report::heap::render_heap(&mut o, t);
     let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events + c.eviction_watch_full;
     let _ = writeln!(
         o,

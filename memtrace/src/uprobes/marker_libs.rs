@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::probes::Probes;
+use crate::kernel::probes::Probes;
 
 pub struct MarkerLibs {
     pid: u32,
@@ -51,7 +51,7 @@ impl MarkerLibs {
             return;
         }
         // The target's file, also when it lives in another mount namespace.
-        let open = crate::procmaps::in_target_root(self.pid, path);
+        let open = crate::procfs::in_target_root(self.pid, path);
         if !is_elf(&open) || !defines(&open, "memtrace_phase_begin") {
             return;
         }
@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn symbols_are_found_without_reading_the_whole_file() {
-        let libc = crate::allocator::find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap();
+        let libc = crate::uprobes::allocator::find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap();
         assert!(defines(&libc[0].path, "malloc"));
         assert!(!defines(&libc[0].path, "memtrace_phase_begin"));
         assert!(!defines(Path::new("/etc/hostname"), "malloc"));

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::{
-    report::{bytes, signed_bytes, thousands},
+    output::report::{bytes, signed_bytes, thousands},
     trace::Trace,
 };
 

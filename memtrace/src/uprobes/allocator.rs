@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{alloc_symbols, probe_site::Library, procmaps};
+use crate::{procfs, uprobes::alloc_symbols, uprobes::placement::Library};
 
 /// A library (or executable) whose allocator functions memtrace probes.
 #[derive(Clone, Debug)]
@@ -14,7 +14,7 @@ pub struct Allocator {
     /// As the target names it (its maps file).
     pub path: PathBuf,
     /// Where memtrace reads and probes it: the mapped file itself in
-    /// attach mode (see procmaps::mapped_file_link), else `path`.
+    /// attach mode (see procfs::mapped_file_link), else `path`.
     pub open_path: PathBuf,
     /// How it was found, for the report.
     pub how: String,
@@ -88,7 +88,7 @@ fn opened(pid: u32, path: &Path, run_mode: bool) -> PathBuf {
     if run_mode {
         return path.to_path_buf(); // the child shares memtrace's files
     }
-    procmaps::mapped_file_link(pid, path).unwrap_or_else(|| procmaps::in_target_root(pid, path))
+    procfs::mapped_file_link(pid, path).unwrap_or_else(|| procfs::in_target_root(pid, path))
 }
 
 /// The allocator an executable carries itself, if any, and whether it

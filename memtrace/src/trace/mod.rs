@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::FaultCounts;
+use crate::model::stats::FaultCounts;
 
 pub const FORMAT: &str = "memtrace-trace";
 pub const VERSION: u32 = 1;
@@ -55,7 +55,7 @@ pub struct Trace {
     pub growth_suspects: Vec<GrowthSuspect>,
     /// Samples every `--interval` (thinned to stay bounded).
     #[serde(default)]
-    pub timeline: crate::timeline::Timeline,
+    pub timeline: crate::model::timeline::Timeline,
     pub files: Vec<FileEntry>,
     /// Sums over `files`.
     pub file_totals: FileTotals,

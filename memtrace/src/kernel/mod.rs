@@ -1,0 +1,8 @@
+//! The kernel side of memtrace: preflight checks, tracefs formats and BTF
+//! offsets read at start, loading the eBPF object, attaching its programs
+//! and reading its maps. May depend on `uprobes` (where probes go) and
+//! `model` types; never on `session` or `output`.
+pub mod btf;
+pub mod preflight;
+pub mod probes;
+pub mod tracefs;
