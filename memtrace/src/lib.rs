@@ -30,3 +30,4 @@ pub mod symbolize;
 pub mod target;
 pub mod trace;
 pub mod uprobes;
+pub mod warnings;

@@ -122,8 +122,8 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
     if let Some(chrome) = chrome {
         eprintln!("memtrace: Chrome trace written to {} (open it in ui.perfetto.dev)", chrome?.display());
     }
-    let code = match (trace.mode.as_str(), trace.target.exit_code) {
-        ("run", Some(code)) => code.clamp(0, 255) as u8,
+    let code = match (trace.mode, trace.target.exit_code) {
+        (trace::Mode::Run, Some(code)) => code.clamp(0, 255) as u8,
         _ => 0,
     };
     Ok(ExitCode::from(code))

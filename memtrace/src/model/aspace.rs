@@ -11,6 +11,11 @@ pub struct FileId {
 }
 
 impl FileId {
+    /// How a file is named before /proc has shown its path.
+    pub fn placeholder_name(&self) -> String {
+        format!("[dev {}:{} inode {}]", self.major, self.minor, self.inode)
+    }
+
     /// The kernel's internal dev_t (major << 20 | minor), as tracepoints report it.
     pub fn kernel_dev(&self) -> u32 {
         (self.major << 20) | (self.minor & 0xfffff)

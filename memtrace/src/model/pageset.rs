@@ -10,8 +10,13 @@ pub struct PageSet {
 }
 
 impl PageSet {
+    /// Pages in the set.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Adds pages first..=last; returns how many were new.

@@ -59,7 +59,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </html>
 "#,
         title = escape(&title),
-        mode = escape(&t.mode),
+        mode = t.mode,
         started = escape(&t.started_at),
         duration = t.duration_s,
         stop = escape(&t.stop_reason),

@@ -31,7 +31,7 @@ pub fn file_mappings(pid: u32) -> Vec<FileMapping> {
         .unwrap_or_default()
 }
 
-fn region_of(map: &MemoryMap) -> Region {
+pub(super) fn region_of(map: &MemoryMap) -> Region {
     match &map.pathname {
         MMapPath::Path(_) => {
             Region::File(FileId { major: map.dev.0 as u32, minor: map.dev.1 as u32, inode: map.inode })
@@ -129,12 +129,6 @@ pub fn file_at(pid: u32, addr: u64) -> Option<FileInfo> {
     }
 }
 
-/// Minor and major faults the kernel counted for `pid` so far (/proc/PID/stat).
-pub fn kernel_faults(pid: u32) -> Option<(u64, u64)> {
-    let stat = Process::new(pid as i32).ok()?.stat().ok()?;
-    Some((stat.minflt, stat.majflt))
-}
-
 /// The program break's start (`start_brk` in /proc/PID/stat) and its
 /// current end (the end of the `[heap]` mapping; none before the first growth).
 pub fn brk_range(pid: u32) -> Option<(u64, Option<u64>)> {
@@ -142,75 +136,6 @@ pub fn brk_range(pid: u32) -> Option<(u64, Option<u64>)> {
     let start = process.stat().ok()?.start_brk?;
     let end = process.maps().ok()?.iter().find(|m| m.pathname == MMapPath::Heap).map(|m| m.address.1);
     Some((start, end))
-}
-
-/// A NUL-terminated string of at most `max` bytes at `addr` in the target
-/// (/proc/PID/mem: the pages are faulted in as needed, unlike in eBPF).
-pub fn read_c_string(pid: u32, addr: u64, max: usize) -> Option<String> {
-    use std::os::unix::fs::FileExt;
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let mut buf = vec![0u8; max];
-    let n = mem.read_at(&mut buf, addr).ok()?;
-    let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
-pub fn command_line(pid: u32) -> Option<String> {
-    let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;
-    (!cmdline.is_empty()).then(|| cmdline.join(" "))
-}
-
-/// Resident bytes of each mapped file, summed over its mappings (smaps "Rss").
-pub fn file_rss(pid: u32) -> procfs::ProcResult<std::collections::HashMap<FileId, u64>> {
-    let mut out = std::collections::HashMap::new();
-    for map in Process::new(pid as i32)?.smaps()?.iter() {
-        if let Region::File(id) = region_of(map) {
-            *out.entry(id).or_insert(0) += map.extension.map.get("Rss").copied().unwrap_or(0);
-        }
-    }
-    Ok(out)
-}
-
-/// The kernel's RSS counters of `pid` from /proc/PID/status (kB granularity).
-pub fn rss_counters(pid: u32) -> Option<crate::model::loading::RssCounters> {
-    let st = Process::new(pid as i32).ok()?.status().ok()?;
-    Some(crate::model::loading::RssCounters {
-        file: st.rssfile? * 1024,
-        anon: st.rssanon? * 1024,
-        shmem: st.rssshmem.unwrap_or(0) * 1024,
-        swap: st.vmswap.unwrap_or(0) * 1024,
-    })
-}
-
-/// Bytes of each mapped file whose pages are present in the page tables,
-/// from /proc/PID/pagemap (bit 63 of each 8-byte entry): a second kernel
-/// truth, page by page, beside smaps' Rss.
-pub fn file_pagemap(pid: u32) -> std::io::Result<std::collections::HashMap<FileId, u64>> {
-    use std::os::unix::fs::FileExt;
-    const PRESENT: u64 = 1 << 63;
-    let maps = Process::new(pid as i32).map_err(std::io::Error::other)?.maps().map_err(std::io::Error::other)?;
-    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
-    let mut out = std::collections::HashMap::new();
-    let mut buf = vec![0u8; 8 * 4096];
-    for map in maps.iter() {
-        let Region::File(id) = region_of(map) else { continue };
-        let (mut page, end) = (map.address.0 / 4096, map.address.1 / 4096);
-        let mut present = 0u64;
-        while page < end {
-            let n = ((end - page) as usize).min(buf.len() / 8);
-            let read = pagemap.read_at(&mut buf[..n * 8], page * 8)?;
-            if read == 0 {
-                break;
-            }
-            present += buf[..read]
-                .chunks_exact(8)
-                .filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) & PRESENT != 0)
-                .count() as u64;
-            page += (read / 8) as u64;
-        }
-        *out.entry(id).or_insert(0) += present * 4096;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

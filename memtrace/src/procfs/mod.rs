@@ -1,6 +1,13 @@
 //! Kernel truth read from /proc/PID: mappings (maps), per-file resident
 //! bytes (smaps, pagemap), fault and RSS counters (stat, status) and the
-//! target's memory (mem). Small functions returning plain values; the
-//! session is their only caller.
+//! target's memory (mem). Small functions returning plain values; may use
+//! `model` types, nothing above them.
 mod maps;
-pub use maps::*;
+mod mem;
+mod resident;
+mod status;
+
+pub use maps::{brk_range, file_at, file_mappings, in_target_root, mapped_file_link, snapshot, Snapshot};
+pub use mem::read_c_string;
+pub use resident::{file_pagemap, file_rss};
+pub use status::{command_line, kernel_faults, rss_counters};

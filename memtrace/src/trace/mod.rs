@@ -10,13 +10,32 @@ use crate::model::stats::FaultCounts;
 pub const FORMAT: &str = "memtrace-trace";
 pub const VERSION: u32 = 1;
 
+/// How memtrace reached the target.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `memtrace run -- CMD`: spawned and held before its first instruction.
+    Run,
+    /// `memtrace -p PID`.
+    Attach,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Run => "run",
+            Mode::Attach => "attach",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Trace {
     pub format: String,
     pub version: u32,
     pub target: Target,
     /// "run" (spawned by memtrace) or "attach" (-p PID).
-    pub mode: String,
+    pub mode: Mode,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub duration_s: f64,
@@ -61,6 +80,10 @@ pub struct Trace {
     pub file_totals: FileTotals,
     /// Where each group of figures comes from.
     pub sources: BTreeMap<String, String>,
+    /// What memtrace could not do during the run, as it warned on stderr
+    /// (added after version 1 shipped: absent in older traces).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -559,7 +582,7 @@ pub(crate) mod tests {
             format: FORMAT.into(),
             version: VERSION,
             target: Target { pid: 1, command: "x".into(), exit_code: Some(0), exit_signal: None },
-            mode: "run".into(),
+            mode: Mode::Run,
             started_at: rfc3339_utc(0),
             duration_s: 1.5,
             stop_reason: "target exited".into(),
@@ -583,6 +606,7 @@ pub(crate) mod tests {
             files: vec![],
             file_totals: FileTotals::default(),
             sources: default_sources(),
+            warnings: vec![],
         }
     }
 

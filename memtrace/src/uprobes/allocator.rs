@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{procfs, uprobes::alloc_symbols, uprobes::placement::Library};
+use crate::{procfs, uprobes::alloc_symbols, uprobes::placement::Library, warnings::Warnings};
 
 /// A library (or executable) whose allocator functions memtrace probes.
 #[derive(Clone, Debug)]
@@ -25,7 +25,13 @@ pub struct Allocator {
 /// libc (the system's) is probed, and the trace says whether the target
 /// mapped that file. `extra` are the `--alloc-lib` libraries (checked with
 /// [`check_alloc_lib`] already).
-pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Result<Vec<Allocator>> {
+pub fn find(
+    pid: u32,
+    binary: &Path,
+    run_mode: bool,
+    extra: &[PathBuf],
+    warnings: &mut Warnings,
+) -> Result<Vec<Allocator>> {
     let mut found = Vec::new();
     let mut exe_has_malloc = false;
     if let Some((own, defines_malloc)) = in_executable(binary) {
@@ -67,10 +73,10 @@ pub fn find(pid: u32, binary: &Path, run_mode: bool, extra: &[PathBuf]) -> Resul
             if maps_file(&maps, path) {
                 "--alloc-lib, mapped by the target".to_string()
             } else {
-                eprintln!(
-                    "memtrace: warning: PID {pid} does not map {} (yet): its allocator probes fire only once it is loaded",
+                warnings.warn(format!(
+                    "PID {pid} does not map {} (yet): its allocator probes fire only once it is loaded",
                     path.display()
-                );
+                ));
                 "--alloc-lib, not mapped by the target when memtrace attached".to_string()
             }
         };
@@ -166,7 +172,7 @@ mod tests {
 
     #[test]
     fn memtrace_itself_uses_the_system_glibc() {
-        let a = find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap();
+        let a = find(std::process::id(), Path::new("/proc/self/exe"), true, &[], &mut Warnings::default()).unwrap();
         assert_eq!(a.len(), 1, "{a:?}");
         assert!(a[0].path.ends_with("libc.so.6"), "{a:?}");
     }
@@ -177,7 +183,10 @@ mod tests {
         assert!(format!("{e:#}").contains("defines none of the allocator functions"), "{e:#}");
         let e = check_alloc_lib(Path::new("/nonexistent/libx.so")).unwrap_err();
         assert!(format!("{e:#}").contains("--alloc-lib /nonexistent/libx.so"), "{e:#}");
-        let libc = find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap().remove(0).path;
+        let libc = find(std::process::id(), Path::new("/proc/self/exe"), true, &[], &mut Warnings::default())
+            .unwrap()
+            .remove(0)
+            .path;
         let defined = check_alloc_lib(&libc).unwrap();
         assert!(defined.iter().any(|n| n == "malloc") && defined.iter().any(|n| n == "free"), "{defined:?}");
     }

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::kernel::probes::Probes;
+use crate::{kernel::probes::Probes, warnings::Warnings};
 
 pub struct MarkerLibs {
     pid: u32,
@@ -45,7 +45,7 @@ impl MarkerLibs {
     }
 
     /// A file the target maps, seen for the first time.
-    pub fn consider(&mut self, probes: &mut Probes, path: &str) {
+    pub fn consider(&mut self, probes: &mut Probes, path: &str, warnings: &mut Warnings) {
         let path = Path::new(path);
         if path == self.exe || !path.is_absolute() {
             return;
@@ -58,7 +58,7 @@ impl MarkerLibs {
         match probes.attach_phase_markers(self.pid, &open) {
             Ok(true) => self.attached.push(path.display().to_string()),
             Ok(false) => {}
-            Err(e) => eprintln!("memtrace: warning: phase markers in {} will not be seen: {e:#}", path.display()),
+            Err(e) => warnings.warn(format!("phase markers in {} will not be seen: {e:#}", path.display())),
         }
     }
 }
@@ -69,7 +69,14 @@ mod tests {
 
     #[test]
     fn symbols_are_found_without_reading_the_whole_file() {
-        let libc = crate::uprobes::allocator::find(std::process::id(), Path::new("/proc/self/exe"), true, &[]).unwrap();
+        let libc = crate::uprobes::allocator::find(
+            std::process::id(),
+            Path::new("/proc/self/exe"),
+            true,
+            &[],
+            &mut crate::warnings::Warnings::default(),
+        )
+        .unwrap();
         assert!(defines(&libc[0].path, "malloc"));
         assert!(!defines(&libc[0].path, "memtrace_phase_begin"));
         assert!(!defines(Path::new("/etc/hostname"), "malloc"));

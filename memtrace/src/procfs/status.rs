@@ -1,0 +1,26 @@
+//! The kernel's own counters of a process: faults (/proc/PID/stat), RSS
+//! (/proc/PID/status), and its command line.
+use procfs::process::Process;
+
+/// Minor and major faults the kernel counted for `pid` so far (/proc/PID/stat).
+pub fn kernel_faults(pid: u32) -> Option<(u64, u64)> {
+    let stat = Process::new(pid as i32).ok()?.stat().ok()?;
+    Some((stat.minflt, stat.majflt))
+}
+
+/// The command line, arguments joined by spaces (none for a kernel thread).
+pub fn command_line(pid: u32) -> Option<String> {
+    let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;
+    (!cmdline.is_empty()).then(|| cmdline.join(" "))
+}
+
+/// The kernel's RSS counters of `pid` from /proc/PID/status (kB granularity).
+pub fn rss_counters(pid: u32) -> Option<crate::model::loading::RssCounters> {
+    let st = Process::new(pid as i32).ok()?.status().ok()?;
+    Some(crate::model::loading::RssCounters {
+        file: st.rssfile? * 1024,
+        anon: st.rssanon? * 1024,
+        shmem: st.rssshmem.unwrap_or(0) * 1024,
+        swap: st.vmswap.unwrap_or(0) * 1024,
+    })
+}

@@ -1,0 +1,428 @@
+//! Assembling the `Trace` from what the session gathered: the consumer's
+//! aggregates, the stop capture, the probes' counters and the set-up's
+//! findings. Pure code: no kernel, no /proc (unit tests below feed it).
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use memtrace_common::{
+    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS,
+    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS, COUNTER_WATCH_FULL, NUM_COUNTERS,
+};
+
+use super::{
+    consumer::Consumer,
+    heap_at_stop::{self, HeapAtStop},
+    heap_sampler::HeapSampler,
+    setup::HeapSetup,
+    stop::{BoundaryTruth, KernelTruth, StopCapture},
+    target::Stop,
+};
+use crate::{
+    decode::HeapCounts,
+    model::{
+        aspace::FileId,
+        estimates::{estimate, Inputs},
+        loading::{FileLoad, RssCounters, PAGE},
+        timeline::Timeline,
+    },
+    trace::{
+        self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
+        HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary,
+        Trace,
+    },
+};
+
+/// Everything the trace is made of, gathered by the session.
+pub struct Parts<'a> {
+    pub pid: u32,
+    pub command: String,
+    pub mode: Mode,
+    pub started: SystemTime,
+    /// Monotonic time when tracing began (phase times are relative to it).
+    pub start_ns: u64,
+    pub traced_s: f64,
+    pub stop: &'a Stop,
+    pub consumer: &'a Consumer,
+    pub counters: &'a [u64; NUM_COUNTERS as usize],
+    pub capture: &'a StopCapture,
+    /// Attach mode: per-file kernel truth when tracing began.
+    pub start_truth: Option<&'a KernelTruth>,
+    /// Attach mode: the kernel's fault counters, last read before the stop.
+    pub stat_faults: Option<(u64, u64)>,
+    /// `--phase-truth` was in force (run mode).
+    pub phase_truth: bool,
+    pub boundaries: &'a BoundaryTruth,
+    /// The executable's phase markers, and the libraries' that were probed.
+    pub phase_markers: String,
+    pub marker_libs: &'a [String],
+    /// `--phase-fn`: "NAME: SYMBOL in PATH".
+    pub phase_functions: Vec<String>,
+    pub heap: HeapSetup,
+    pub heap_events: Option<HeapEvents>,
+    pub timeline: Timeline,
+    pub leak_age: Option<Duration>,
+    pub growth_window: usize,
+    pub growth_samples: u64,
+    pub warnings: Vec<String>,
+}
+
+pub fn trace(p: Parts) -> Trace {
+    let c = p.consumer;
+    let end_truth = p.capture.truth.as_ref().and_then(|t| t.as_ref().ok());
+    let files = file_entries(c, p.start_truth, end_truth);
+    let heap_at_stop = p.capture.heap.as_ref().and_then(|h| h.as_ref().ok());
+    let last_heap = heap_at_stop.map(|h| heap_at_stop::counts(&h.totals));
+    let (heap, leaks) = heap_section(c, p.heap, p.capture, heap_timeline(&p.timeline), p.heap_events);
+    let (exit_code, exit_signal) = match p.stop {
+        Stop::Exited(Some(e)) => (Some(e.code), e.signal),
+        _ => (None, None),
+    };
+    Trace {
+        format: trace::FORMAT.into(),
+        version: trace::VERSION,
+        target: trace::Target { pid: p.pid, command: p.command, exit_code, exit_signal },
+        mode: p.mode,
+        started_at: trace::rfc3339_utc(p.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()),
+        duration_s: p.traced_s,
+        stop_reason: p.stop.reason(),
+        counters: counters(c, p.counters),
+        kernel: kernel_faults(p.stop, p.stat_faults),
+        regions: c.stats.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect(),
+        rss: c.loading.rss_start.map(|start| RssSummary {
+            start: rss(start),
+            end: rss(c.loading.rss_now),
+            peak: rss(c.loading.rss_peak),
+            at_final_truth: p.capture.rss_at_truth.map(rss),
+        }),
+        final_truth: match &p.capture.truth {
+            Some(Ok(_)) => format!("read from /proc/PID/smaps {}", p.capture.moment),
+            Some(Err(e)) => e.clone(),
+            None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
+        },
+        phase_markers: if p.marker_libs.is_empty() {
+            p.phase_markers
+        } else {
+            format!("{}; also in {}", p.phase_markers, p.marker_libs.join(", "))
+        },
+        phase_truth: if p.phase_truth {
+            format!(
+                "smaps read at {} phase boundaries, the main thread stopped there (ptrace) for {:.1} ms in all",
+                p.boundaries.at.len(),
+                p.boundaries.stopped.as_secs_f64() * 1e3
+            )
+        } else {
+            "none (run mode with --phase-truth reads smaps at each phase boundary)".into()
+        },
+        phase_functions: p.phase_functions,
+        unmatched_phase_ends: c.phases.unmatched_ends,
+        phases: phase_entries(c, p.start_ns, &p.boundaries.at, last_heap.as_ref()),
+        heap,
+        leak_rule: match p.leak_age {
+            Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
+            None => "every allocation still live at the stop".into(),
+        },
+        leaks,
+        leak_groups_not_listed: heap_at_stop.map_or(0, |h| h.more_leak_groups as u64),
+        growth_rule: format!(
+            "allocation stacks whose live bytes grew in each of the last {} samples ({:.1} s apart; {} samples taken)",
+            p.growth_window,
+            HeapSampler::growth_interval_s(),
+            p.growth_samples
+        ),
+        growth_suspects: heap_at_stop.map(|h| h.growth_suspects.clone()).unwrap_or_default(),
+        timeline: p.timeline,
+        file_totals: FileTotals::of(&files),
+        files,
+        sources: trace::default_sources(),
+        warnings: p.warnings,
+    }
+}
+
+/// The kernel's own fault accounting, to check the measured faults against.
+fn kernel_faults(stop: &Stop, stat_faults: Option<(u64, u64)>) -> Option<KernelFaults> {
+    match stop {
+        Stop::Exited(Some(e)) => Some(KernelFaults {
+            source: "wait4 rusage of the child".into(),
+            minor_faults: e.minflt,
+            major_faults: e.majflt,
+        }),
+        _ => stat_faults.map(|(minor, major)| KernelFaults {
+            source: "/proc/PID/stat, whole process lifetime, last read before stop".into(),
+            minor_faults: minor,
+            major_faults: major,
+        }),
+    }
+}
+
+fn counters(c: &Consumer, k: &[u64; NUM_COUNTERS as usize]) -> Counters {
+    let s = &c.stats;
+    Counters {
+        page_faults: k[COUNTER_PAGE_FAULTS as usize],
+        mmap_calls: k[COUNTER_MMAP_CALLS as usize],
+        munmap_calls: k[COUNTER_MUNMAP_CALLS as usize],
+        madvise_calls: k[COUNTER_MADVISE_CALLS as usize],
+        madvise_failed: s.madvise_failed,
+        mremap_calls: k[COUNTER_MREMAP_CALLS as usize],
+        mremap_failed: s.mremap_failed,
+        ringbuf_drops: k[COUNTER_RINGBUF_DROPS as usize],
+        page_faults_seen: s.faults.total,
+        page_faults_read: s.faults.read,
+        page_faults_write: s.faults.write,
+        page_faults_exec: s.faults.exec,
+        mmap_failed: s.mmap_failed,
+        munmap_failed: s.munmap_failed,
+        execs: s.execs,
+        syscalls_lost: k[COUNTER_PENDING_FULL as usize],
+        eviction_watch_full: k[COUNTER_WATCH_FULL as usize],
+        unattributed_faults: s.unattributed_faults,
+        unresolved_file_mappings: s.unresolved_file_mappings,
+        malformed_events: s.malformed_events,
+        unattributed_file_loaded_bytes: c.loading.unattributed_loaded_bytes,
+        unattributed_file_unloaded_bytes: c.loading.unattributed_unloaded_bytes,
+        file_rss_released_at_exit_bytes: c.loading.released_at_exit_bytes,
+    }
+}
+
+fn rss(c: RssCounters) -> Rss {
+    Rss { file_bytes: c.file, anon_bytes: c.anon, shmem_bytes: c.shmem, swap_bytes: c.swap }
+}
+
+/// The heap's own timeline (kept in the trace since version 1): the heap
+/// part of the trace's timeline.
+fn heap_timeline(timeline: &Timeline) -> Vec<HeapSample> {
+    timeline
+        .samples
+        .iter()
+        .filter_map(|s| {
+            Some(HeapSample {
+                t_s: s.t_s,
+                live_bytes: s.heap_live_bytes?,
+                anon_rss_bytes: s.rss_anon_bytes,
+                brk_heap_bytes: s.brk_heap_bytes,
+                anon_mapped_net_bytes: s.anon_mapped_net_bytes,
+            })
+        })
+        .collect()
+}
+
+/// One entry per file the target mapped, joining the mapping statistics, the
+/// measured loading, the kernel truth and the estimates.
+fn file_entries(c: &Consumer, start: Option<&KernelTruth>, end: Option<&KernelTruth>) -> Vec<FileEntry> {
+    let all_files_size: u64 = c.stats.files.values().filter_map(|f| f.size_bytes).sum();
+    // A monitor samples RSS while the program runs; give it its best case:
+    // the growth from the start to the peak of the RSS total.
+    let (rss_growth, heap_growth) = match c.loading.rss_start {
+        Some(s) => {
+            let now = c.loading.rss_peak;
+            (now.total() as i64 - s.total() as i64, now.anon as i64 - s.anon as i64)
+        }
+        None => (0, 0),
+    };
+    let empty = FileLoad::default();
+    c.stats
+        .files
+        .iter()
+        .map(|(id, f)| {
+            let load = c.loading.files.get(id).unwrap_or(&empty);
+            let at_start = start.map(|t| t.smaps.get(id).copied().unwrap_or(0));
+            let at_start_pagemap = start.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
+            let kernel = end.map(|t| t.smaps.get(id).copied().unwrap_or(0));
+            let pagemap = end.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
+            let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
+            let e = estimate(Inputs { file_size: f.size_bytes.unwrap_or(0), all_files_size, rss_growth, heap_growth });
+            // Estimates are judged against smaps at stop while the file is
+            // still mapped; once unmapped (or without a final truth), against
+            // what the file cost at its peak, measured.
+            let peak = at_start.unwrap_or(0) + load.peak_resident_bytes;
+            let (reference, truth) = match kernel {
+                Some(k) if f.mapped_now > 0 => ("kernel_rss_bytes", k),
+                _ => ("peak_resident_bytes", peak),
+            };
+            let err = |v: u64| v as i64 - truth as i64;
+            FileEntry {
+                path: f.path.clone(),
+                size_bytes: f.size_bytes,
+                mapped_bytes: f.mapped_peak,
+                mapped_at_end_bytes: f.mapped_now,
+                mmap_calls: f.mmap_calls,
+                device_major: id.major,
+                device_minor: id.minor,
+                inode: id.inode,
+                page_faults: f.faults,
+                resident_at_start_bytes: at_start,
+                resident_at_start_pagemap_bytes: at_start_pagemap,
+                measured_loaded_bytes: load.loaded_bytes,
+                measured_resident_bytes: measured_resident,
+                peak_resident_bytes: peak,
+                unloaded_bytes: load.unloaded_bytes,
+                fault_around_bytes: load.fault_around_bytes,
+                // A large folio at the end of the file reaches past EOF.
+                read_from_disk_bytes: f
+                    .size_bytes
+                    .map_or(load.read_from_disk_bytes, |s| load.read_from_disk_bytes.min(s.div_ceil(PAGE) * PAGE)),
+                cache_added_other_bytes: load.cache_added_other_bytes,
+                evicted_bytes: load.evicted_bytes,
+                fault_ranges_bytes: load.pages.len() * PAGE,
+                kernel_rss_bytes: kernel,
+                kernel_pagemap_bytes: pagemap,
+                estimates: FileEstimates {
+                    fixed_ratio_bytes: e.fixed_ratio,
+                    rss_growth_bytes: e.rss_growth,
+                    capped_growth_bytes: e.capped_growth,
+                    reference: reference.into(),
+                    fixed_ratio_error_bytes: err(e.fixed_ratio),
+                    rss_growth_error_bytes: err(e.rss_growth),
+                    capped_growth_error_bytes: err(e.capped_growth),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The trace's heap section and leak candidates.
+fn heap_section(
+    c: &Consumer,
+    setup: HeapSetup,
+    capture: &StopCapture,
+    timeline: Vec<HeapSample>,
+    events: Option<HeapEvents>,
+) -> (Option<Heap>, Vec<Leak>) {
+    let setup = match setup {
+        Ok(s) => s,
+        Err(why) => {
+            let status = format!("not traced: {why}");
+            let heap = Heap { allocator: status.clone(), status, ..Heap::default() };
+            return (Some(heap), vec![]);
+        }
+    };
+    let k = &c.stats.kernel_heap;
+    let allocator =
+        setup.iter().map(|(a, _)| format!("{}: {}", a.path.display(), a.how)).collect::<Vec<_>>().join("; ");
+    let mut heap = Heap {
+        allocator,
+        status: "traced".into(),
+        allocators: setup
+            .iter()
+            .map(|(a, _)| HeapAllocator {
+                path: a.path.display().to_string(),
+                found_by: a.how.clone(),
+                mapped: c
+                    .stats
+                    .files
+                    .values()
+                    .any(|f| Path::new(f.path.strip_suffix(" (deleted)").unwrap_or(&f.path)) == a.path),
+            })
+            .collect(),
+        probes: setup
+            .into_iter()
+            .flat_map(|(_, probes)| probes)
+            .map(|p| HeapProbeEntry {
+                function: p.function,
+                library: p.library.display().to_string(),
+                address: p.address,
+                offset: p.placement.as_ref().map(|pl| pl.offset),
+                emulated: p.placement.as_ref().map(|pl| pl.emulated),
+                placement: p.placement.map(|pl| pl.reason),
+                status: p.status,
+            })
+            .collect(),
+        timeline,
+        kernel: KernelHeapSummary {
+            brk_heap_bytes: k.brk_bytes(),
+            brk_heap_peak_bytes: k.brk_peak_bytes(),
+            brk_calls: k.brk_calls,
+            anon_mmap_calls: k.anon_mmap_calls,
+            anon_mapped_bytes: k.anon_mapped_bytes,
+            anon_unmapped_bytes: k.anon_unmapped_bytes,
+        },
+        events,
+        ..Heap::default()
+    };
+    let when = capture.moment.heap_read_at();
+    let mut leaks = vec![];
+    match &capture.heap {
+        Some(Ok(h)) => {
+            heap.read_at = when.to_string();
+            leaks = at_stop_figures(&mut heap, h);
+        }
+        Some(Err(e)) => heap.read_at = format!("could not be read {when}: {e}"),
+        None => heap.read_at = "never read".into(),
+    }
+    let at_markers = c.heap_marks.at_marker.values().map(|m| m.live_bytes());
+    heap.peak_live_bytes =
+        heap.timeline.iter().map(|s| s.live_bytes).chain(at_markers).chain([heap.live_bytes]).max().unwrap_or(0);
+    (Some(heap), leaks)
+}
+
+/// The heap figures read at the stop; returns the leak candidates.
+fn at_stop_figures(heap: &mut Heap, h: &HeapAtStop) -> Vec<Leak> {
+    let t = h.totals;
+    (heap.released_by_exec_allocs, heap.released_by_exec_bytes) = h.released_by_exec;
+    heap.live_bytes = t.allocated_bytes as i64 - t.freed_bytes as i64 - h.released_by_exec.1 as i64;
+    heap.live_allocations = h.live_allocations;
+    (heap.allocated_bytes, heap.freed_bytes, heap.allocs, heap.frees) =
+        (t.allocated_bytes, t.freed_bytes, t.allocs, t.frees);
+    (heap.unknown_frees, heap.dropped_allocs, heap.missed_frees) = (t.unknown_frees, t.dropped_allocs, t.missed_frees);
+    (heap.lost_stacks, heap.failed_allocs, heap.lost_calls) = (t.lost_stacks, t.failed_allocs, t.lost_calls);
+    (heap.abandoned_calls, heap.open_calls_at_stop) = (t.abandoned_calls, h.open_calls);
+    h.leaks.clone()
+}
+
+fn phase_entries(
+    c: &Consumer,
+    start_ns: u64,
+    boundary_truth: &HashMap<u64, HashMap<FileId, u64>>,
+    last_heap: Option<&HeapCounts>,
+) -> Vec<PhaseEntry> {
+    let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let path_of = |id: &FileId| c.stats.files.get(id).map_or_else(|| id.placeholder_name(), |f| f.path.clone());
+    c.phases
+        .done
+        .iter()
+        .map(|p| {
+            // Kernel truth at both boundaries (--phase-truth): smaps Rss change.
+            let truth = boundary_truth.get(&p.start_ns).zip(boundary_truth.get(&p.end_ns));
+            let kernel_change = |id: &FileId| {
+                truth.map(|(a, b)| b.get(id).copied().unwrap_or(0) as i64 - a.get(id).copied().unwrap_or(0) as i64)
+            };
+            let mut ids: BTreeSet<FileId> = p.files.keys().copied().collect();
+            if let Some((a, b)) = truth {
+                ids.extend(a.keys().chain(b.keys()).filter(|id| kernel_change(id) != Some(0)));
+            }
+            let files = ids
+                .iter()
+                .map(|id| {
+                    let d = p.files.get(id).copied().unwrap_or_default();
+                    PhaseFile {
+                        path: path_of(id),
+                        measured_loaded_bytes: d.loaded,
+                        measured_unloaded_bytes: d.unloaded,
+                        measured_rss_change_bytes: d.loaded as i64 - d.unloaded as i64,
+                        kernel_rss_change_bytes: kernel_change(id),
+                        fault_around_bytes: d.fault_around,
+                        read_from_disk_bytes: d.read_from_disk,
+                    }
+                })
+                .collect();
+            PhaseEntry {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                depth: p.depth,
+                start_s: secs(p.start_ns),
+                end_s: secs(p.end_ns),
+                duration_s: p.end_ns.saturating_sub(p.start_ns) as f64 / 1e9,
+                start_monotonic_ns: p.start_ns,
+                end_monotonic_ns: p.end_ns,
+                open: p.open,
+                kernel_truth_at_boundaries: truth.is_some(),
+                heap_growth_bytes: last_heap.and_then(|last| c.heap_marks.growth(p.start_seq, p.end_seq, last)),
+                page_faults: p.page_faults,
+                anon_rss_growth_bytes: p.anon_rss_growth,
+                files,
+            }
+        })
+        .collect()
+}

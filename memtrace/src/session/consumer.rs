@@ -1,0 +1,297 @@
+//! The consumer: decoded events in, the aggregators (`model`) updated. The
+//! few /proc reads it needs while dispatching (a mapping the events did not
+//! name, the program break after exec, a phase name the kernel could not
+//! read) go through [`ProcReader`], so unit tests replay recorded events
+//! against recorded /proc answers.
+use std::collections::{HashMap, HashSet};
+
+use aya::maps::{MapData, RingBuf};
+use memtrace_common::{HeapTotals, PHASE_NAME_MAX};
+
+use crate::{
+    decode::Event,
+    model::{
+        aspace::FileId,
+        heap_marks::HeapMarks,
+        loading::Loading,
+        phases::{FileCounts, Phases, Totals},
+        stats::{FileInfo, TraceStats},
+        timeline::{FileLoaded, Reading},
+    },
+    output::events_log::EventLog,
+    procfs::{self, Snapshot},
+    session::heap_at_stop,
+    symbolize::FileMapping,
+};
+
+/// What the consumer asks /proc while dispatching events.
+pub trait ProcReader {
+    /// The target's mappings now (None once it is gone).
+    fn snapshot(&self) -> Option<Snapshot>;
+    /// The file mapped at `addr` now.
+    fn file_at(&self, addr: u64) -> Option<FileInfo>;
+    /// Where the program break starts (after an execve).
+    fn brk_start(&self) -> Option<u64>;
+    /// A NUL-terminated string in the target's memory.
+    fn c_string(&self, addr: u64, max: usize) -> Option<String>;
+    /// The kernel's (minor, major) fault counts so far.
+    fn faults(&self) -> Option<(u64, u64)>;
+}
+
+/// The live target's /proc.
+pub struct LiveProc(pub u32);
+
+impl ProcReader for LiveProc {
+    fn snapshot(&self) -> Option<Snapshot> {
+        procfs::snapshot(self.0)
+    }
+    fn file_at(&self, addr: u64) -> Option<FileInfo> {
+        procfs::file_at(self.0, addr)
+    }
+    fn brk_start(&self) -> Option<u64> {
+        procfs::brk_range(self.0).map(|(start, _)| start)
+    }
+    fn c_string(&self, addr: u64, max: usize) -> Option<String> {
+        procfs::read_c_string(self.0, addr, max)
+    }
+    fn faults(&self) -> Option<(u64, u64)> {
+        procfs::kernel_faults(self.0)
+    }
+}
+
+pub struct Consumer {
+    pub pid: u32,
+    proc: Box<dyn ProcReader>,
+    pub stats: TraceStats,
+    pub loading: Loading,
+    pub phases: Phases,
+    pub heap_marks: HeapMarks,
+    /// The kernel's file identity of each thread's mmap in progress.
+    mmap_file: HashMap<u32, (i64, FileId)>,
+    /// Pages found outside every mapping at the latest /proc re-read: another
+    /// fault there does not trigger a new re-read (mappings the events did
+    /// not describe, e.g. the kernel's own in execve).
+    unknown_pages: HashSet<u64>,
+    /// Timestamp of the latest phase marker of the main thread: where a
+    /// `--phase-truth` stop belongs.
+    pub last_main_marker_ns: Option<u64>,
+    /// `--events`: the allocation stream's file.
+    pub events: Option<EventLog>,
+    /// `--phase-fn` phase names, by function index - 1.
+    phase_fn_names: Vec<String>,
+    /// When the target last called execve (allocations before it died with that image).
+    pub last_exec_ns: u64,
+    /// The target's file mappings at the latest /proc read: allocation
+    /// stacks are symbolized with them if the target is gone at stop.
+    pub mappings: Vec<FileMapping>,
+}
+
+impl Consumer {
+    pub fn new(pid: u32, proc: Box<dyn ProcReader>, phase_fn_names: Vec<String>, events: Option<EventLog>) -> Self {
+        Consumer {
+            pid,
+            proc,
+            stats: TraceStats::default(),
+            loading: Loading::default(),
+            phases: Phases::default(),
+            heap_marks: HeapMarks::default(),
+            mmap_file: HashMap::new(),
+            unknown_pages: HashSet::new(),
+            last_main_marker_ns: None,
+            events,
+            phase_fn_names,
+            last_exec_ns: 0,
+            mappings: Vec::new(),
+        }
+    }
+
+    /// Re-reads the maps file: the model, and the mappings kept for
+    /// symbolizing stacks if the target is gone at stop.
+    pub fn sync(&mut self) {
+        if let Some(snap) = self.proc.snapshot() {
+            self.mappings = snap.mappings;
+            self.stats.sync(snap.vmas, snap.files);
+        }
+        self.unknown_pages.clear();
+    }
+
+    /// Every record in the ring buffer now.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            self.feed(&item);
+        }
+    }
+
+    /// One raw record.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match Event::decode(bytes) {
+            Ok(event) => self.on_event(event),
+            Err(_) => self.stats.malformed_events += 1,
+        }
+    }
+
+    /// One decoded event into the aggregators.
+    pub fn on_event(&mut self, event: Event) {
+        match event {
+            Event::MmapFile { tid, result, file, .. } => {
+                self.mmap_file.insert(tid, (result, file));
+            }
+            Event::Mmap { tid, result, len, flags, fd, .. } => {
+                // The kernel named the file as the mapping was made; /proc
+                // adds the path when the mapping is still there. Never
+                // /proc/PID/fd/FD: by now the fd may name another file.
+                let ident = self.mmap_file.remove(&tid).filter(|(r, _)| *r == result).map(|(_, id)| id);
+                let from_proc = (result >= 0 && fd >= 0).then(|| self.proc.file_at(result as u64)).flatten();
+                // /proc names what is mapped (for a shared /dev/zero mapping,
+                // a shmem file, not the fd's device); the fd's identity serves
+                // when the mapping has already moved or gone.
+                let file = match (from_proc, ident) {
+                    (Some(info), _) => Some(info),
+                    (None, Some(id)) => Some(self.known_file(id)),
+                    (None, None) => None,
+                };
+                self.stats.on_mmap(result, len, flags, fd, file);
+            }
+            Event::RangeEnter { tid, addr, len, .. } => {
+                self.loading.on_range_enter(tid, self.stats.files_in(addr, len));
+            }
+            Event::Mremap { tid, old_addr, old_len, new_len, result, .. } => {
+                self.stats.on_mremap(old_addr, old_len, new_len, result);
+                self.loading.on_range_exit(tid);
+            }
+            Event::Madvise { tid, result, .. } => {
+                self.stats.on_madvise(result);
+                self.loading.on_range_exit(tid);
+            }
+            Event::Munmap { tid, addr, len, result, .. } => {
+                self.stats.on_munmap(addr, len, result);
+                self.loading.on_range_exit(tid);
+            }
+            Event::PageFault { tid, address, access, .. } => self.on_fault(tid, address, access),
+            Event::Exec { ts_ns, .. } => {
+                self.last_exec_ns = ts_ns;
+                self.stats.on_exec();
+                self.stats.kernel_heap.on_exec(self.proc.brk_start());
+                self.loading.on_exec();
+                self.sync();
+            }
+            Event::Phase { ts_ns, tid, begin, name, seq, function, name_at } => {
+                let name = match (function, name_at) {
+                    (0, Some(addr)) => self
+                        .proc
+                        .c_string(addr, PHASE_NAME_MAX - 1)
+                        .unwrap_or_else(|| format!("[unreadable name at {addr:#x}]")),
+                    (0, None) => name,
+                    (f, _) => {
+                        self.phase_fn_names.get(f as usize - 1).cloned().unwrap_or_else(|| format!("[phase-fn {f}]"))
+                    }
+                };
+                if tid == self.pid {
+                    self.last_main_marker_ns = Some(ts_ns);
+                }
+                self.phase(begin, name, ts_ns, seq);
+            }
+            Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
+            Event::Brk { brk, .. } => self.stats.on_brk(brk),
+            Event::Alloc { ts_ns, tid, address, size, stack_id, phase_seq } => {
+                if let Some(log) = &mut self.events {
+                    log.on_alloc(ts_ns, tid, address, size, stack_id, phase_seq);
+                }
+            }
+            Event::Free { ts_ns, tid, address, size, stack_id } => {
+                if let Some(log) = &mut self.events {
+                    log.on_free(ts_ns, tid, address, size, stack_id);
+                }
+            }
+            Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
+            Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
+            Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
+            Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
+            Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
+        }
+    }
+
+    fn on_fault(&mut self, tid: u32, address: u64, access: crate::decode::FaultAccess) {
+        // Outside every known mapping, or in a file mapping whose file could
+        // not be named when its mmap was read (it had moved or gone by then):
+        // the maps file says what is there now.
+        let unsure = |s: &TraceStats| !s.knows(address) || s.is_unresolved(address);
+        if unsure(&self.stats) && !self.unknown_pages.contains(&(address >> 12)) {
+            self.sync();
+            if unsure(&self.stats) {
+                self.unknown_pages.insert(address >> 12);
+            }
+        }
+        let file = self.stats.on_fault(address, access);
+        self.loading.on_fault(tid, file);
+    }
+
+    /// A phase boundary from any source: marker, `--phase-fn`, `memtrace mark`.
+    pub fn phase(&mut self, begin: bool, name: String, ts_ns: u64, seq: u32) {
+        let totals = self.totals();
+        if begin {
+            self.phases.begin(name, ts_ns, seq, totals);
+        } else {
+            self.phases.end(&name, ts_ns, seq, &totals);
+        }
+        self.heap_marks.on_marker(seq, self.phases.current_path());
+    }
+
+    /// A file known by identity only: its path if seen before, else its
+    /// device and inode until /proc shows its name.
+    pub fn known_file(&self, id: FileId) -> FileInfo {
+        match self.stats.files.get(&id) {
+            Some(f) => FileInfo { id, path: f.path.clone(), size_bytes: f.size_bytes },
+            None => FileInfo { id, path: id.placeholder_name(), size_bytes: None },
+        }
+    }
+
+    /// Running totals for phase accounting.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            files: self
+                .loading
+                .files
+                .iter()
+                .map(|(id, l)| {
+                    let counts = FileCounts {
+                        loaded: l.loaded_bytes,
+                        fault_around: l.fault_around_bytes,
+                        read_from_disk: l.read_from_disk_bytes,
+                        unloaded: l.unloaded_bytes,
+                    };
+                    (*id, counts)
+                })
+                .collect(),
+            page_faults: self.stats.faults.total,
+            anon_rss: self.loading.rss_now.anon,
+        }
+    }
+
+    /// What the timeline and the live view sample now.
+    pub fn reading(&self, t_s: f64, heap: Option<&HeapTotals>) -> Reading {
+        let rss = self.loading.rss_now;
+        let mut files: Vec<FileLoaded> = self
+            .loading
+            .files
+            .iter()
+            .filter(|(_, l)| l.loaded_bytes > 0)
+            .map(|(id, l)| FileLoaded { path: self.known_file(*id).path, loaded_bytes: l.loaded_bytes })
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.loaded_bytes));
+        Reading {
+            t_s,
+            phase: self.phases.current_path(),
+            rss_file: rss.file,
+            rss_anon: rss.anon,
+            rss_shmem: rss.shmem,
+            heap_live: heap.map(|t| heap_at_stop::counts(t).live_bytes()),
+            brk_heap: self.stats.kernel_heap.brk_bytes(),
+            anon_mapped_net: self.stats.kernel_heap.anon_net_bytes(),
+            allocs_total: heap.map_or(0, |t| t.allocs),
+            frees_total: heap.map_or(0, |t| t.frees),
+            faults_total: self.proc.faults(),
+            files,
+        }
+    }
+}

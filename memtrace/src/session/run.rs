@@ -1,0 +1,145 @@
+//! The event loop: one `select!` over the target, the ring buffer, the
+//! control socket, the clocks and signals. Each arm is one call; what it
+//! does lives in a method below.
+use std::time::Duration;
+
+use anyhow::Result;
+use memtrace_common::COUNTER_RINGBUF_DROPS;
+
+use super::{
+    setup::LIVE_REFRESH,
+    stop::Moment,
+    target::{ChildStop, Resume, Stop, TargetEvent},
+    Session,
+};
+use crate::{output::live::Status as LiveStatus, target::control::Mark};
+
+/// How often the ring buffer is drained when no event asked for a wakeup
+/// (frequent events do not wake userspace: see the eBPF side).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Drain ticks between re-reads of the attached target's fault counters.
+const STAT_FAULTS_TICKS: u64 = 100;
+
+impl Session {
+    /// Traces until the target exits, the duration elapses or a signal
+    /// stops it.
+    pub(super) async fn run_until_stop(&mut self) -> Result<Stop> {
+        let duration = self.opts.duration.map(|d| tokio::time::Instant::now() + d);
+        let mut live_tick = tokio::time::interval_at(tokio::time::Instant::now() + LIVE_REFRESH, LIVE_REFRESH);
+        let mut sample_tick = tokio::time::interval(self.opts.interval);
+        sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        let mut ticks = 0u64;
+        let stop = loop {
+            let deadline = self.target.deadline(duration);
+            tokio::select! {
+                event = self.target.next() => match event {
+                    TargetEvent::Stopped(stop, resume) => self.on_child_stop(stop, resume),
+                    TargetEvent::Exited(exit) => break Stop::Exited(exit),
+                },
+                Some(mark) = self.marks.recv() => self.on_mark(mark),
+                _ = live_tick.tick(), if self.live.is_some() => self.show_live(),
+                _ = sample_tick.tick() => self.sample_timeline(),
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.consumer.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                    self.watch_new_files();
+                }
+                _ = sleep_until(deadline) => break self.target.deadline_stop(self.opts.duration),
+                _ = drain_tick.tick() => {
+                    ticks += 1;
+                    self.on_drain_tick(ticks);
+                }
+                sig = self.signals.recv() => if let Some(stop) = self.target.on_signal(sig) {
+                    break stop;
+                },
+            }
+        };
+        if let Some(view) = &mut self.live {
+            eprint!("{}", view.clear());
+        }
+        Ok(stop)
+    }
+
+    /// The spawned child is held at a ptrace stop until `resume`.
+    fn on_child_stop(&mut self, stop: ChildStop, resume: Resume) {
+        match stop {
+            ChildStop::Exit => {
+                self.capture(Moment::ExitStop);
+                self.consumer.loading.on_exit();
+            }
+            ChildStop::Marker => self.boundary_truth(),
+            ChildStop::Exec => {
+                // The exec event is in the ring: draining it reads the new
+                // image's mappings, so its markers and its own allocator are
+                // probed before its first instruction.
+                self.consumer.drain(self.ring.get_mut());
+                self.watch_new_files();
+                if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", self.pid)) {
+                    self.attach_exec_allocator(&exe);
+                }
+            }
+        }
+        let _ = resume.send(());
+    }
+
+    /// A `memtrace mark` from the control socket: a phase boundary now,
+    /// after the events already in the ring.
+    fn on_mark(&mut self, mark: Mark) {
+        self.consumer.drain(self.ring.get_mut());
+        let seq = self.probes.next_phase_seq().unwrap_or(0);
+        if let Ok(t) = self.probes.heap_totals() {
+            self.consumer.heap_marks.on_totals(seq, super::heap_at_stop::counts(&t));
+        }
+        self.consumer.phase(mark.begin, mark.name, mark.ts_ns, seq);
+    }
+
+    fn on_drain_tick(&mut self, ticks: u64) {
+        self.consumer.drain(self.ring.get_mut());
+        self.watch_new_files();
+        if self.heap.is_ok() {
+            self.sampler.tick(&self.probes);
+        }
+        if ticks.is_multiple_of(STAT_FAULTS_TICKS) {
+            self.target.refresh_stat_faults(self.pid);
+        }
+    }
+
+    /// The heap totals now, when the heap is traced.
+    fn heap_now(&self) -> Option<memtrace_common::HeapTotals> {
+        self.heap.is_ok().then(|| self.probes.heap_totals().ok()).flatten()
+    }
+
+    fn sample_timeline(&mut self) {
+        self.consumer.drain(self.ring.get_mut());
+        let reading = self.consumer.reading(self.clock.elapsed().as_secs_f64(), self.heap_now().as_ref());
+        self.timeline.record(reading);
+    }
+
+    fn show_live(&mut self) {
+        self.consumer.drain(self.ring.get_mut());
+        let r = self.consumer.reading(self.clock.elapsed().as_secs_f64(), self.heap_now().as_ref());
+        let status = LiveStatus {
+            elapsed_s: r.t_s,
+            phase: r.phase,
+            rss_file: r.rss_file,
+            rss_anon: r.rss_anon,
+            rss_shmem: r.rss_shmem,
+            heap_live: r.heap_live,
+            faults_total: self.consumer.stats.faults.total,
+            ringbuf_drops: self.probes.counters().map_or(0, |c| c[COUNTER_RINGBUF_DROPS as usize]),
+            top_files: r.files.into_iter().map(|f| (f.path, f.loaded_bytes)).collect(),
+        };
+        if let Some(view) = &mut self.live {
+            eprint!("{}", view.render(&status));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,214 @@
+//! Setting a session up: load and attach the probes (tracepoints, phase
+//! markers, `--phase-fn`, allocators), then start the target (release the
+//! held child, or read the attached process's baseline), open the control
+//! socket, and only then let events flow.
+use std::{
+    collections::HashSet,
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+
+pub use crate::kernel::probes::HeapSetup;
+use crate::{
+    kernel::{probes::Probes, tracefs},
+    model::{aspace::Region, timeline},
+    output::{events_log::EventLog, live::LiveView, report::heap as report_heap},
+    procfs,
+    target::control::{self, ControlSocket},
+    uprobes::{allocator, marker_libs::MarkerLibs},
+    warnings::Warnings,
+};
+
+use super::{
+    consumer::{Consumer, LiveProc},
+    heap_sampler::HeapSampler,
+    monotonic_ns, readable,
+    stop::{BoundaryTruth, KernelTruth},
+    target::TargetHandle,
+    Options, Session, Signals, Target,
+};
+
+impl Session {
+    pub(super) fn start(target: Target, opts: Options) -> Result<Session> {
+        let (pid, command, run_mode) = match &target {
+            Target::Run(child) => (child.pid, child.command.clone(), true),
+            Target::Attach { pid, command } => (*pid, command.clone(), false),
+        };
+        let mut warnings = Warnings::default();
+        let offsets = tracefs::read_offsets(&tracefs::ensure_mounted()?)?;
+        let phase_truth = opts.phase_truth && run_mode;
+        let mut probes = Probes::attach(pid, &offsets, phase_truth, opts.events.is_some())?;
+        let ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
+        let binary = match &target {
+            Target::Run(child) => std::fs::canonicalize(&child.program).unwrap_or_else(|_| child.program.clone()),
+            Target::Attach { pid, .. } => PathBuf::from(format!("/proc/{pid}/exe")),
+        };
+        let phase_markers = attach_phase_markers(&mut probes, pid, &binary, &mut warnings);
+        if !opts.phase_fns.is_empty() {
+            probes.attach_phase_fns(pid, &opts.phase_fns)?;
+        }
+        probes.probe_at_entry = opts.probe_at_entry;
+        let heap = attach_heap(&mut probes, pid, &binary, run_mode, &opts.alloc_libs, &mut warnings);
+        if opts.explain_probes {
+            eprint!("{}", report_heap::explain_probes(&heap));
+        }
+        let start_ns = monotonic_ns();
+        let events = opts.events.as_deref().map(|path| EventLog::create(path, start_ns)).transpose()?;
+        let phase_fn_names = opts.phase_fns.iter().map(|f| f.name.clone()).collect();
+        let mut consumer = Consumer::new(pid, Box::new(LiveProc(pid)), phase_fn_names, events);
+        let signals = Signals::new()?;
+        let (started, clock) = (SystemTime::now(), Instant::now());
+        let (target, start_truth) = match target {
+            Target::Run(child) => {
+                // Until exec, the child is a copy of memtrace: name that range
+                // so its few faults are not mistaken for the command's.
+                consumer.stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
+                (TargetHandle::spawned(child)?, None)
+            }
+            Target::Attach { pid, .. } => {
+                let start_truth = attach_baseline(&mut consumer, pid);
+                (TargetHandle::attached(pid)?, start_truth)
+            }
+        };
+        let (mark_tx, marks) = mpsc::unbounded_channel();
+        let control = ControlSocket::open(Path::new(control::DIR), pid, mark_tx, monotonic_ns)
+            .map_err(|e| warnings.warn(format!("`memtrace mark` will not reach this session: {e:#}")))
+            .ok();
+        eprintln!(
+            "memtrace: tracing PID {pid} ({command}) with {} probes; Ctrl-C stops and reports",
+            probes.attached.len()
+        );
+        Ok(Session {
+            pid,
+            command,
+            probes,
+            ring,
+            consumer,
+            target,
+            heap,
+            watched: HashSet::new(),
+            marker_libs: MarkerLibs::new(pid, &binary),
+            phase_markers,
+            phase_truth,
+            boundaries: BoundaryTruth::default(),
+            start_truth,
+            capture: None,
+            sampler: HeapSampler::new(opts.growth_window),
+            timeline: timeline::Sampler::new(opts.interval.as_secs_f64()),
+            live: (!opts.quiet).then(|| LiveView::new(std::io::stderr().is_terminal())),
+            marks,
+            control,
+            signals,
+            warnings,
+            started,
+            clock,
+            start_ns,
+            opts,
+        })
+    }
+}
+
+/// Attach mode: what was mapped, the program break, the RSS counters and
+/// the per-file kernel truth before memtrace attached.
+fn attach_baseline(consumer: &mut Consumer, pid: u32) -> Option<KernelTruth> {
+    consumer.sync();
+    if let Some((start, end)) = procfs::brk_range(pid) {
+        consumer.stats.kernel_heap.set_start(start, end);
+    }
+    if let Some(rss) = procfs::rss_counters(pid) {
+        consumer.loading.set_baseline(rss);
+    }
+    KernelTruth::read(pid).ok()
+}
+
+/// The executable's phase markers; the text says what was found.
+fn attach_phase_markers(probes: &mut Probes, pid: u32, binary: &Path, warnings: &mut Warnings) -> String {
+    match probes.attach_phase_markers(pid, binary) {
+        Ok(true) => format!("attached to memtrace_phase_begin/end in {}", binary.display()),
+        Ok(false) => format!("none: {} does not export memtrace_phase_begin/end", binary.display()),
+        Err(e) => {
+            warnings.warn(format!("phases will not be traced: {e:#}"));
+            format!("none: {e:#}")
+        }
+    }
+}
+
+/// Finds the allocators and attaches the heap probes; the error says why
+/// the heap is not traced. One allocator failing leaves the others traced.
+fn attach_heap(
+    probes: &mut Probes,
+    pid: u32,
+    binary: &Path,
+    run_mode: bool,
+    alloc_libs: &[PathBuf],
+    warnings: &mut Warnings,
+) -> HeapSetup {
+    let allocators = allocator::find(pid, binary, run_mode, alloc_libs, warnings).map_err(|e| format!("{e:#}"))?;
+    let mut setup = Vec::new();
+    let mut errors = Vec::new();
+    for allocator in allocators {
+        match probes.attach_allocator(pid, &allocator.open_path, &allocator.path) {
+            Ok(report) => setup.push((allocator, report)),
+            Err(e) => {
+                warnings.warn(format!("allocations through {} will not be traced: {e:#}", allocator.path.display()));
+                errors.push(format!("{}: {e:#}", allocator.path.display()));
+            }
+        }
+    }
+    if setup.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(setup)
+}
+
+impl Session {
+    /// After a later execve in run mode (`env VAR=x prog`): an allocator
+    /// linked into the new executable (found in the first one only
+    /// otherwise) is probed while the new image is held at its exec stop.
+    pub(super) fn attach_exec_allocator(&mut self, exe: &Path) {
+        let Some((mut allocator, _)) = allocator::in_executable(exe) else { return };
+        if self.heap.as_ref().is_ok_and(|s| s.iter().any(|(a, _)| a.path == exe)) {
+            return; // the same executable again: already probed
+        }
+        allocator.how.push_str("; found when the target exec'd it");
+        match self.probes.attach_allocator(self.pid, &allocator.open_path, &allocator.path) {
+            Ok(report) => {
+                let entry = (allocator, report);
+                if self.opts.explain_probes {
+                    eprint!("{}", report_heap::explain_probes(&Ok(vec![entry.clone()])));
+                }
+                match &mut self.heap {
+                    Ok(s) => s.push(entry),
+                    Err(_) => self.heap = Ok(vec![entry]),
+                }
+            }
+            Err(e) => self.warnings.warn(format!("allocations through {} will not be traced: {e:#}", exe.display())),
+        }
+    }
+
+    /// Files the target maps for the first time: the kernel side watches
+    /// their evictions, and a library with phase markers gets the marker
+    /// probes. Called after every drain: cheap when no file is new (files
+    /// are never removed).
+    pub(super) fn watch_new_files(&mut self) {
+        let files = &self.consumer.stats.files;
+        if files.len() == self.watched.len() {
+            return;
+        }
+        for (id, file) in files {
+            if self.watched.insert(*id) {
+                if let Err(e) = self.probes.watch_file(*id) {
+                    self.warnings.warn(format!("evictions of {} will not be seen: {e:#}", file.path));
+                }
+                self.marker_libs.consider(&mut self.probes, &file.path, &mut self.warnings);
+            }
+        }
+    }
+}
+
+/// How long the live view waits between refreshes.
+pub(super) const LIVE_REFRESH: Duration = Duration::from_secs(1);

@@ -1,0 +1,214 @@
+//! What is read when tracing stops, and when: the per-file kernel truth
+//! (smaps, pagemap) and the heap (totals, live allocations grouped into
+//! leaks, growth suspects), both while the target's mappings still exist.
+//! One capture per session, at the latest moment the target is alive: its
+//! exit stop in run mode (memtrace is its ptrace tracer), else when the
+//! loop ends. Also the smaps reads at phase boundaries (`--phase-truth`).
+use std::{
+    collections::HashMap,
+    fmt,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use super::{
+    assemble::{self, Parts},
+    heap_at_stop::{self, HeapAtStop, StopContext},
+    heap_sampler::HeapSampler,
+    monotonic_ns,
+    target::Stop,
+    Session,
+};
+use crate::{
+    model::{aspace::FileId, loading::RssCounters},
+    procfs,
+    trace::Trace,
+};
+
+/// Per-file kernel truth at one instant.
+pub struct KernelTruth {
+    pub smaps: HashMap<FileId, u64>,
+    pub pagemap: Option<HashMap<FileId, u64>>,
+}
+
+impl KernelTruth {
+    pub fn read(pid: u32) -> Result<KernelTruth, String> {
+        let smaps = procfs::file_rss(pid).map_err(|e| format!("could not read /proc/{pid}/smaps: {e}"))?;
+        Ok(KernelTruth { smaps, pagemap: procfs::file_pagemap(pid).ok() })
+    }
+}
+
+/// When the stop capture was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    /// Run mode: the child stopped at its exit with ptrace, mappings intact.
+    ExitStop,
+    /// The target was gone before anything could be read (attach mode, or
+    /// no exit stop): no kernel truth; stacks from the last known mappings.
+    AfterExit,
+    /// The duration elapsed or a signal came; the target still runs.
+    Stopped,
+}
+
+impl Moment {
+    /// The target's /proc still shows its mappings.
+    fn target_alive(self) -> bool {
+        self != Moment::AfterExit
+    }
+
+    /// `heap.read_at` in the trace.
+    pub fn heap_read_at(self) -> &'static str {
+        match self {
+            Moment::ExitStop => "at the target's exit stop",
+            Moment::AfterExit => {
+                "after the target exited (no exit stop; stacks symbolized with its last known mappings)"
+            }
+            Moment::Stopped => "when tracing stopped",
+        }
+    }
+}
+
+/// `final_truth` in the trace: when smaps was read.
+impl fmt::Display for Moment {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Moment::ExitStop => "at the target's exit (stopped there with ptrace; mappings intact)",
+            Moment::AfterExit => "after the target exited",
+            Moment::Stopped => "when tracing stopped",
+        })
+    }
+}
+
+/// Everything read at the stop.
+pub struct StopCapture {
+    pub moment: Moment,
+    /// None when the target was gone.
+    pub truth: Option<Result<KernelTruth, String>>,
+    /// The RSS counters (from the events) when the truth was read.
+    pub rss_at_truth: Option<RssCounters>,
+    /// None when the heap is not traced.
+    pub heap: Option<Result<HeapAtStop, String>>,
+}
+
+/// Per-file smaps Rss at phase boundaries (`--phase-truth`), by marker time.
+#[derive(Default)]
+pub struct BoundaryTruth {
+    pub at: HashMap<u64, HashMap<FileId, u64>>,
+    /// Time the target spent stopped for them.
+    pub stopped: Duration,
+}
+
+impl Session {
+    /// Reads the kernel truth and the heap now, after every event so far.
+    pub(super) fn capture(&mut self, moment: Moment) {
+        self.consumer.drain(self.ring.get_mut());
+        let mut rss_at_truth = None;
+        let truth = moment.target_alive().then(|| {
+            self.consumer.sync(); // current names of the mapped files, e.g. "(deleted)"
+            rss_at_truth = Some(self.consumer.loading.rss_now);
+            KernelTruth::read(self.pid)
+        });
+        let heap = self.heap.is_ok().then(|| self.heap_at_stop());
+        self.capture = Some(StopCapture { moment, truth, rss_at_truth, heap });
+    }
+
+    /// After the loop: the capture, unless the exit stop took it already.
+    pub(super) fn capture_at_stop(&mut self, stop: &Stop) {
+        if self.capture.is_none() {
+            self.capture(if matches!(stop, Stop::Exited(_)) { Moment::AfterExit } else { Moment::Stopped });
+        }
+    }
+
+    /// The heap at the stop, or why it could not be read.
+    fn heap_at_stop(&self) -> Result<HeapAtStop, String> {
+        let now = monotonic_ns();
+        let made_by = now.saturating_sub(self.opts.leak_age.map_or(0, |a| a.as_nanos() as u64));
+        let window_s = self.sampler.growth.window() as f64 * HeapSampler::growth_interval_s();
+        let ctx = StopContext {
+            pid: self.pid,
+            now_ns: now,
+            made_by_ns: made_by,
+            last_exec_ns: self.consumer.last_exec_ns,
+            marks: &self.consumer.heap_marks,
+            saved_mappings: &self.consumer.mappings,
+        };
+        heap_at_stop::at_stop(&self.probes, &ctx, self.sampler.growth.suspects(), window_s)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The target is stopped at a phase marker: per-file smaps Rss for
+    /// that boundary.
+    pub(super) fn boundary_truth(&mut self) {
+        let stopped = Instant::now();
+        self.consumer.drain(self.ring.get_mut()); // the marker's own event is in the ring already
+        if let (Some(ts), Ok(smaps)) = (self.consumer.last_main_marker_ns, procfs::file_rss(self.pid)) {
+            self.boundaries.at.insert(ts, smaps);
+        }
+        self.boundaries.stopped += stopped.elapsed();
+    }
+
+    /// Takes the last events, closes the phases and the events log, starts
+    /// detaching the probes and assembles the trace.
+    pub(super) fn finish(mut self, stop: Stop) -> Result<(Trace, super::Detaching)> {
+        // Events already in the ring buffer belong to the trace: take them all.
+        self.consumer.drain(self.ring.get_mut());
+        let heap_events = self.consumer.events.take().map(|log| {
+            let ids = log.stack_ids();
+            let stacks: Vec<Vec<u64>> = ids.iter().map(|id| self.probes.stack(*id).unwrap_or_default()).collect();
+            let frames = crate::symbolize::symbolize(self.pid, &stacks, &self.consumer.mappings);
+            log.finish(&ids.into_iter().zip(frames).collect::<Vec<_>>())
+        });
+        let end_totals = self.consumer.totals();
+        self.consumer.phases.finish(monotonic_ns(), &end_totals);
+        let counters = self.probes.counters()?;
+        if let Some(e) = &self.sampler.growth_error {
+            self.warnings.warn(format!("growth suspects could not be sampled: {e}"));
+        }
+        if matches!(stop, Stop::Duration(_)) && self.target.mode() == crate::trace::Mode::Run {
+            eprintln!("memtrace: stopped tracing; PID {} keeps running", self.pid);
+        }
+        let traced_s = self.clock.elapsed().as_secs_f64();
+        let stat_faults = match &self.target {
+            super::target::TargetHandle::Attached { stat_faults, .. } => *stat_faults,
+            super::target::TargetHandle::Spawned { .. } => None,
+        };
+        let capture = self.capture.take().expect("capture_at_stop ran");
+        let trace = assemble::trace(Parts {
+            pid: self.pid,
+            mode: self.target.mode(),
+            command: self.command,
+            started: self.started,
+            start_ns: self.start_ns,
+            traced_s,
+            stop: &stop,
+            consumer: &self.consumer,
+            counters: &counters,
+            capture: &capture,
+            start_truth: self.start_truth.as_ref(),
+            stat_faults,
+            phase_truth: self.phase_truth,
+            boundaries: &self.boundaries,
+            phase_markers: self.phase_markers,
+            marker_libs: &self.marker_libs.attached,
+            phase_functions: self
+                .opts
+                .phase_fns
+                .iter()
+                .map(|f| format!("{}: {} in {}", f.name, f.symbol, f.path.display()))
+                .collect(),
+            heap: self.heap,
+            heap_events,
+            timeline: self.timeline.timeline,
+            leak_age: self.opts.leak_age,
+            growth_window: self.opts.growth_window,
+            growth_samples: self.sampler.growth.samples,
+            warnings: self.warnings.into_vec(),
+        });
+        // Closing the ring and the control socket before detaching: nothing
+        // reads them any more.
+        drop((self.ring, self.control));
+        let probes = self.probes;
+        Ok((trace, std::thread::spawn(move || probes.detach())))
+    }
+}

@@ -1,0 +1,176 @@
+//! The traced process as the loop sees it: a spawned child (memtrace is its
+//! ptrace tracer, so it stops at exit, at exec and at phase markers) or an
+//! attached process (only its exit is seen, through a pidfd). One enum
+//! instead of optional channels: every place that differs says so by a match.
+use std::{os::fd::OwnedFd, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    target::child::{pidfd, ChildExit, HeldChild, Hooks},
+    trace::Mode,
+};
+
+/// How long the child may be held at a stop while the session reads /proc.
+const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after forwarding a signal to a spawned child memtrace waits for it.
+const CHILD_GRACE: Duration = Duration::from_secs(5);
+
+/// A ptrace stop of the spawned child that the session acts on before the
+/// child may go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildStop {
+    /// At its exit, memory still mapped.
+    Exit,
+    /// At a phase marker (`--phase-truth`).
+    Marker,
+    /// A later execve: the new image is loaded and has not run yet.
+    Exec,
+}
+
+/// Lets the held child go on.
+pub type Resume = std::sync::mpsc::SyncSender<()>;
+
+/// What the target did.
+pub enum TargetEvent {
+    Stopped(ChildStop, Resume),
+    Exited(Option<ChildExit>),
+}
+
+/// Why tracing stopped.
+#[derive(Debug)]
+pub enum Stop {
+    Exited(Option<ChildExit>),
+    Duration(Duration),
+    Signal(&'static str),
+}
+
+impl Stop {
+    /// The trace's `stop_reason`.
+    pub fn reason(&self) -> String {
+        match self {
+            Stop::Exited(_) => "target exited".into(),
+            Stop::Duration(d) => format!("--duration {} s elapsed", d.as_secs_f64()),
+            Stop::Signal(s) => s.to_string(),
+        }
+    }
+}
+
+pub enum TargetHandle {
+    /// `memtrace run`: the child, its stops and its exit.
+    Spawned {
+        pid: u32,
+        stops: mpsc::UnboundedReceiver<(ChildStop, Resume)>,
+        exit: oneshot::Receiver<Result<ChildExit>>,
+        /// Set when a signal was forwarded: tracing ends by then at the latest.
+        grace: Option<tokio::time::Instant>,
+    },
+    /// `memtrace -p PID`: readable once the process has exited.
+    Attached {
+        exit: AsyncFd<OwnedFd>,
+        /// The kernel's fault counters (/proc/PID/stat), re-read while tracing:
+        /// the last reading before the target exits is what the trace shows.
+        stat_faults: Option<(u64, u64)>,
+    },
+}
+
+impl TargetHandle {
+    /// Lets the held child exec and supervises it until it exits.
+    pub fn spawned(mut child: HeldChild) -> Result<TargetHandle> {
+        child.release()?;
+        let (stop_tx, stops) = mpsc::unbounded_channel();
+        let hooks = Hooks {
+            at_exit: hold_at(ChildStop::Exit, stop_tx.clone()),
+            at_marker: hold_at(ChildStop::Marker, stop_tx.clone()),
+            at_exec: hold_at(ChildStop::Exec, stop_tx),
+        };
+        let exit = child.supervise(hooks)?;
+        Ok(TargetHandle::Spawned { pid: child.pid, stops, exit, grace: None })
+    }
+
+    pub fn attached(pid: u32) -> Result<TargetHandle> {
+        let exit = super::readable(pidfd(pid)?).context("polling the target's pidfd")?;
+        Ok(TargetHandle::Attached { exit, stat_faults: crate::procfs::kernel_faults(pid) })
+    }
+
+    pub fn mode(&self) -> Mode {
+        match self {
+            TargetHandle::Spawned { .. } => Mode::Run,
+            TargetHandle::Attached { .. } => Mode::Attach,
+        }
+    }
+
+    /// The next stop or the exit. A child's stops come before its exit.
+    pub async fn next(&mut self) -> TargetEvent {
+        match self {
+            TargetHandle::Spawned { stops, exit, .. } => tokio::select! {
+                biased;
+                Some((stop, resume)) = stops.recv() => TargetEvent::Stopped(stop, resume),
+                result = exit => TargetEvent::Exited(result.ok().and_then(|r| r.ok())),
+            },
+            TargetHandle::Attached { exit, .. } => {
+                let _ = exit.readable().await;
+                TargetEvent::Exited(None)
+            }
+        }
+    }
+
+    /// When tracing must end without the target's exit: the grace period
+    /// after a forwarded signal, else the `--duration` deadline.
+    pub fn deadline(&self, duration: Option<tokio::time::Instant>) -> Option<tokio::time::Instant> {
+        match self {
+            TargetHandle::Spawned { grace: Some(g), .. } => Some(*g),
+            _ => duration,
+        }
+    }
+
+    /// A signal to memtrace. Attach mode stops at once. Run mode forwards
+    /// it to the child and keeps tracing until it exits (or the grace
+    /// period ends), so its last events and its exit stop are not lost.
+    pub fn on_signal(&mut self, sig: i32) -> Option<Stop> {
+        let name = if sig == libc::SIGINT { "interrupted (SIGINT)" } else { "terminated (SIGTERM)" };
+        match self {
+            TargetHandle::Spawned { pid, grace: grace @ None, .. } => {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(*pid as i32, sig) };
+                *grace = Some(tokio::time::Instant::now() + CHILD_GRACE);
+                None
+            }
+            _ => Some(Stop::Signal(name)),
+        }
+    }
+
+    /// What the deadline meant when it passed.
+    pub fn deadline_stop(&self, duration: Option<Duration>) -> Stop {
+        match (self, duration) {
+            (TargetHandle::Spawned { grace: Some(_), .. }, _) | (_, None) => {
+                Stop::Signal("signal (target did not exit in time)")
+            }
+            (_, Some(d)) => Stop::Duration(d),
+        }
+    }
+}
+
+/// The hook the tracer thread runs at a stop: tell the session, wait until
+/// it has read what it needs (bounded), then let the child go on.
+fn hold_at(stop: ChildStop, to_session: mpsc::UnboundedSender<(ChildStop, Resume)>) -> Box<dyn FnMut() + Send> {
+    Box::new(move || {
+        let (resume, resumed) = std::sync::mpsc::sync_channel(1);
+        if to_session.send((stop, resume)).is_ok() {
+            let _ = resumed.recv_timeout(CHILD_STOP_TIMEOUT);
+        }
+    })
+}
+
+impl TargetHandle {
+    /// Attach mode: re-reads the kernel's fault counters while the target lives.
+    pub fn refresh_stat_faults(&mut self, pid: u32) {
+        if let TargetHandle::Attached { stat_faults, .. } = self {
+            *stat_faults = crate::procfs::kernel_faults(pid).or(*stat_faults);
+        }
+    }
+}
