@@ -426,3 +426,104 @@ fn phase_entries(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{consumer::recorded, stop::Moment};
+    use crate::target::child::ChildExit;
+
+    fn assemble(capture: &StopCapture, stop: &Stop, heap: HeapSetup) -> Trace {
+        let (mut c, _) = recorded::consumer();
+        for e in recorded::events() {
+            c.on_event(e);
+        }
+        let mut counters = [0u64; NUM_COUNTERS as usize];
+        counters[COUNTER_PAGE_FAULTS as usize] = 2;
+        counters[COUNTER_RINGBUF_DROPS as usize] = 7;
+        trace(Parts {
+            pid: recorded::PID,
+            command: "index-server --mmap".into(),
+            mode: Mode::Run,
+            started: UNIX_EPOCH,
+            start_ns: 1_000,
+            traced_s: 1.0,
+            stop,
+            consumer: &c,
+            counters: &counters,
+            capture,
+            start_truth: None,
+            stat_faults: Some((1, 1)),
+            phase_truth: false,
+            boundaries: &BoundaryTruth::default(),
+            phase_markers: "attached".into(),
+            marker_libs: &["/usr/lib/libmarkers.so".into()],
+            phase_functions: vec![],
+            heap,
+            heap_events: None,
+            timeline: Timeline::default(),
+            leak_age: None,
+            growth_window: 5,
+            growth_samples: 0,
+            warnings: vec!["evictions of x will not be seen".into()],
+        })
+    }
+
+    fn exit_capture() -> StopCapture {
+        let smaps = HashMap::from([(recorded::FILE, 72 << 10)]);
+        StopCapture {
+            moment: Moment::ExitStop,
+            truth: Some(Ok(KernelTruth { smaps, pagemap: None })),
+            rss_at_truth: Some(RssCounters { file: 68 << 10, ..Default::default() }),
+            heap: None,
+        }
+    }
+
+    #[test]
+    fn a_run_to_its_exit_joins_measurement_kernel_truth_and_estimates_per_file() {
+        let exit = ChildExit { code: 3, signal: None, minflt: 10, majflt: 2 };
+        let t = assemble(&exit_capture(), &Stop::Exited(Some(exit)), Err("no glibc".into()));
+        assert_eq!((t.mode, t.target.exit_code, t.stop_reason.as_str()), (Mode::Run, Some(3), "target exited"));
+        assert_eq!(
+            t.final_truth,
+            "read from /proc/PID/smaps at the target's exit (stopped there with ptrace; mappings intact)"
+        );
+        assert_eq!(
+            t.kernel.as_ref().map(|k| (k.source.as_str(), k.minor_faults)),
+            Some(("wait4 rusage of the child", 10))
+        );
+        assert_eq!((t.counters.page_faults, t.counters.ringbuf_drops, t.counters.page_faults_seen), (2, 7, 2));
+        let f = &t.files[0];
+        assert_eq!(
+            (f.path.as_str(), f.measured_loaded_bytes, f.kernel_rss_bytes),
+            (recorded::PATH, 68 << 10, Some(72 << 10))
+        );
+        assert_eq!(f.fault_ranges_bytes, 16 * 4096, "the fault-around range (the second fault had no filemap event)");
+        assert_eq!(f.estimates.reference, "kernel_rss_bytes", "still mapped: judged against smaps");
+        assert_eq!(f.estimates.fixed_ratio_error_bytes, (LEN_80_PERCENT - (72 << 10)) as i64);
+        assert_eq!(t.file_totals.measured_loaded_bytes, 68 << 10);
+        assert_eq!(t.phases.len(), 1);
+        assert_eq!((t.phases[0].name.as_str(), t.phases[0].files[0].measured_loaded_bytes), ("load", 64 << 10));
+        assert_eq!(t.phase_markers, "attached; also in /usr/lib/libmarkers.so");
+        let heap = t.heap.unwrap();
+        assert_eq!((heap.status.as_str(), heap.allocator.as_str()), ("not traced: no glibc", "not traced: no glibc"));
+        assert_eq!(t.warnings, ["evictions of x will not be seen"]);
+        assert_eq!(t.rss.unwrap().at_final_truth.unwrap().file_bytes, 68 << 10);
+    }
+
+    const LEN_80_PERCENT: u64 = recorded::LEN / 5 * 4;
+
+    #[test]
+    fn without_an_exit_stop_there_is_no_truth_and_the_kernel_counts_come_from_stat() {
+        let capture = StopCapture { moment: Moment::AfterExit, truth: None, rss_at_truth: None, heap: None };
+        let t = assemble(&capture, &Stop::Exited(None), Ok(vec![]));
+        assert!(t.final_truth.starts_with("none: the target exited"), "{}", t.final_truth);
+        assert_eq!(t.kernel.unwrap().source, "/proc/PID/stat, whole process lifetime, last read before stop");
+        let f = &t.files[0];
+        assert_eq!((f.kernel_rss_bytes, f.estimates.reference.as_str()), (None, "peak_resident_bytes"));
+        let heap = t.heap.unwrap();
+        assert_eq!((heap.status.as_str(), heap.read_at.as_str()), ("traced", "never read"));
+        let stopped = assemble(&exit_capture(), &Stop::Duration(Duration::from_secs(2)), Ok(vec![]));
+        assert_eq!(stopped.stop_reason, "--duration 2 s elapsed");
+    }
+}

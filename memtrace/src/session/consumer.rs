@@ -295,3 +295,161 @@ impl Consumer {
         }
     }
 }
+
+/// A recorded /proc for replaying events in unit tests: one file mapped,
+/// and counts of how often the consumer asked.
+#[cfg(test)]
+pub(crate) mod recorded {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::model::aspace::Region;
+
+    pub const PID: u32 = 4242;
+    pub const FILE: FileId = FileId { major: 8, minor: 1, inode: 42 };
+    pub const PATH: &str = "/data/index.bin";
+    pub const START: u64 = 0x7f00_0000_0000;
+    pub const LEN: u64 = 16 << 20;
+    pub const PHASE_NAME_AT: u64 = 0x5000;
+
+    #[derive(Default)]
+    pub struct RecordedProc {
+        pub snapshots: Cell<u32>,
+    }
+
+    pub fn file_info() -> FileInfo {
+        FileInfo { id: FILE, path: PATH.into(), size_bytes: Some(LEN) }
+    }
+
+    impl ProcReader for std::rc::Rc<RecordedProc> {
+        fn snapshot(&self) -> Option<Snapshot> {
+            self.snapshots.set(self.snapshots.get() + 1);
+            Some(Snapshot {
+                vmas: vec![(START, START + LEN, Region::File(FILE))],
+                files: vec![file_info()],
+                mappings: vec![FileMapping { start: START, end: START + LEN, offset: 0, path: PATH.into() }],
+            })
+        }
+        fn file_at(&self, addr: u64) -> Option<FileInfo> {
+            (START..START + LEN).contains(&addr).then(file_info)
+        }
+        fn brk_start(&self) -> Option<u64> {
+            Some(0x55_0000)
+        }
+        fn c_string(&self, addr: u64, _max: usize) -> Option<String> {
+            (addr == PHASE_NAME_AT).then(|| "load".to_string())
+        }
+        fn faults(&self) -> Option<(u64, u64)> {
+            Some((100, 1))
+        }
+    }
+
+    pub fn consumer() -> (Consumer, std::rc::Rc<RecordedProc>) {
+        let proc = std::rc::Rc::new(RecordedProc::default());
+        (Consumer::new(PID, Box::new(proc.clone()), vec!["search_fn".into()], None), proc)
+    }
+
+    /// A run as the kernel reports it: the file mapped, a phase `load`
+    /// (its name on a page the kernel could not read) in which one fault
+    /// maps 64 KiB of it by fault-around, then 4 KiB more outside the phase.
+    pub fn events() -> Vec<Event> {
+        let (pid, ts) = (PID, 1_000);
+        let fault = |ts_ns, address| Event::PageFault {
+            ts_ns,
+            tid: pid,
+            address,
+            ip: 0x40_1000,
+            access: crate::decode::FaultAccess::Read,
+        };
+        vec![
+            Event::MmapFile { ts_ns: ts, tid: pid, result: START as i64, file: FILE },
+            Event::Mmap { ts_ns: ts, tid: pid, result: START as i64, len: LEN, prot: 1, flags: 1, fd: 3, offset: 0 },
+            Event::Phase {
+                ts_ns: ts + 10,
+                tid: pid,
+                begin: true,
+                name: String::new(),
+                seq: 1,
+                function: 0,
+                name_at: Some(PHASE_NAME_AT),
+            },
+            fault(ts + 20, START),
+            Event::FilemapFault { ts_ns: ts + 21, tid: pid, file: FILE, index: 0 },
+            Event::RssStat { ts_ns: ts + 22, tid: pid, member: crate::decode::RssMember::File, bytes: 64 << 10 },
+            Event::FilemapMapPages { ts_ns: ts + 23, tid: pid, file: FILE, first: 0, last: 15 },
+            Event::Phase {
+                ts_ns: ts + 30,
+                tid: pid,
+                begin: false,
+                name: "load".into(),
+                seq: 2,
+                function: 0,
+                name_at: None,
+            },
+            fault(ts + 40, START + (1 << 20)),
+            Event::RssStat { ts_ns: ts + 41, tid: pid, member: crate::decode::RssMember::File, bytes: 68 << 10 },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{recorded::*, *};
+
+    #[test]
+    fn a_recorded_run_is_attributed_to_its_file_and_phase() {
+        let (mut c, proc) = consumer();
+        for e in events() {
+            c.on_event(e);
+        }
+        let file = &c.stats.files[&FILE];
+        assert_eq!((file.path.as_str(), file.mapped_now, file.faults.total), (PATH, LEN, 2));
+        let load = &c.loading.files[&FILE];
+        assert_eq!((load.loaded_bytes, load.fault_around_bytes), (68 << 10, 64 << 10));
+        let phase = &c.phases.done[0];
+        assert_eq!(phase.name, "load", "the name the kernel could not read comes from /proc/PID/mem");
+        assert_eq!(phase.files[&FILE].loaded, 64 << 10, "only the fault inside the phase");
+        assert_eq!(c.last_main_marker_ns, Some(1_030));
+        assert_eq!(proc.snapshots.get(), 0, "every fault was inside a mapping the events described");
+    }
+
+    #[test]
+    fn a_fault_outside_every_known_mapping_rereads_the_maps_once_per_page() {
+        let (mut c, proc) = consumer();
+        let fault = |address| Event::PageFault {
+            ts_ns: 1,
+            tid: PID,
+            address,
+            ip: 0,
+            access: crate::decode::FaultAccess::Write,
+        };
+        // The kernel's own mapping in execve: no mmap event described it.
+        c.on_event(fault(START + 8));
+        assert_eq!(proc.snapshots.get(), 1);
+        assert!(c.stats.knows(START + 8), "the re-read taught the model the mapping");
+        c.on_event(fault(0x1000));
+        c.on_event(fault(0x1008));
+        assert_eq!(proc.snapshots.get(), 2, "a second fault on the same unknown page does not re-read");
+        assert_eq!(c.mappings.len(), 1, "mappings kept for symbolizing after the target is gone");
+    }
+
+    #[test]
+    fn phase_fn_events_are_named_by_their_function_and_bad_records_counted() {
+        let (mut c, _) = consumer();
+        for (begin, ts_ns) in [(true, 5), (false, 9)] {
+            c.on_event(Event::Phase {
+                ts_ns,
+                tid: PID + 1,
+                begin,
+                name: String::new(),
+                seq: 0,
+                function: 1,
+                name_at: None,
+            });
+        }
+        assert_eq!(c.phases.done[0].name, "search_fn");
+        assert_eq!(c.last_main_marker_ns, None, "another thread's marker is no --phase-truth stop");
+        c.feed(&[1, 2, 3]);
+        assert_eq!(c.stats.malformed_events, 1);
+    }
+}

@@ -100,41 +100,19 @@ fn decode_alu(code: &[u8]) -> Option<Insn> {
     let reg_name = |r: usize| if wide { format!("%{}", REG64[r]) } else { format!("%{}", reg32(r)) };
     let op = *code.get(at)?;
     at += 1;
-    // Short forms on %eax/%rax with an imm32: and (25), add (05), cmp (3d), test (a9).
-    if let (Some(mnemonic), None) = (
-        match op {
-            0x05 => Some("add"),
-            0x25 => Some("and"),
-            0x3d => Some("cmp"),
-            0xa9 => Some("test"),
-            _ => None,
-        },
-        segment,
-    ) {
-        let imm = i32::from_le_bytes(code.get(at..at + 4)?.try_into().unwrap());
-        let kind = if matches!(op, 0x3d | 0xa9) { Kind::FlagsOnly } else { Kind::Writes(0) };
-        return Some(Insn { len: at + 4, kind, text: format!("{mnemonic} $0x{imm:x},{}", reg_name(0)) });
+    if segment.is_none() {
+        if let Some(insn) = accumulator_form(code, op, at, &reg_name(0)) {
+            return Some(insn);
+        }
     }
     let modrm = *code.get(at)?;
     at += 1;
     let (md, reg_field, rm_field) = (modrm >> 6, ((modrm >> 3) & 7) as usize, (modrm & 7) as usize);
     let reg = reg_field + if rex & 4 != 0 { 8 } else { 0 };
-    // The r/m operand: a register, or memory (read only; its length walked).
     let rm = if md == 3 {
         Some(rm_field + if rex & 1 != 0 { 8 } else { 0 })
     } else {
-        let mut base_is_disp32 = md == 0 && rm_field == 5; // disp32(%rip)
-        if rm_field == 4 {
-            let sib = *code.get(at)?;
-            at += 1;
-            base_is_disp32 = md == 0 && sib & 7 == 5;
-        }
-        at += match md {
-            1 => 1,
-            2 => 4,
-            _ if base_is_disp32 => 4,
-            _ => 0,
-        };
+        at += memory_operand_len(code.get(at..)?, md, rm_field)?;
         None
     };
     if segment.is_some() && rm.is_some() {
@@ -186,6 +164,41 @@ fn decode_alu(code: &[u8]) -> Option<Insn> {
         _ => return None,
     };
     Some(Insn { len, kind, text })
+}
+
+/// Short forms on %eax/%rax with an imm32 after the opcode at `at`: and
+/// (25), add (05), cmp (3d), test (a9).
+fn accumulator_form(code: &[u8], op: u8, at: usize, accumulator: &str) -> Option<Insn> {
+    let mnemonic = match op {
+        0x05 => "add",
+        0x25 => "and",
+        0x3d => "cmp",
+        0xa9 => "test",
+        _ => return None,
+    };
+    let imm = i32::from_le_bytes(code.get(at..at + 4)?.try_into().unwrap());
+    let kind = if matches!(op, 0x3d | 0xa9) { Kind::FlagsOnly } else { Kind::Writes(0) };
+    Some(Insn { len: at + 4, kind, text: format!("{mnemonic} $0x{imm:x},{accumulator}") })
+}
+
+/// Bytes after the ModRM byte that a memory operand takes (SIB and
+/// displacement): memory is only read by the forms the walk accepts, so
+/// only its length matters.
+fn memory_operand_len(after_modrm: &[u8], md: u8, rm_field: usize) -> Option<usize> {
+    let mut len = 0;
+    let mut base_is_disp32 = md == 0 && rm_field == 5; // disp32(%rip)
+    if rm_field == 4 {
+        let sib = *after_modrm.first()?;
+        len += 1;
+        base_is_disp32 = md == 0 && sib & 7 == 5;
+    }
+    len += match md {
+        1 => 1,
+        2 => 4,
+        _ if base_is_disp32 => 4,
+        _ => 0,
+    };
+    Some(len)
 }
 
 /// ModRM-encoded mov, lea and ALU opcodes: (opcode, mnemonic, whether the

@@ -92,6 +92,12 @@ pub fn render_heap(o: &mut String, t: &Trace) {
             writeln!(o, "  slow probes (single-stepped, ~11 µs a call): {} (see --explain-probes)", slow.join(", "));
     }
     let _ = writeln!(o);
+    render_leaks(o, t);
+    render_growth(o, t);
+}
+
+/// Leak candidates with their stacks, the largest first.
+fn render_leaks(o: &mut String, t: &Trace) {
     let _ = writeln!(o, "Leak candidates [measured: {}; grouped by allocation stack and phase]", t.leak_rule);
     if t.leaks.is_empty() {
         let _ = writeln!(o, "  none");
@@ -124,7 +130,6 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         let _ = writeln!(o, "  ... and {} smaller groups not listed", thousands(t.leak_groups_not_listed));
     }
     let _ = writeln!(o);
-    render_growth(o, t);
 }
 
 fn render_growth(o: &mut String, t: &Trace) {
