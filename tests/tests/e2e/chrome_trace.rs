@@ -1,14 +1,13 @@
 //! `--chrome-trace`: a real run's file follows the Trace Event Format's
 //! rules and carries the run's phases, counters and leaks; `memtrace report
 //! --chrome-trace` makes the same file from the saved JSON trace.
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]
 fn a_run_exports_its_phases_counters_and_leaks_for_perfetto() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("chrome_trace");
     let chrome = dir.join("run.chrome.json");
     let chrome_arg = chrome.to_str().unwrap();

@@ -1,13 +1,12 @@
 //! The JSON Schema in the repository: a real trace passes it, and the
 //! validator the tests use catches what a broken writer would produce.
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]
 fn a_real_trace_passes_the_schema_and_broken_ones_do_not() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("schema");
     let (_, trace_path) =
         trace_workload(&dir, &["--phase-truth"], &["--size-mib", "8", "--touch", "0.5", "--leak", "10"]);

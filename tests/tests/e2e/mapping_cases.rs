@@ -1,10 +1,9 @@
 //! Mapping cases the per-file accounting must get right, each checked
 //! against the kernel's smaps read while the mappings exist.
-mod common;
 
 use std::{path::PathBuf, process::Command};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -20,7 +19,7 @@ fn data_file(dir: &std::path::Path) -> PathBuf {
 }
 
 fn run_case(scenario: &str) -> (Value, PathBuf) {
-    require_root();
+    let _root = require_root();
     let dir = scratch(&format!("mapping_{scenario}"));
     let file = data_file(&dir);
     let mut mapper = Command::new(mapper_bin());

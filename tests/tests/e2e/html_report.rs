@@ -1,11 +1,10 @@
 //! `memtrace report --html`: the page renders in headless Chromium (Debian's
 //! `chromium`, installed by `cargo xtask setup`) without script errors and
 //! shows the timeline's series, the files table and the leak flame graph.
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The <body ...> start tag of the page after its scripts ran.
 fn rendered_body(html: &std::path::Path, profile: &std::path::Path) -> String {
@@ -21,7 +20,7 @@ fn rendered_body(html: &std::path::Path, profile: &std::path::Path) -> String {
 
 #[test]
 fn the_html_report_renders_its_charts_without_script_errors() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("html_report");
     let (_, trace_path) = trace_workload(
         &dir,

@@ -1,13 +1,12 @@
 //! `memtrace run -- CMD`: the bundled workload traced from its first instruction.
-mod common;
 
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("run_mode");
     let (trace_path, truth_path, arrow) = (dir.join("trace.json"), dir.join("truth.json"), dir.join("w.arrow"));
     let out = run(Command::new(memtrace_bin())
@@ -93,7 +92,7 @@ fn markers_of_a_program_started_through_a_wrapper_are_probed_at_its_exec() {
     // `env` is what memtrace spawns; the workload's markers (in its own
     // executable) are probed at the exec stop, so even the first phase,
     // which begins at once, is seen.
-    require_root();
+    let _root = require_root();
     let dir = scratch("run_through_env");
     let (trace_path, truth_path) = (dir.join("trace.json"), dir.join("truth.json"));
     let out = run(Command::new(memtrace_bin())
@@ -117,7 +116,7 @@ fn markers_of_a_program_started_through_a_wrapper_are_probed_at_its_exec() {
 
 #[test]
 fn propagates_the_commands_exit_code_and_still_reports() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("run_exit_code");
     let trace_path = dir.join("t.json");
     let out =
@@ -130,7 +129,7 @@ fn propagates_the_commands_exit_code_and_still_reports() {
 
 #[test]
 fn phase_truth_reads_smaps_at_every_marker_and_each_phase_matches_it() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("run_phase_truth");
     let (trace_path, truth_path, arrow) = (dir.join("trace.json"), dir.join("truth.json"), dir.join("w.arrow"));
     let out = run(Command::new(memtrace_bin())

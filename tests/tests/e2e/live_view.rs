@@ -1,11 +1,10 @@
 //! The live view: one plain line a second on stderr when it is not a
 //! terminal, a redrawn block on a terminal, nothing with --quiet; stdout
 //! keeps only the report.
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn live_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.starts_with("memtrace: ") && l.contains(" s  phase ")).collect()
@@ -13,7 +12,7 @@ fn live_lines(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn plain_lines_without_a_terminal_and_none_with_quiet() {
-    require_root();
+    let _root = require_root();
     let out = run(Command::new(memtrace_bin()).args(["run", "--", "sleep", "2.5"]));
     assert!(out.status.success(), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -31,7 +30,7 @@ fn plain_lines_without_a_terminal_and_none_with_quiet() {
 
 #[test]
 fn on_a_terminal_the_view_redraws_in_place_and_is_erased_before_the_report() {
-    require_root();
+    let _root = require_root();
     // script(1) (util-linux) gives memtrace a pseudo-terminal.
     let cmd = format!("{} run -- sleep 2.5", memtrace_bin().display());
     let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));

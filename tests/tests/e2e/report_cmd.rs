@@ -1,15 +1,14 @@
 //! `memtrace report TRACE.json`: a saved trace printed again, exactly as the
 //! run printed it, by an unprivileged user; a damaged trace gets a one-line
 //! cause and a non-zero exit, never a panic.
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_saved_trace_reports_as_the_run_did_without_privileges_and_damage_is_named() {
-    require_root();
+    let _root = require_root();
     let (dir, bin) = unprivileged_dir("report");
     let (out, trace_path) = trace_workload(&dir, &[], &["--size-mib", "8", "--touch", "0.5", "--leak", "10"]);
     std::fs::set_permissions(&trace_path, std::fs::Permissions::from_mode(0o644)).unwrap();

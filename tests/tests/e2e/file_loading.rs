@@ -1,17 +1,16 @@
 //! Per-file loading measured with eBPF against the kernel's own smaps and the
 //! workload's ground truth: the workload pauses after its search phase, the
 //! test interrupts memtrace, which reads smaps while the mapping is alive.
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const SIZE_MIB: &str = "64";
 
 fn trace_paused_after_search(name: &str, touch: &str, cold: bool) -> (Value, Value) {
-    require_root();
+    let _root = require_root();
     let dir = scratch(name);
     let (trace_path, truth_path) = (dir.join("trace.json"), dir.join("truth.json"));
     let mut workload = Command::new(workload_bin());

@@ -1,9 +1,8 @@
 //! Bad input: each case exits non-zero with a one-line cause, and starts nothing.
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn one_line_error(cmd: &mut Command) -> String {
     let out = run(cmd);
@@ -41,7 +40,7 @@ fn phase_truth_is_refused_in_attach_mode() {
 
 #[test]
 fn unwritable_trace_path_is_refused_before_tracing() {
-    require_root();
+    let _root = require_root();
     let err =
         one_line_error(Command::new(memtrace_bin()).args(["run", "--json", "/nonexistent-dir/t.json", "--", "true"]));
     assert!(err.contains("/nonexistent-dir"), "{err}");
@@ -49,7 +48,7 @@ fn unwritable_trace_path_is_refused_before_tracing() {
 
 #[test]
 fn without_privileges_it_says_to_use_sudo() {
-    require_root(); // to drop privileges we must have them
+    let _root = require_root(); // to drop privileges we must have them
     let (dir, bin) = unprivileged_dir("unprivileged");
     let err = one_line_error(as_nobody(&bin).args(["run", "--", "true"]));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -58,7 +57,7 @@ fn without_privileges_it_says_to_use_sudo() {
 
 #[test]
 fn an_alloc_lib_that_is_no_allocator_is_refused_with_the_fix() {
-    require_root();
+    let _root = require_root();
     let err = one_line_error(Command::new(memtrace_bin()).args(["run", "--alloc-lib", "/bin/true", "--", "true"]));
     assert!(err.contains("defines none of the allocator functions") && err.contains("libjemalloc.so.2"), "{err}");
     let err = one_line_error(Command::new(memtrace_bin()).args(["run", "--alloc-lib", "/etc/hostname", "--", "true"]));

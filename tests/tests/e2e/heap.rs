@@ -2,11 +2,10 @@
 //! stacks, per-phase growth against the workload's own counting allocator,
 //! probe placement, attach mode's unknown frees, and a target whose glibc
 //! is not the host's file (another mount namespace, or replaced on disk).
-mod common;
 
 use std::{io::Write, process::Command};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn has_frame(leak: &Value, function: &str) -> bool {
@@ -15,7 +14,7 @@ fn has_frame(leak: &Value, function: &str) -> bool {
 
 #[test]
 fn the_workloads_leak_is_one_candidate_and_phase_growth_matches_its_allocator() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("heap_run");
     let (trace_path, truth_path) = (dir.join("trace.json"), dir.join("truth.json"));
     let out = run(Command::new(memtrace_bin())
@@ -80,7 +79,7 @@ fn the_workloads_leak_is_one_candidate_and_phase_growth_matches_its_allocator() 
 
 #[test]
 fn attach_mid_run_counts_frees_of_older_blocks_as_unknown() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("heap_attach");
     let w = spawn_paused_workload(Command::new(workload_bin()), &dir);
     // Attached after build: search, leak, teardown (frees the heap built before attach), exit.
@@ -105,7 +104,7 @@ fn a_target_in_another_mount_namespace_is_probed_in_its_own_glibc() {
     // A container's view: the target's glibc is another file (a copy, so
     // another inode) at the very path where the host has its own. Probing
     // the host's file would see none of its calls.
-    require_root();
+    let _root = require_root();
     let dir = scratch("heap_mount_namespace");
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let host_libc =
@@ -132,7 +131,7 @@ fn a_target_in_another_mount_namespace_is_probed_in_its_own_glibc() {
 fn a_glibc_replaced_on_disk_after_it_was_mapped_is_probed_as_mapped() {
     // A server running across a glibc upgrade maps "libc.so.6 (deleted)":
     // the file at that path now is another one.
-    require_root();
+    let _root = require_root();
     let dir = scratch("heap_deleted_libc");
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     let host_libc =

@@ -1,15 +1,14 @@
 //! Attach mode on a process that already loaded part of its file: the
 //! baseline shows what was resident before memtrace came, and the final
 //! figures still match smaps.
-mod common;
 
 use std::{io::Write, process::Command};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn attach_after_load_starts_from_the_resident_baseline() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("attach_loading");
     let truth_path = dir.join("truth.json");
     let mut w = spawn_until(

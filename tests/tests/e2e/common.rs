@@ -1,10 +1,10 @@
 //! Helpers shared by the end-to-end tests: they run the real memtrace binary
 //! (real eBPF, as root) against the real bundled workload.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
+    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use serde_json::Value;
@@ -30,11 +30,39 @@ pub fn workload_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memtrace-workload"))
 }
 
-/// End-to-end tests load eBPF programs: without root they fail (never skip).
-pub fn require_root() {
+/// The kernel as the tests share it: every test that loads eBPF holds it
+/// shared for its whole run; a test that counts memtrace's programs in the
+/// kernel holds it alone (all tests are threads of one binary).
+static KERNEL: RwLock<()> = RwLock::new(());
+
+/// Held for a test's whole run (see [`require_root`]).
+pub struct KernelGuard {
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+    _alone: Option<RwLockWriteGuard<'static, ()>>,
+}
+
+fn assert_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "end-to-end tests load real eBPF programs and need root: run them with `cargo xtask test`");
+}
+
+/// End-to-end tests load eBPF programs: without root they fail (never
+/// skip). The guard shares the kernel with the other tests until dropped.
+#[must_use = "hold the guard for the whole test: `let _root = require_root();`"]
+pub fn require_root() -> KernelGuard {
+    assert_root();
+    let shared = KERNEL.read().unwrap_or_else(|e| e.into_inner());
+    KernelGuard { _shared: Some(shared), _alone: None }
+}
+
+/// Like [`require_root`], but no other test runs memtrace until the guard
+/// is dropped.
+#[must_use = "hold the guard for the whole test: `let _root = require_root_alone();`"]
+pub fn require_root_alone() -> KernelGuard {
+    assert_root();
+    let alone = KERNEL.write().unwrap_or_else(|e| e.into_inner());
+    KernelGuard { _shared: None, _alone: Some(alone) }
 }
 
 /// A fresh scratch directory for one test under target/e2e.

@@ -1,17 +1,16 @@
 //! `memtrace mark` from another shell: the phase appears in the trace with
 //! the times the marks were sent; a user other than root cannot mark.
-mod common;
 
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn marks_from_another_shell_become_a_phase_and_only_root_may_send_them() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("mark");
     let trace_path = dir.join("trace.json");
     let mut memtrace = Command::new(memtrace_bin())

@@ -2,16 +2,15 @@
 //! program, one per outermost call even when the function recurses deeper
 //! than the kernel keeps return probes, none left open at exit, with the
 //! heap each one gained.
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]
 fn each_outermost_call_of_a_phase_function_is_one_phase() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("phase_fn");
     let bin = build_c("phases", &dir);
     let trace_path = dir.join("trace.json");
@@ -50,7 +49,7 @@ fn each_outermost_call_of_a_phase_function_is_one_phase() {
 
 #[test]
 fn allocations_deeper_than_the_kernels_return_probes_are_counted_not_lost_silently() {
-    require_root();
+    let _root = require_root();
     // 100 walk frames hold the thread's 64 pending return probes: the three
     // mallocs at the bottom get none. Each is seen as never returned when
     // the thread's next allocator call arrives.
@@ -84,7 +83,7 @@ fn trace_phases(scratch_name: &str, mode: &str) -> (Value, String) {
 
 #[test]
 fn a_phase_function_the_program_lacks_is_refused_before_it_runs() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("phase_fn_missing");
     let bin = build_c("phases", &dir);
     let out = run(Command::new(memtrace_bin()).args(["run", "--phase-fn", "w=no_such_fn", "--"]).arg(&bin));
@@ -96,7 +95,7 @@ fn a_phase_function_the_program_lacks_is_refused_before_it_runs() {
 
 #[test]
 fn phase_markers_exported_by_a_library_are_found_there() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("marker_lib");
     let lib = dir.join("libmtmark.so");
     let src = root_dir().join("tests/c");

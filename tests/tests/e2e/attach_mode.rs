@@ -1,7 +1,6 @@
 //! `memtrace -p PID`: attach to a running workload, see its activity, detach
-//! cleanly. Alone in its test binary: it counts memtrace's programs loaded in
-//! the kernel, and cargo runs test binaries one after another.
-mod common;
+//! cleanly. It counts memtrace's programs loaded in the kernel, so it holds
+//! the kernel alone: no other test of this binary runs memtrace meanwhile.
 
 use std::{
     io::{BufReader, Write},
@@ -9,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 
 /// Names of memtrace's programs as the kernel stores them (15 bytes at most).
 const OUR_PROGRAMS: [&str; 26] = [
@@ -62,7 +61,7 @@ fn wait_for_no_programs_of_ours() -> usize {
 
 #[test]
 fn attaches_sees_activity_and_detaches_without_leaving_probes() {
-    require_root();
+    let _root = require_root_alone();
     assert_eq!(wait_for_no_programs_of_ours(), 0, "another memtrace is running; this test needs the kernel to itself");
     let dir = scratch("attach_mode");
     let mut workload = Command::new(workload_bin())

@@ -2,14 +2,13 @@
 //! program leaking through calloc, realloc and posix_memalign (glibc, then
 //! jemalloc, then tcmalloc, preloaded and named with --alloc-lib), growth suspects and the
 //! --events stream, and a Rust target with mimalloc linked statically.
-mod common;
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
@@ -52,7 +51,7 @@ fn assert_c_leaks(trace: &Value) {
 
 #[test]
 fn a_c_program_leaking_through_calloc_realloc_and_posix_memalign_is_reported_per_site() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("heap_c");
     let leaky = build_leaky(&dir);
     let (trace_path, events_path) = (dir.join("trace.json"), dir.join("events.ndjson"));
@@ -108,7 +107,7 @@ fn a_c_program_leaking_through_calloc_realloc_and_posix_memalign_is_reported_per
 
 #[test]
 fn jemalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functions() {
-    require_root();
+    let _root = require_root();
     preloaded_allocator_gives_the_exact_leaks(
         "heap_jemalloc",
         JEMALLOC,
@@ -118,7 +117,7 @@ fn jemalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functio
 
 #[test]
 fn tcmalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functions() {
-    require_root();
+    let _root = require_root();
     // Its tc_ names are aliases of malloc, free, ... (probed once); tc_new is its own code.
     preloaded_allocator_gives_the_exact_leaks(
         "heap_tcmalloc",
@@ -166,7 +165,7 @@ fn preloaded_allocator_gives_the_exact_leaks(scratch_name: &str, library: &str, 
 
 #[test]
 fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable() {
-    require_root();
+    let _root = require_root();
     mimalloc_leaks_exactly("heap_mimalloc", &[]);
 }
 
@@ -174,7 +173,7 @@ fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable() {
 fn a_static_allocator_behind_a_wrapper_is_probed_at_the_exec() {
     // `env` is the executable memtrace spawns; the allocator is found in
     // memtrace-mimalloc when `env` execs it, before it runs.
-    require_root();
+    let _root = require_root();
     mimalloc_leaks_exactly("heap_mimalloc_env", &["env", "MEMTRACE_TEST=1"]);
 }
 

@@ -1,16 +1,15 @@
 //! The timeline: samples every --interval with the RSS split, the heap, the
 //! per-file loaded bytes, faults and the phase in force, consistent with
 //! the rest of the trace.
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]
 fn samples_follow_the_workload_through_its_phases() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("timeline");
     let (trace_path, arrow) = (dir.join("trace.json"), dir.join("w.arrow"));
     let out = run(Command::new(memtrace_bin())
