@@ -1,8 +1,7 @@
 //! Attach mode on a process that already loaded part of its file: the
 //! baseline shows what was resident before memtrace came, and the final
 //! figures still match smaps.
-
-use std::{io::Write, process::Command};
+use std::io::Write;
 
 use crate::common::*;
 
@@ -10,43 +9,37 @@ use crate::common::*;
 fn attach_after_load_starts_from_the_resident_baseline() {
     let _root = require_root();
     let dir = scratch("attach_loading");
-    let truth_path = dir.join("truth.json");
-    let mut w = spawn_until(
-        Command::new(workload_bin())
-            .arg("--file")
-            .arg(dir.join("w.arrow"))
-            .args(["--size-mib", "64", "--heap-mib", "4", "--touch", "0.3"])
-            .args(["--pause-after", "load", "--pause-after", "search", "--truth"])
-            .arg(&truth_path),
-        "paused after load",
-    );
+    let workload = Workload::in_dir(&dir).size_mib(64).heap_mib(4).touch(0.3);
+    let workload = workload.pause_after("load").pause_after("search").truth();
+    let mut w = spawn_until(&mut workload.command(), "paused after load");
 
-    let trace_path = dir.join("trace.json");
-    let (mut memtrace, _m_err) = attach_memtrace(w.child.id(), &trace_path);
+    let mut memtrace = Memtrace::attach(w.child.id()).json(dir.join("trace.json")).spawn();
 
     writeln!(w.stdin).unwrap(); // go on: build, then search
     read_line_with_text(&mut w.out, "paused after search");
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(memtrace.id() as i32, libc::SIGINT) };
-    assert!(memtrace.wait().unwrap().success());
+    memtrace.interrupt();
+    assert!(memtrace.wait().success());
 
-    let trace = read_json(&trace_path);
-    let truth = read_json(&truth_path);
-    let f = file_entry(&trace, truth["file"]["path"].as_str().unwrap());
-    let at_start = u(&f["resident_at_start_bytes"]);
-    let load_touched = u(&truth["phases"][1]["file_bytes_touched"]);
-    assert_eq!(truth["phases"][1]["name"], "load");
+    let trace = memtrace.trace();
+    let truth = workload.read_truth();
+    let f = file_entry(&trace, &truth.file.path);
+    let at_start = f.resident_at_start_bytes.unwrap();
+    let load_touched = truth.phases[1].file_bytes_touched;
+    assert_eq!(truth.phases[1].name, "load");
     assert!(
         at_start >= load_touched && at_start > 0,
-        "baseline {at_start} below the load phase's {load_touched}: {f:#}"
+        "baseline {at_start} below the load phase's {load_touched}: {f:#?}"
     );
-    assert_eq!(u(&f["resident_at_start_pagemap_bytes"]), at_start, "pagemap and smaps agree at attach: {f:#}");
-    let kernel = u(&f["kernel_rss_bytes"]);
-    let resident = u(&f["measured_resident_bytes"]);
-    assert!(resident.abs_diff(kernel) <= (kernel / 100).max(64 * 1024), "measured {resident} vs smaps {kernel}: {f:#}");
+    assert_eq!(f.resident_at_start_pagemap_bytes, Some(at_start), "pagemap and smaps agree at attach: {f:#?}");
+    let kernel = kernel_rss(f);
+    let resident = f.measured_resident_bytes;
+    assert!(
+        resident.abs_diff(kernel) <= (kernel / 100).max(64 * 1024),
+        "measured {resident} vs smaps {kernel}: {f:#?}"
+    );
     // Pages resident before attach are not counted again as loaded.
-    assert!(u(&f["measured_loaded_bytes"]) + at_start <= kernel + (kernel / 100).max(64 * 1024), "{f:#}");
-    assert!(u(&f["measured_loaded_bytes"]) > 0, "the search phase loaded pages while traced: {f:#}");
+    assert!(f.measured_loaded_bytes + at_start <= kernel + (kernel / 100).max(64 * 1024), "{f:#?}");
+    assert!(f.measured_loaded_bytes > 0, "the search phase loaded pages while traced: {f:#?}");
 
     writeln!(w.stdin).unwrap(); // let the workload finish
     drop(w.stdin);
