@@ -3,38 +3,25 @@
 //! test interrupts memtrace, which reads smaps while the mapping is alive.
 use crate::common::*;
 
-#[test]
-fn warm_touch_0_1() {
-    check_loading("loading_warm_0_1", 0.1, false);
-}
+/// (scratch name, share of the file the search reads, evicted from the page cache first).
+const CASES: [(&str, f64, bool); 6] = [
+    ("loading_warm_0_1", 0.1, false),
+    ("loading_warm_0_3", 0.3, false),
+    ("loading_warm_1_0", 1.0, false),
+    ("loading_cold_0_1", 0.1, true),
+    ("loading_cold_0_3", 0.3, true),
+    ("loading_cold_1_0", 1.0, true),
+];
 
 #[test]
-fn warm_touch_0_3() {
-    check_loading("loading_warm_0_3", 0.3, false);
-}
-
-#[test]
-fn warm_touch_1_0() {
-    check_loading("loading_warm_1_0", 1.0, false);
-}
-
-#[test]
-fn cold_touch_0_1() {
-    check_loading("loading_cold_0_1", 0.1, true);
-}
-
-#[test]
-fn cold_touch_0_3() {
-    check_loading("loading_cold_0_3", 0.3, true);
-}
-
-#[test]
-fn cold_touch_1_0() {
-    check_loading("loading_cold_1_0", 1.0, true);
+fn loading_warm_and_cold_at_several_touch_shares() {
+    let _root = require_root();
+    for (name, touch, cold) in CASES {
+        check_loading(name, touch, cold);
+    }
 }
 
 fn check_loading(name: &str, touch: f64, cold: bool) {
-    let _root = require_root();
     let dir = scratch(name);
     let mut workload = Workload::in_dir(&dir).size_mib(64).heap_mib(4).touch(touch);
     workload = workload.pause_after("search").truth();

@@ -96,106 +96,94 @@ fn a_c_program_leaking_through_calloc_realloc_and_posix_memalign_is_reported_per
     assert!(text.contains(r#""function":"leak_with_realloc""#));
 }
 
-#[test]
-fn jemalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functions() {
-    let _root = require_root();
-    preloaded_allocator_gives_the_exact_leaks(
-        "heap_jemalloc",
-        JEMALLOC,
-        &["malloc", "calloc", "realloc", "posix_memalign", "free", "mallocx", "sdallocx"],
-    );
-}
-
-#[test]
-fn tcmalloc_preloaded_and_named_with_alloc_lib_is_traced_through_its_own_functions() {
-    let _root = require_root();
-    // Its tc_ names are aliases of malloc, free, ... (probed once); tc_new is its own code.
-    preloaded_allocator_gives_the_exact_leaks(
-        "heap_tcmalloc",
-        TCMALLOC,
-        &["malloc", "calloc", "realloc", "posix_memalign", "free", "tc_new"],
-    );
-}
-
-/// leaky.c with `library` preloaded (through env: a second execve, which
+/// leaky.c with a library preloaded (through env: a second execve, which
 /// must not kill the target with SIGTRAP under ptrace) and named with
-/// --alloc-lib: `functions` are probed in it and the leaks are exact.
-fn preloaded_allocator_gives_the_exact_leaks(scratch_name: &str, library: &str, functions: &[&str]) {
-    let dir = scratch(scratch_name);
-    let leaky = build_c("leaky", &dir);
-    let preload = format!("LD_PRELOAD={library}");
-    let trace = Memtrace::run()
-        .args(["--alloc-lib", library])
-        .json(dir.join("trace.json"))
-        .target(["env".as_ref(), preload.as_ref(), leaky.as_os_str()])
-        .traced()
-        .trace;
-    assert_eq!(trace.target.exit_code, Some(0), "{library}");
-    let heap = heap(&trace);
-    // Named as the target's maps name it: the symlink resolved.
-    let real = std::fs::canonicalize(library).unwrap();
-    let real = real.to_str().unwrap();
-    let allocator = heap.allocators.iter().find(|a| a.path == real).unwrap();
-    assert!(allocator.mapped, "{heap:#?}");
-    let probed: Vec<&str> =
-        heap.probes.iter().filter(|p| p.library == real && p.offset.is_some()).map(|p| p.function.as_str()).collect();
-    for f in functions {
-        assert!(probed.contains(f), "{f} probed in {library}: {probed:?}");
-    }
-    assert_c_leaks(&trace);
-    assert_eq!(heap.missed_frees, 0, "{heap:#?}");
-}
-
+/// --alloc-lib: (scratch name, library, functions probed in it). The leaks
+/// are exact.
 #[test]
-fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable() {
+fn preloaded_allocators_named_with_alloc_lib_are_traced_through_their_own_functions() {
     let _root = require_root();
-    mimalloc_leaks_exactly("heap_mimalloc", &[]);
-}
-
-#[test]
-fn a_static_allocator_behind_a_wrapper_is_probed_at_the_exec() {
-    // `env` is the executable memtrace spawns; the allocator is found in
-    // memtrace-mimalloc when `env` execs it, before it runs.
-    let _root = require_root();
-    mimalloc_leaks_exactly("heap_mimalloc_env", &["env", "MEMTRACE_TEST=1"]);
-}
-
-/// Traces memtrace-mimalloc (behind `wrapper`, if any) and checks the leak
-/// groups against what the program says it leaked.
-fn mimalloc_leaks_exactly(scratch_name: &str, wrapper: &[&str]) {
-    let dir = scratch(scratch_name);
-    let bin = mimalloc_bin();
-    let argv = wrapper.iter().map(std::ffi::OsStr::new).chain([bin.as_os_str()]);
-    let Traced { out, trace } = Memtrace::run().json(dir.join("trace.json")).target(argv).traced();
-    let stdout = stdout(&out);
-    let said = stdout.lines().find_map(|l| l.strip_prefix("leaked ")).expect("the program prints what it leaked");
-    let (count, bytes): (u64, u64) = {
-        let mut it = said.split_whitespace().map(|v| v.parse().unwrap());
-        (it.next().unwrap(), it.next().unwrap())
-    };
-    let heap = heap(&trace);
-    let own = heap.allocators.iter().find(|a| a.path == bin.to_str().unwrap());
-    let own = own.unwrap_or_else(|| panic!("{scratch_name}: {heap:#?}"));
-    assert!(own.found_by.contains("mi_malloc_aligned"), "{scratch_name}: {own:#?}");
-    for (counter, value) in [
-        ("dropped_allocs", heap.dropped_allocs),
-        ("lost_stacks", heap.lost_stacks),
-        ("missed_frees", heap.missed_frees),
-        ("unknown_frees", heap.unknown_frees),
+    for (scratch_name, library, functions) in [
+        (
+            "heap_jemalloc",
+            JEMALLOC,
+            &["malloc", "calloc", "realloc", "posix_memalign", "free", "mallocx", "sdallocx"][..],
+        ),
+        // Its tc_ names are aliases of malloc, free, ... (probed once); tc_new is its own code.
+        ("heap_tcmalloc", TCMALLOC, &["malloc", "calloc", "realloc", "posix_memalign", "free", "tc_new"]),
     ] {
-        assert_eq!(value, 0, "{scratch_name}: {counter}: {heap:#?}");
-    }
-
-    let in_function = |name: &str| -> (u64, u64) {
-        trace
-            .leaks
+        let dir = scratch(scratch_name);
+        let leaky = build_c("leaky", &dir);
+        let preload = format!("LD_PRELOAD={library}");
+        let trace = Memtrace::run()
+            .args(["--alloc-lib", library])
+            .json(dir.join("trace.json"))
+            .target(["env".as_ref(), preload.as_ref(), leaky.as_os_str()])
+            .traced()
+            .trace;
+        assert_eq!(trace.target.exit_code, Some(0), "{library}");
+        let heap = heap(&trace);
+        // Named as the target's maps name it: the symlink resolved.
+        let real = std::fs::canonicalize(library).unwrap();
+        let real = real.to_str().unwrap();
+        let allocator = heap.allocators.iter().find(|a| a.path == real).unwrap();
+        assert!(allocator.mapped, "{heap:#?}");
+        let probed: Vec<&str> = heap
+            .probes
             .iter()
-            .filter(|l| l.stack.iter().any(|f| f.function.as_deref().is_some_and(|n| n.ends_with(name))))
-            .fold((0, 0), |(c, b), l| (c + l.count, b + l.bytes))
-    };
-    let boxes = in_function("leak_zeroed_boxes");
-    let grown = in_function("leak_grown_vector");
-    assert_eq!(boxes, (200, 200_000), "{scratch_name}: mi_zalloc_aligned: {:#?}", trace.leaks);
-    assert_eq!(grown.0, 1, "{scratch_name}: mi_realloc_aligned moved or resized one block: {:#?}", trace.leaks);
-    assert_eq!((boxes.0 + grown.0, boxes.1 + grown.1), (count, bytes), "{scratch_name}");
+            .filter(|p| p.library == real && p.offset.is_some())
+            .map(|p| p.function.as_str())
+            .collect();
+        for f in functions {
+            assert!(probed.contains(f), "{f} probed in {library}: {probed:?}");
+        }
+        assert_c_leaks(&trace);
+        assert_eq!(heap.missed_frees, 0, "{heap:#?}");
+    }
+}
+
+/// memtrace-mimalloc, a Rust target with mimalloc linked statically, traced
+/// directly and behind `env` (the executable memtrace spawns; the allocator
+/// is found in memtrace-mimalloc when `env` execs it, before it runs):
+/// probed in its executable, the leak groups as the program says it leaked.
+#[test]
+fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable_even_behind_a_wrapper() {
+    let _root = require_root();
+    for (scratch_name, wrapper) in [("heap_mimalloc", &[][..]), ("heap_mimalloc_env", &["env", "MEMTRACE_TEST=1"])] {
+        let dir = scratch(scratch_name);
+        let bin = mimalloc_bin();
+        let argv = wrapper.iter().map(std::ffi::OsStr::new).chain([bin.as_os_str()]);
+        let Traced { out, trace } = Memtrace::run().json(dir.join("trace.json")).target(argv).traced();
+        let stdout = stdout(&out);
+        let said = stdout.lines().find_map(|l| l.strip_prefix("leaked ")).expect("the program prints what it leaked");
+        let (count, bytes): (u64, u64) = {
+            let mut it = said.split_whitespace().map(|v| v.parse().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        };
+        let heap = heap(&trace);
+        let own = heap.allocators.iter().find(|a| a.path == bin.to_str().unwrap());
+        let own = own.unwrap_or_else(|| panic!("{scratch_name}: {heap:#?}"));
+        assert!(own.found_by.contains("mi_malloc_aligned"), "{scratch_name}: {own:#?}");
+        for (counter, value) in [
+            ("dropped_allocs", heap.dropped_allocs),
+            ("lost_stacks", heap.lost_stacks),
+            ("missed_frees", heap.missed_frees),
+            ("unknown_frees", heap.unknown_frees),
+        ] {
+            assert_eq!(value, 0, "{scratch_name}: {counter}: {heap:#?}");
+        }
+
+        let in_function = |name: &str| -> (u64, u64) {
+            trace
+                .leaks
+                .iter()
+                .filter(|l| l.stack.iter().any(|f| f.function.as_deref().is_some_and(|n| n.ends_with(name))))
+                .fold((0, 0), |(c, b), l| (c + l.count, b + l.bytes))
+        };
+        let boxes = in_function("leak_zeroed_boxes");
+        let grown = in_function("leak_grown_vector");
+        assert_eq!(boxes, (200, 200_000), "{scratch_name}: mi_zalloc_aligned: {:#?}", trace.leaks);
+        assert_eq!(grown.0, 1, "{scratch_name}: mi_realloc_aligned moved or resized one block: {:#?}", trace.leaks);
+        assert_eq!((boxes.0 + grown.0, boxes.1 + grown.1), (count, bytes), "{scratch_name}");
+    }
 }
