@@ -1,36 +1,30 @@
 //! `memtrace report --html`: the page renders in headless Chromium (Debian's
 //! `chromium`, installed by `cargo xtask setup`) without script errors and
 //! shows the timeline's series, the files table and the leak flame graph.
-mod common;
+use std::{path::Path, process::Command};
 
-use std::process::Command;
-
-use common::*;
+use crate::common::*;
 
 /// The <body ...> start tag of the page after its scripts ran.
-fn rendered_body(html: &std::path::Path, profile: &std::path::Path) -> String {
+fn rendered_body(html: &Path, profile: &Path) -> String {
     let out = run(Command::new("chromium")
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("file://{}", html.display())));
     assert!(out.status.success(), "chromium (`cargo xtask setup` installs it): {}", describe(&out));
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dom = stdout(&out);
     let start = dom.find("<body").expect("a body");
     dom[start..start + dom[start..].find('>').unwrap() + 1].to_string()
 }
 
 #[test]
 fn the_html_report_renders_its_charts_without_script_errors() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("html_report");
-    let (_, trace_path) = trace_workload(
-        &dir,
-        &["--interval", "20ms"],
-        &["--size-mib", "32", "--touch", "0.5", "--heap-mib", "16", "--leak", "100"],
-    );
+    let workload = Workload::in_dir(&dir).size_mib(32).touch(0.5).heap_mib(16).leak(100);
+    workload.traced(["--interval", "20ms"]);
     let html = dir.join("report.html");
-    let out = run(Command::new(memtrace_bin()).arg("report").arg(&trace_path).arg("--html").arg(&html));
-    assert!(out.status.success(), "{}", describe(&out));
+    Memtrace::report(&workload.trace_path()).arg("--html").arg(&html).succeeds();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(!page.contains("<script src") && !page.contains("<link"), "self-contained");
 

@@ -1,46 +1,33 @@
 //! The timeline: samples every --interval with the RSS split, the heap, the
 //! per-file loaded bytes, faults and the phase in force, consistent with
 //! the rest of the trace.
-mod common;
-
-use std::process::Command;
-
-use common::*;
-use serde_json::Value;
+use crate::common::*;
 
 #[test]
 fn samples_follow_the_workload_through_its_phases() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("timeline");
-    let (trace_path, arrow) = (dir.join("trace.json"), dir.join("w.arrow"));
-    let out = run(Command::new(memtrace_bin())
-        .args(["run", "--interval", "10ms", "--json"])
-        .arg(&trace_path)
-        .arg("--")
-        .arg(workload_bin())
-        .arg("--file")
-        .arg(&arrow)
-        .args(["--size-mib", "128", "--touch", "1.0", "--heap-mib", "64"]));
-    assert!(out.status.success(), "{}", describe(&out));
-    let trace = read_json(&trace_path);
-    let tl = &trace["timeline"];
-    let samples = tl["samples"].as_array().unwrap();
-    assert_eq!(tl["interval_s"].as_f64(), Some(0.01));
-    assert_eq!(u(&tl["thinned_samples"]), 0);
-    let duration = trace["duration_s"].as_f64().unwrap();
+    let workload = Workload::in_dir(&dir).size_mib(128).touch(1.0).heap_mib(64);
+    let run = workload.traced(["--interval", "10ms"]);
+    let trace = &run.trace;
+    let tl = &trace.timeline;
+    let samples = &tl.samples;
+    assert_eq!(tl.interval_s, 0.01);
+    assert_eq!(tl.thinned_samples, 0);
+    let duration = trace.duration_s;
     let expected = duration / 0.01;
     assert!(
         (samples.len() as f64) > expected * 0.5 && (samples.len() as f64) <= expected + 2.0,
         "{} samples in {duration} s",
         samples.len()
     );
-    let t: Vec<f64> = samples.iter().map(|s| s["t_s"].as_f64().unwrap()).collect();
+    let t: Vec<f64> = samples.iter().map(|s| s.t_s).collect();
     assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
 
     // The phases seen in the samples are the workload's, in its order.
     let mut seen: Vec<&str> = Vec::new();
     for s in samples {
-        let p = s["phase"].as_str().unwrap();
+        let p = s.phase.as_str();
         if !p.is_empty() && seen.last() != Some(&p) {
             seen.push(p);
         }
@@ -51,39 +38,33 @@ fn samples_follow_the_workload_through_its_phases() {
     assert!(seen.contains(&"build") && seen.contains(&"search"), "phases this long are sampled: {seen:?}");
 
     // The 64 MiB heap shows while it is built, and anonymous RSS with it.
-    let peak_heap = samples.iter().filter_map(|s| s["heap_live_bytes"].as_i64()).max().unwrap();
+    let peak_heap = samples.iter().filter_map(|s| s.heap_live_bytes).max().unwrap();
     assert!(peak_heap >= 64 << 20, "{peak_heap}");
-    let peak_anon = samples.iter().map(|s| u(&s["rss_anon_bytes"])).max().unwrap();
+    let peak_anon = samples.iter().map(|s| s.rss_anon_bytes).max().unwrap();
     assert!(peak_anon >= 64 << 20, "{peak_anon}");
 
     // The Arrow file's loaded bytes never go down and end at most at the trace's figure.
+    let arrow = workload.arrow();
     let arrow_path = arrow.to_str().unwrap();
     let loaded: Vec<u64> = samples
         .iter()
-        .map(|s| {
-            s["files_loaded_bytes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["path"] == arrow_path)
-                .map_or(0, |f: &Value| u(&f["loaded_bytes"]))
-        })
+        .map(|s| s.files_loaded_bytes.iter().find(|f| f.path == arrow_path).map_or(0, |f| f.loaded_bytes))
         .collect();
     assert!(loaded.windows(2).all(|w| w[0] <= w[1]), "{loaded:?}");
-    let total = u(&file_entry(&trace, arrow_path)["measured_loaded_bytes"]);
+    let total = file_entry(trace, arrow_path).measured_loaded_bytes;
     assert!(*loaded.last().unwrap() <= total && *loaded.iter().max().unwrap() > 0, "{loaded:?} vs {total}");
 
     // Faults per interval add up to no more than the kernel's count for the run.
-    let sampled: u64 = samples.iter().filter_map(|s| s["minor_faults"].as_u64()).sum();
-    let kernel = u(&trace["kernel"]["minor_faults"]);
+    let sampled: u64 = samples.iter().filter_map(|s| s.minor_faults).sum();
+    let kernel = trace.kernel.as_ref().expect("the kernel's fault counts").minor_faults;
     assert!(sampled <= kernel && sampled * 2 >= kernel, "sampled {sampled}, kernel {kernel}");
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = run.report();
     assert!(report.contains("Timeline [kernel truth"), "{report}");
 }
 
 #[test]
 fn an_interval_below_10ms_is_refused() {
-    let out = run(Command::new(memtrace_bin()).args(["run", "--interval", "5ms", "--", "true"]));
+    let out = Memtrace::run().args(["--interval", "5ms"]).target(["true"]).output();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("10ms minimum"), "{}", describe(&out));
+    assert!(stderr(&out).contains("10ms minimum"), "{}", describe(&out));
 }

@@ -1,19 +1,19 @@
 //! The JSON Schema in the repository: a real trace passes it, and the
 //! validator the tests use catches what a broken writer would produce.
-mod common;
-
-use common::*;
 use serde_json::Value;
+
+use crate::common::*;
 
 #[test]
 fn a_real_trace_passes_the_schema_and_broken_ones_do_not() {
-    require_root();
+    let _root = require_root();
     let dir = scratch("schema");
-    let (_, trace_path) =
-        trace_workload(&dir, &["--phase-truth"], &["--size-mib", "8", "--touch", "0.5", "--leak", "10"]);
-    let trace = read_json(&trace_path); // validates
-    assert!(!trace["phases"].as_array().unwrap().is_empty() && !trace["leaks"].as_array().unwrap().is_empty());
+    let workload = Workload::in_dir(&dir).size_mib(8).touch(0.5).leak(10);
+    let trace = workload.traced(["--phase-truth"]).trace; // validated
+    assert!(!trace.phases.is_empty() && !trace.leaks.is_empty());
 
+    // Mutations of the very file memtrace wrote.
+    let written = read_value(&workload.trace_path());
     let broken = dir.join("broken.json");
     type Mutation = fn(&mut Value);
     let mutations: [(&str, Mutation); 4] = [
@@ -25,7 +25,7 @@ fn a_real_trace_passes_the_schema_and_broken_ones_do_not() {
         ("another version", |t| t["version"] = 2.into()),
     ];
     for (what, mutate) in mutations {
-        let mut t = trace.clone();
+        let mut t = written.clone();
         mutate(&mut t);
         std::fs::write(&broken, serde_json::to_string(&t).unwrap()).unwrap();
         assert!(schema_errors(&broken).is_err(), "the schema must reject {what}");

@@ -1,25 +1,24 @@
 //! `memtrace report TRACE.json`: a saved trace printed again, exactly as the
 //! run printed it, by an unprivileged user; a damaged trace gets a one-line
 //! cause and a non-zero exit, never a panic.
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_saved_trace_reports_as_the_run_did_without_privileges_and_damage_is_named() {
-    require_root();
-    let (dir, bin) = unprivileged_dir("report");
-    let (out, trace_path) = trace_workload(&dir, &[], &["--size-mib", "8", "--touch", "0.5", "--leak", "10"]);
+    let _root = require_root();
+    let nobody = unprivileged("report");
+    let workload = Workload::in_dir(&nobody.dir).size_mib(8).touch(0.5).leak(10);
+    let run = workload.under().traced();
+    let trace_path = workload.trace_path();
     std::fs::set_permissions(&trace_path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-    let again = run(as_nobody(&bin).arg("report").arg(&trace_path));
-    assert!(again.status.success(), "{}", describe(&again));
-    assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&out.stdout), "same report");
+    let again = Memtrace::report(&trace_path).by_nobody(&nobody).succeeds();
+    assert_eq!(stdout(&again), run.report(), "same report");
 
     let text = std::fs::read_to_string(&trace_path).unwrap();
-    let damaged = dir.join("damaged.json");
+    let damaged = nobody.dir.join("damaged.json");
     for (content, cause) in [
         (text[..text.len() / 3].to_string(), "the trace is truncated"),
         (text.replacen("\"duration_s\":", "\"duration_s\": \"x\", \"was\":", 1), "damaged memtrace trace"),
@@ -28,11 +27,10 @@ fn a_saved_trace_reports_as_the_run_did_without_privileges_and_damage_is_named()
     ] {
         std::fs::write(&damaged, content).unwrap();
         std::fs::set_permissions(&damaged, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let out = run(as_nobody(&bin).arg("report").arg(&damaged));
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let out = Memtrace::report(&damaged).by_nobody(&nobody).output();
+        let stderr = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.starts_with("memtrace: error: ") && stderr.contains(cause), "{cause}: {stderr}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,11 +1,9 @@
 //! The live view: one plain line a second on stderr when it is not a
 //! terminal, a redrawn block on a terminal, nothing with --quiet; stdout
 //! keeps only the report.
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn live_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.starts_with("memtrace: ") && l.contains(" s  phase ")).collect()
@@ -13,30 +11,28 @@ fn live_lines(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn plain_lines_without_a_terminal_and_none_with_quiet() {
-    require_root();
-    let out = run(Command::new(memtrace_bin()).args(["run", "--", "sleep", "2.5"]));
-    assert!(out.status.success(), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines = live_lines(&stderr);
-    assert!(lines.len() >= 2, "one a second: {stderr}");
+    let _root = require_root();
+    let out = Memtrace::run().target(["sleep", "2.5"]).succeeds();
+    let err = stderr(&out);
+    let lines = live_lines(&err);
+    assert!(lines.len() >= 2, "one a second: {err}");
     assert!(lines[0].starts_with("memtrace: 1.0 s  phase -  RSS (rss_stat) file "), "{}", lines[0]);
-    assert!(lines.iter().all(|l| l.contains("drops 0") && !l.contains('\x1b')), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("memtrace report:") && live_lines(&stdout).is_empty(), "{stdout}");
+    assert!(lines.iter().all(|l| l.contains("drops 0") && !l.contains('\x1b')), "{err}");
+    let report = stdout(&out);
+    assert!(report.starts_with("memtrace report:") && live_lines(&report).is_empty(), "{report}");
 
-    let quiet = run(Command::new(memtrace_bin()).args(["run", "--quiet", "--", "sleep", "1.5"]));
-    assert!(quiet.status.success());
-    assert!(live_lines(&String::from_utf8_lossy(&quiet.stderr)).is_empty(), "{}", describe(&quiet));
+    let quiet = Memtrace::run().arg("--quiet").target(["sleep", "1.5"]).succeeds();
+    assert!(live_lines(&stderr(&quiet)).is_empty(), "{}", describe(&quiet));
 }
 
 #[test]
 fn on_a_terminal_the_view_redraws_in_place_and_is_erased_before_the_report() {
-    require_root();
+    let _root = require_root();
     // script(1) (util-linux) gives memtrace a pseudo-terminal.
-    let cmd = format!("{} run -- sleep 2.5", memtrace_bin().display());
+    let cmd = Memtrace::run().target(["sleep", "2.5"]).shell_line();
     let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
     assert!(out.status.success(), "{}", describe(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stdout(&out);
     assert!(text.contains("memtrace live: 1.0 s") && text.contains("memtrace live: 2.0 s"), "{text:?}");
     let erase_then_report = text.find("\x1b[J").zip(text.rfind("memtrace report:"));
     assert!(erase_then_report.is_some_and(|(erase, report)| erase < report), "{text:?}");

@@ -1,0 +1,189 @@
+//! The heap through other allocator functions and other allocators: a C
+//! program leaking through calloc, realloc and posix_memalign (glibc, then
+//! jemalloc, then tcmalloc, preloaded and named with --alloc-lib), growth suspects and the
+//! --events stream, and a Rust target with mimalloc linked statically.
+use memtrace::trace::{Leak, Trace};
+use serde_json::Value;
+
+use crate::common::*;
+
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+const TCMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
+
+/// The line of leaky.c carrying `/* SITE:name */`.
+fn site_line(name: &str) -> u32 {
+    let text = std::fs::read_to_string(root_dir().join("tests/c/leaky.c")).unwrap();
+    let marker = format!("/* SITE:{name} */");
+    text.lines().position(|l| l.contains(&marker)).map(|i| i as u32 + 1).unwrap()
+}
+
+/// The leak group whose innermost frame is `function`.
+fn group<'a>(trace: &'a Trace, function: &str) -> &'a Leak {
+    let leaks = &trace.leaks;
+    let found: Vec<&Leak> = leaks.iter().filter(|l| top_function(&l.stack) == function).collect();
+    assert_eq!(found.len(), 1, "one group allocated in {function}: {leaks:#?}");
+    found[0]
+}
+
+/// The three leaks of leaky.c, each at its allocator function's site, exact.
+fn assert_c_leaks(trace: &Trace) {
+    for (function, site, count, bytes) in [
+        ("leak_with_calloc", "calloc", 100, 100_000),
+        ("leak_with_realloc", "realloc", 50, 150_000),
+        ("leak_with_posix_memalign", "posix_memalign", 30, 150_000),
+    ] {
+        let g = group(trace, function);
+        assert_eq!((g.count, g.bytes), (count, bytes), "{g:#?}");
+        let top = &g.stack[0];
+        assert!(top.file.as_deref().unwrap().ends_with("leaky.c"), "{top:#?}");
+        assert_eq!(top.line.unwrap(), site_line(site), "the {site} call's line: {top:#?}");
+        assert_eq!(top_function(&g.stack[1..]), "main", "{g:#?}");
+    }
+}
+
+#[test]
+fn a_c_program_leaking_through_calloc_realloc_and_posix_memalign_is_reported_per_site() {
+    let _root = require_root();
+    let dir = scratch("heap_c");
+    let leaky = build_c("leaky", &dir);
+    let events_path = dir.join("events.ndjson");
+    let trace = Memtrace::run()
+        .args(["--growth-window", "3", "--events"])
+        .arg(&events_path)
+        .json(dir.join("trace.json"))
+        .target([leaky.as_os_str(), "grow".as_ref(), "2.5".as_ref()])
+        .traced()
+        .trace;
+    let heap = heap(&trace);
+    assert_c_leaks(&trace);
+    for (counter, value) in heap_losses(heap) {
+        assert_eq!(value, 0, "{counter}: {heap:#?}");
+    }
+
+    // grow_slowly_block leaked 25 blocks of 64 KiB, one every 100 ms: a
+    // leak at the end, and a growth suspect while it ran.
+    let grow = group(&trace, "grow_slowly_block");
+    assert_eq!((grow.count, grow.bytes), (25, 25 * 65536), "{grow:#?}");
+    let suspects = &trace.growth_suspects;
+    assert!(!suspects.is_empty(), "{:#}", trace.growth_rule);
+    assert_eq!(top_function(&suspects[0].stack), "grow_slowly_block", "{suspects:#?}");
+    assert!(suspects[0].growth_bytes >= 3 * 65536, "{suspects:#?}");
+    assert!(suspects.iter().all(|s| top_function(&s.stack) != "leak_with_calloc"), "done before: {suspects:#?}");
+
+    // The kernel's side: 64 KiB blocks sit below glibc's mmap threshold,
+    // so the break grew by at least the leaked 1.6 MB.
+    assert!(heap.kernel.brk_heap_peak_bytes >= 25 * 65536, "{heap:#?}");
+    assert!(heap.kernel.brk_calls > 0, "{heap:#?}");
+
+    // The event stream: one line per allocation and free, adding up to the live heap.
+    assert_eq!(trace.counters.ringbuf_drops, 0);
+    let text = std::fs::read_to_string(&events_path).unwrap();
+    let size = |e: &Value| e["size"].as_u64().unwrap_or_else(|| panic!("no size: {e}"));
+    let (mut allocs, mut frees, mut live, mut stacks) = (0u64, 0u64, 0i64, 0u64);
+    for line in text.lines() {
+        let e: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        match e["op"].as_str().unwrap() {
+            "alloc" => (allocs, live) = (allocs + 1, live + size(&e) as i64),
+            "free" => (frees, live) = (frees + 1, live - size(&e) as i64),
+            "stack" => stacks += 1,
+            other => panic!("unknown op {other}"),
+        }
+    }
+    let events = heap.events.as_ref().expect("--events is in the trace");
+    assert_eq!((allocs, frees), (heap.allocs, heap.frees), "{events:#?}");
+    assert_eq!(live, heap.live_bytes);
+    assert_eq!(stacks, events.stacks);
+    assert!(text.contains(r#""function":"leak_with_realloc""#));
+}
+
+/// leaky.c with a library preloaded (through env: a second execve, which
+/// must not kill the target with SIGTRAP under ptrace) and named with
+/// --alloc-lib: (scratch name, library, functions probed in it). The leaks
+/// are exact.
+#[test]
+fn preloaded_allocators_named_with_alloc_lib_are_traced_through_their_own_functions() {
+    let _root = require_root();
+    for (scratch_name, library, functions) in [
+        (
+            "heap_jemalloc",
+            JEMALLOC,
+            &["malloc", "calloc", "realloc", "posix_memalign", "free", "mallocx", "sdallocx"][..],
+        ),
+        // Its tc_ names are aliases of malloc, free, ... (probed once); tc_new is its own code.
+        ("heap_tcmalloc", TCMALLOC, &["malloc", "calloc", "realloc", "posix_memalign", "free", "tc_new"]),
+    ] {
+        let dir = scratch(scratch_name);
+        let leaky = build_c("leaky", &dir);
+        let preload = format!("LD_PRELOAD={library}");
+        let trace = Memtrace::run()
+            .args(["--alloc-lib", library])
+            .json(dir.join("trace.json"))
+            .target(["env".as_ref(), preload.as_ref(), leaky.as_os_str()])
+            .traced()
+            .trace;
+        assert_eq!(trace.target.exit_code, Some(0), "{library}");
+        let heap = heap(&trace);
+        // Named as the target's maps name it: the symlink resolved.
+        let real = std::fs::canonicalize(library).unwrap();
+        let real = real.to_str().unwrap();
+        let allocator = heap.allocators.iter().find(|a| a.path == real).unwrap();
+        assert!(allocator.mapped, "{heap:#?}");
+        let probed: Vec<&str> = heap
+            .probes
+            .iter()
+            .filter(|p| p.library == real && p.offset.is_some())
+            .map(|p| p.function.as_str())
+            .collect();
+        for f in functions {
+            assert!(probed.contains(f), "{f} probed in {library}: {probed:?}");
+        }
+        assert_c_leaks(&trace);
+        assert_eq!(heap.missed_frees, 0, "{heap:#?}");
+    }
+}
+
+/// memtrace-mimalloc, a Rust target with mimalloc linked statically, traced
+/// directly and behind `env` (the executable memtrace spawns; the allocator
+/// is found in memtrace-mimalloc when `env` execs it, before it runs):
+/// probed in its executable, the leak groups as the program says it leaked.
+#[test]
+fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable_even_behind_a_wrapper() {
+    let _root = require_root();
+    for (scratch_name, wrapper) in [("heap_mimalloc", &[][..]), ("heap_mimalloc_env", &["env", "MEMTRACE_TEST=1"])] {
+        let dir = scratch(scratch_name);
+        let bin = mimalloc_bin();
+        let argv = wrapper.iter().map(std::ffi::OsStr::new).chain([bin.as_os_str()]);
+        let Traced { out, trace } = Memtrace::run().json(dir.join("trace.json")).target(argv).traced();
+        let stdout = stdout(&out);
+        let said = stdout.lines().find_map(|l| l.strip_prefix("leaked ")).expect("the program prints what it leaked");
+        let (count, bytes): (u64, u64) = {
+            let mut it = said.split_whitespace().map(|v| v.parse().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        };
+        let heap = heap(&trace);
+        let own = heap.allocators.iter().find(|a| a.path == bin.to_str().unwrap());
+        let own = own.unwrap_or_else(|| panic!("{scratch_name}: {heap:#?}"));
+        assert!(own.found_by.contains("mi_malloc_aligned"), "{scratch_name}: {own:#?}");
+        for (counter, value) in [
+            ("dropped_allocs", heap.dropped_allocs),
+            ("lost_stacks", heap.lost_stacks),
+            ("missed_frees", heap.missed_frees),
+            ("unknown_frees", heap.unknown_frees),
+        ] {
+            assert_eq!(value, 0, "{scratch_name}: {counter}: {heap:#?}");
+        }
+
+        let in_function = |name: &str| -> (u64, u64) {
+            trace
+                .leaks
+                .iter()
+                .filter(|l| l.stack.iter().any(|f| f.function.as_deref().is_some_and(|n| n.ends_with(name))))
+                .fold((0, 0), |(c, b), l| (c + l.count, b + l.bytes))
+        };
+        let boxes = in_function("leak_zeroed_boxes");
+        let grown = in_function("leak_grown_vector");
+        assert_eq!(boxes, (200, 200_000), "{scratch_name}: mi_zalloc_aligned: {:#?}", trace.leaks);
+        assert_eq!(grown.0, 1, "{scratch_name}: mi_realloc_aligned moved or resized one block: {:#?}", trace.leaks);
+        assert_eq!((boxes.0 + grown.0, boxes.1 + grown.1), (count, bytes), "{scratch_name}");
+    }
+}

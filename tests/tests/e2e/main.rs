@@ -1,0 +1,21 @@
+//! memtrace's end-to-end tests: the real memtrace binary, real eBPF (as
+//! root), against the bundled workload and other real programs. One test
+//! binary; a module per concern, helpers and the command builders in `common`.
+mod common;
+
+mod attach_loading;
+mod attach_mode;
+mod bad_input;
+mod chrome_trace;
+mod file_loading;
+mod heap;
+mod heap_allocators;
+mod html_report;
+mod live_view;
+mod mapping_cases;
+mod mark;
+mod phase_fn;
+mod report_cmd;
+mod run_mode;
+mod schema;
+mod timeline;
