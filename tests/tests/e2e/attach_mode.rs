@@ -91,7 +91,7 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     assert!(stdout.contains("attach mode"), "{stdout}");
 
     let trace = memtrace.trace();
-    assert_eq!(trace.mode, "attach");
+    assert_eq!(trace.mode, memtrace::trace::Mode::Attach);
     assert_eq!(trace.target.pid, pid);
     assert_eq!(trace.stop_reason, "interrupted (SIGINT)");
     let c = &trace.counters;

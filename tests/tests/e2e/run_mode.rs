@@ -18,7 +18,7 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     let truth = workload.read_truth();
     assert_eq!(trace.format, "memtrace-trace");
     assert_eq!(trace.version, 1);
-    assert_eq!(trace.mode, "run");
+    assert_eq!(trace.mode, memtrace::trace::Mode::Run);
     assert_eq!(trace.target.pid, truth.pid, "the traced PID is the workload's own");
     assert_eq!(trace.target.exit_code, Some(0));
     let mode = std::fs::metadata(workload.trace_path()).unwrap().permissions().mode() & 0o777;
