@@ -120,12 +120,7 @@ fn wakeup_flags(kind: u32) -> u64 {
 pub fn emit(kind: u32, tid: u32, args: [u64; 6]) {
     match EVENTS.reserve::<RawEvent>(0) {
         Some(mut entry) => {
-            entry.write(RawEvent {
-                kind,
-                tid,
-                ts_ns: unsafe { bpf_ktime_get_ns() },
-                args,
-            });
+            entry.write(RawEvent { kind, tid, ts_ns: unsafe { bpf_ktime_get_ns() }, args });
             entry.submit(wakeup_flags(kind));
         }
         None => count(COUNTER_RINGBUF_DROPS),

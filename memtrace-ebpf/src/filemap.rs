@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    FileKey, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_PAGE_CACHE_ADD,
-    EVENT_PAGE_CACHE_DELETE, EVENT_RSS_STAT,
+    FileKey, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE,
+    EVENT_RSS_STAT,
 };
 
 use crate::emit::{emit, offsets, target_tid};
@@ -68,11 +68,7 @@ fn filemap_event(ctx: &TracePointContext, kind: u32, with_last: bool) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     let off = offsets();
     let (ino, dev, index) = unsafe {
-        (
-            read::<u64>(ctx, off.fault_ino),
-            read::<u32>(ctx, off.fault_dev),
-            read::<u64>(ctx, off.fault_index),
-        )
+        (read::<u64>(ctx, off.fault_ino), read::<u32>(ctx, off.fault_dev), read::<u64>(ctx, off.fault_index))
     };
     let last = if with_last { unsafe { read::<u64>(ctx, off.map_pages_last) } } else { index };
     emit(kind, tid, [dev as u64, ino, index, last, 0, 0]);

@@ -119,12 +119,7 @@ fn user_stack(ctx: &RetProbeContext) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: the helper writes at most the size given into the per-CPU buffer.
     let n = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            (&raw mut (*scratch).ips).cast(),
-            (MAX_STACK_DEPTH * 8) as u32,
-            BPF_F_USER_STACK,
-        )
+        bpf_get_stack(ctx.as_ptr(), (&raw mut (*scratch).ips).cast(), (MAX_STACK_DEPTH * 8) as u32, BPF_F_USER_STACK)
     };
     if n <= 0 {
         return 0;
