@@ -14,6 +14,10 @@ impl PageSet {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Adds pages first..=last; returns how many were new.
     pub fn insert(&mut self, first: u64, last: u64) -> u64 {
         if last < first {

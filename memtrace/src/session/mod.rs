@@ -14,10 +14,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::{MapData, RingBuf};
-use memtrace_common::{
-    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS,
-    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS, COUNTER_WATCH_FULL, PHASE_NAME_MAX,
-};
+use memtrace_common::{Counter, PHASE_NAME_MAX};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -575,7 +572,7 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
                     rss_shmem: r.rss_shmem,
                     heap_live: r.heap_live,
                     faults_total: consumer.stats.faults.total,
-                    ringbuf_drops: probes.counters().map_or(0, |c| c[COUNTER_RINGBUF_DROPS as usize]),
+                    ringbuf_drops: probes.counters().map_or(0, |c| c[Counter::RingbufDrops]),
                     top_files: r.files.into_iter().map(|f| (f.path, f.loaded_bytes)).collect(),
                 };
                 if let Some(view) = &mut live {
@@ -724,14 +721,14 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
         duration_s: traced_s,
         stop_reason,
         counters: Counters {
-            page_faults: counters[COUNTER_PAGE_FAULTS as usize],
-            mmap_calls: counters[COUNTER_MMAP_CALLS as usize],
-            munmap_calls: counters[COUNTER_MUNMAP_CALLS as usize],
-            madvise_calls: counters[COUNTER_MADVISE_CALLS as usize],
+            page_faults: counters[Counter::PageFaults],
+            mmap_calls: counters[Counter::MmapCalls],
+            munmap_calls: counters[Counter::MunmapCalls],
+            madvise_calls: counters[Counter::MadviseCalls],
             madvise_failed: s.madvise_failed,
-            mremap_calls: counters[COUNTER_MREMAP_CALLS as usize],
+            mremap_calls: counters[Counter::MremapCalls],
             mremap_failed: s.mremap_failed,
-            ringbuf_drops: counters[COUNTER_RINGBUF_DROPS as usize],
+            ringbuf_drops: counters[Counter::RingbufDrops],
             page_faults_seen: s.faults.total,
             page_faults_read: s.faults.read,
             page_faults_write: s.faults.write,
@@ -739,8 +736,8 @@ pub async fn trace(target: Target, opts: Options) -> Result<(Trace, std::thread:
             mmap_failed: s.mmap_failed,
             munmap_failed: s.munmap_failed,
             execs: s.execs,
-            syscalls_lost: counters[COUNTER_PENDING_FULL as usize],
-            eviction_watch_full: counters[COUNTER_WATCH_FULL as usize],
+            syscalls_lost: counters[Counter::PendingFull],
+            eviction_watch_full: counters[Counter::WatchFull],
             unattributed_faults: s.unattributed_faults,
             unresolved_file_mappings: s.unresolved_file_mappings,
             malformed_events: s.malformed_events,
