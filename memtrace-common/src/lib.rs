@@ -1,7 +1,8 @@
 //! Types shared by memtrace's eBPF programs and its userspace controller.
 //!
-//! Everything here is `#[repr(C)]` plain data: the eBPF side writes these bytes
-//! into maps and the ring buffer, userspace reads the same bytes back.
+//! Everything here is `#[repr(C)]` plain data (and `#[repr(u32)]` enums
+//! naming the integers in it): the eBPF side writes these bytes into maps and
+//! the ring buffer (see [`event`]), userspace reads the same bytes back.
 #![no_std]
 
 pub mod event;

@@ -2,19 +2,18 @@
 //! and `memtrace_phase_end(const char *name)` in the target, read at entry;
 //! and `--phase-fn` functions, a phase from the entry of their outermost
 //! call to its return.
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     helpers::{
         bpf_probe_read_user_str_bytes,
         generated::{bpf_get_attach_cookie, bpf_send_signal_thread},
     },
     macros::{map, uprobe, uretprobe},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext, Global,
 };
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
-
-use aya_ebpf::maps::Array;
 use memtrace_common::{
     event::{HeapMarkEvent, PhaseEvent},
     PHASE_NAME_MAX, PHASE_SEQ_USER,
