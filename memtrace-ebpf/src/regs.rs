@@ -4,6 +4,7 @@
 //! to the stack pointer, are architecture-specific; memtrace only knows them
 //! for x86_64. `bpf_target_arch` is the architecture of the kernel the
 //! object is for (set by build.rs, like aya-ebpf's own).
+#[cfg(bpf_target_arch = "x86_64")]
 use aya_ebpf::bindings::pt_regs;
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
