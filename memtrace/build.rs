@@ -12,8 +12,15 @@ fn main() {
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let ebpf_dir = root.join("memtrace-ebpf");
     let common_dir = root.join("memtrace-common");
-    for path in [ebpf_dir.join("src"), ebpf_dir.join("Cargo.toml"), ebpf_dir.join("Cargo.lock"), common_dir.join("src")]
-    {
+    // The workspace's Cargo.toml and Cargo.lock hold memtrace-ebpf's profile and dependencies.
+    for path in [
+        ebpf_dir.join("src"),
+        ebpf_dir.join("Cargo.toml"),
+        ebpf_dir.join("build.rs"),
+        common_dir.join("src"),
+        root.join("Cargo.toml"),
+        root.join("Cargo.lock"),
+    ] {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-env-changed=MEMTRACE_EBPF_OBJECT");
@@ -30,8 +37,12 @@ fn main() {
 
 fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> PathBuf {
     let mut cmd = Command::new("rustup");
+    // Run in memtrace-ebpf's directory, cargo builds that member only (not
+    // the default members), with the workspace's lock and profiles. LTO
+    // cannot be set per package in the profile (see the root Cargo.toml).
     cmd.args(["run", "nightly", "cargo", "build", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--config", "profile.release.lto=true"])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(ebpf_dir);

@@ -1,87 +1,22 @@
 //! Types shared by memtrace's eBPF programs and its userspace controller.
 //!
-//! Everything here is `#[repr(C)]` plain data: the eBPF side writes these bytes
-//! into maps and the ring buffer, userspace reads the same bytes back.
+//! Everything here is `#[repr(C)]` plain data (and `#[repr(u32)]` enums
+//! naming the integers in it): the eBPF side writes these bytes into maps and
+//! the ring buffer (see [`event`]), userspace reads the same bytes back.
 #![no_std]
 
-/// One record in the `EVENTS` ring buffer. A fixed 64-byte layout keeps the
-/// eBPF side trivial (one `reserve`, no variable-length records); the meaning
-/// of `args` depends on `kind` (see the `EVENT_*` constants).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawEvent {
-    pub kind: u32,
-    /// Kernel thread id (userspace "TID") of the thread that caused the event.
-    pub tid: u32,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
-    pub ts_ns: u64,
-    pub args: [u64; 6],
-}
+pub mod event;
 
-/// A finished `mmap`: args = [returned address or -errno, len, prot, flags, fd, offset].
-pub const EVENT_MMAP: u32 = 1;
-/// A finished `munmap`: args = [addr, len, return value].
-pub const EVENT_MUNMAP: u32 = 2;
-/// A user-mode page fault: args = [faulting address, instruction pointer, x86 error code].
-pub const EVENT_PAGE_FAULT: u32 = 3;
-/// The target called `execve` successfully: its address space was replaced. args unused.
-pub const EVENT_EXEC: u32 = 4;
+/// The page size memtrace assumes everywhere (x86_64's base page): byte
+/// counts of file pages, page-cache indexes and range rounding use it.
+pub const PAGE_SIZE: u64 = 4096;
 
-/// `munmap` or `madvise` entered: args = [addr, len, RANGE_OP_*, madvise
-/// behavior]. Marks the thread's RSS changes until the matching exit event
-/// (EVENT_MUNMAP or EVENT_MADVISE) as belonging to that range.
-pub const EVENT_RANGE_ENTER: u32 = 5;
-pub const RANGE_OP_MUNMAP: u64 = 0;
-pub const RANGE_OP_MADVISE: u64 = 1;
-pub const RANGE_OP_MREMAP: u64 = 2;
-/// The file behind a new mapping, read in the kernel from the task's fd table
-/// at `sys_exit_mmap`, just before EVENT_MMAP: args = [mapped address, s_dev, inode].
-pub const EVENT_MMAP_FILE: u32 = 14;
-/// A finished `mremap`: args = [old addr, old len, new len, flags, result (new addr or -errno)].
-pub const EVENT_MREMAP: u32 = 13;
-/// A phase boundary: args[0] bit 0 is 1 for a begin
-/// (`memtrace_phase_begin`, or a `--phase-fn` function's entry), 0 for an
-/// end; args[0] >> 40 is the `--phase-fn` function's index (0: a marker);
-/// (args[0] >> 1) & 0xffff_ffff is the marker's sequence number (1, 2, ...: the `phase_seq` that allocations made
-/// after it carry); args[1..6] hold the
-/// NUL-terminated name (at most PHASE_NAME_MAX bytes including the NUL).
-pub const EVENT_PHASE: u32 = 12;
+/// Longest phase name sent from the kernel, including its NUL.
 pub const PHASE_NAME_MAX: usize = 40;
-/// In EVENT_PHASE args[0]: the name could not be read in the kernel (its
-/// page was not resident); args[1] is its address in the target instead.
-pub const PHASE_NAME_AT_POINTER: u64 = 1 << 36;
 /// Set in the sequence numbers of phase boundaries made from userspace
 /// (`memtrace mark`), which cannot take the eBPF side's numbers atomically:
 /// the two never share a number.
 pub const PHASE_SEQ_USER: u32 = 1 << 31;
-/// The heap totals right after a phase marker (same sequence number):
-/// args = [allocated bytes, freed bytes, allocations, frees, unknown frees, sequence number].
-pub const EVENT_HEAP_MARK: u32 = 15;
-/// A finished `brk`: args = [the program break after the call (the kernel
-/// returns the old break when it refuses)].
-pub const EVENT_BRK: u32 = 16;
-/// `--events` only: an allocation recorded in the live map: args =
-/// [address, size, stack id, phase sequence].
-pub const EVENT_ALLOC: u32 = 17;
-/// `--events` only: a free (or realloc's release) of a live allocation:
-/// args = [address, size, stack id]; of an unknown address: args = [address, 0, 0].
-pub const EVENT_FREE: u32 = 18;
-/// A finished `madvise`: args = [addr, len, behavior, return value].
-pub const EVENT_MADVISE: u32 = 11;
-/// `kmem:rss_stat` of the target's mm: args = [member (0 file, 1 anon, 2 swap,
-/// 3 shmem), counter value in bytes, curr (1 when the target's own thread
-/// changed it), mm_id].
-pub const EVENT_RSS_STAT: u32 = 6;
-/// `filemap:mm_filemap_fault` (page-cache lookup on a fault): args = [s_dev, ino, index].
-pub const EVENT_FILEMAP_FAULT: u32 = 7;
-/// `filemap:mm_filemap_map_pages` (fault-around): args = [s_dev, ino, first index, last index].
-pub const EVENT_FILEMAP_MAP_PAGES: u32 = 8;
-/// `filemap:mm_filemap_add_to_page_cache` in the target's context (a read
-/// from disk): args = [s_dev, ino, index, folio order].
-pub const EVENT_PAGE_CACHE_ADD: u32 = 9;
-/// `filemap:mm_filemap_delete_from_page_cache` of a watched file (any
-/// context: reclaim runs elsewhere): args = [s_dev, ino, index, folio order].
-pub const EVENT_PAGE_CACHE_DELETE: u32 = 10;
 
 /// Key of the `WATCHED_FILES` map: a file the target maps, as the kernel's
 /// tracepoints name it (s_dev is the kernel's internal dev_t: major << 20 | minor).
@@ -93,21 +28,49 @@ pub struct FileKey {
     pub _pad: u32,
 }
 
-/// Indices into the per-CPU `COUNTERS` array; userspace sums the CPUs.
-pub const COUNTER_PAGE_FAULTS: u32 = 0;
-pub const COUNTER_MMAP_CALLS: u32 = 1;
-pub const COUNTER_MUNMAP_CALLS: u32 = 2;
-/// Events lost because the ring buffer was full when the program tried to reserve.
-pub const COUNTER_RINGBUF_DROPS: u32 = 3;
-/// Syscalls whose entry arguments could not be stashed (the per-thread map was full),
-/// so their exit produced no event.
-pub const COUNTER_PENDING_FULL: u32 = 4;
-pub const COUNTER_MADVISE_CALLS: u32 = 5;
-pub const COUNTER_MREMAP_CALLS: u32 = 6;
-/// Mapped files the kernel side could not add to WATCHED_FILES (map full):
-/// their evictions are not seen.
-pub const COUNTER_WATCH_FULL: u32 = 7;
-pub const NUM_COUNTERS: u32 = 8;
+/// Slots of the per-CPU `COUNTERS` array; userspace sums the CPUs. The
+/// values are the slots: never renumber one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    PageFaults = 0,
+    MmapCalls = 1,
+    MunmapCalls = 2,
+    /// Events lost because the ring buffer was full when the program tried to reserve.
+    RingbufDrops = 3,
+    /// Syscalls whose entry arguments could not be stashed (the per-thread map was full),
+    /// so their exit produced no event.
+    PendingFull = 4,
+    MadviseCalls = 5,
+    MremapCalls = 6,
+    /// Mapped files the kernel side could not add to WATCHED_FILES (map full):
+    /// their evictions are not seen.
+    WatchFull = 7,
+}
+
+impl Counter {
+    /// Number of counters (the `COUNTERS` array's size).
+    pub const COUNT: usize = 8;
+    /// Every counter, in slot order.
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::PageFaults,
+        Counter::MmapCalls,
+        Counter::MunmapCalls,
+        Counter::RingbufDrops,
+        Counter::PendingFull,
+        Counter::MadviseCalls,
+        Counter::MremapCalls,
+        Counter::WatchFull,
+    ];
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < Counter::COUNT {
+        assert!(Counter::ALL[i] as usize == i, "Counter::ALL is not in slot order");
+        i += 1;
+    }
+};
 
 /// Byte offsets of the tracepoint fields the programs read, taken from the
 /// tracefs `format` files at start-up (Rust eBPF has no CO-RE; offsets can move
@@ -166,20 +129,41 @@ pub struct KernelOffsets {
     pub super_block_s_dev: u32,
 }
 
-/// Allocator entry points, as recorded between a call's entry and return.
-pub const ALLOC_MALLOC: u32 = 1;
-pub const ALLOC_CALLOC: u32 = 2;
-pub const ALLOC_REALLOC: u32 = 3;
-/// `aligned_alloc`, `memalign` (size in the second argument).
-pub const ALLOC_MEMALIGN: u32 = 4;
-pub const ALLOC_POSIX_MEMALIGN: u32 = 5;
-/// `valloc`, `pvalloc`.
-pub const ALLOC_VALLOC: u32 = 6;
+/// Allocator entry points, as recorded between a call's entry and return
+/// (`PendingAlloc::kind`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocKind {
+    Malloc = 1,
+    Calloc = 2,
+    Realloc = 3,
+    /// `aligned_alloc`, `memalign` (size in the second argument).
+    Memalign = 4,
+    PosixMemalign = 5,
+    /// `valloc`, `pvalloc`.
+    Valloc = 6,
+}
+
+impl AllocKind {
+    pub const fn from_u32(kind: u32) -> Option<AllocKind> {
+        Some(match kind {
+            1 => AllocKind::Malloc,
+            2 => AllocKind::Calloc,
+            3 => AllocKind::Realloc,
+            4 => AllocKind::Memalign,
+            5 => AllocKind::PosixMemalign,
+            6 => AllocKind::Valloc,
+            _ => return None,
+        })
+    }
+}
 
 /// An allocation call in progress on one thread (`ALLOC_PENDING`, by tid).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PendingAlloc {
+    /// An [`AllocKind`] as `u32` (map values stay plain integers: userspace
+    /// reads them as `aya::Pod`).
     pub kind: u32,
     pub _pad: u32,
     /// Requested bytes.
@@ -207,7 +191,8 @@ pub struct LiveAlloc {
     /// Key in the `STACKS` map (a hash of the frames), or 0 when the stack
     /// could not be taken.
     pub stack_id: u64,
-    /// Phase markers seen before it was made (see EVENT_PHASE).
+    /// The latest phase boundary's sequence number when it was made (see
+    /// `event::PhaseEvent`).
     pub phase_seq: u32,
     pub _pad: u32,
 }
@@ -268,9 +253,8 @@ pub const DEFAULT_MAX_LIVE_ALLOCS: u32 = 1 << 20;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are repr(C), made only of integers, with no padding holes
+    // SAFETY: all are repr(C), made only of integers, with no padding holes
     // that could leak uninitialised bytes (u32/u64 fields laid out in order).
-    unsafe impl aya::Pod for super::RawEvent {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}

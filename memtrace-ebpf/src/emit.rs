@@ -6,8 +6,8 @@ use aya_ebpf::{
     Global,
 };
 use memtrace_common::{
-    RawEvent, TracepointOffsets, COUNTER_RINGBUF_DROPS, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES,
-    EVENT_PAGE_CACHE_ADD, EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_RSS_STAT, NUM_COUNTERS,
+    event::{EventBody, EventHeader, EventKind, Record},
+    Counter, TracepointOffsets,
 };
 
 /// Thread group (userspace PID) being traced; written by the loader.
@@ -50,13 +50,14 @@ static OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
     cache_order: 36,
 });
 
-/// 16 MiB: about 230k events of 72 bytes (64 + ring-buffer header) before the
-/// consumer must catch up. Overflow is counted in COUNTER_RINGBUF_DROPS.
+/// 16 MiB: about 350k page-fault records (40 bytes + the ring buffer's 8-byte
+/// header; each kind reserves only its own record) before the consumer must
+/// catch up. Overflow is counted in Counter::RingbufDrops.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT as u32, 0);
 
 #[inline(always)]
 pub fn offsets() -> TracepointOffsets {
@@ -80,8 +81,8 @@ pub fn target_tid() -> Option<u32> {
 }
 
 #[inline(always)]
-pub fn count(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
     }
@@ -98,15 +99,16 @@ const WAKEUP_BACKLOG: u64 = 2 * 1024 * 1024;
 /// target more than the tracing itself. Rare events (mmap, exec, phases) wake
 /// it at once so /proc is read while the mapping still exists.
 #[inline(always)]
-fn wakeup_flags(kind: u32) -> u64 {
+fn wakeup_flags(kind: EventKind) -> u64 {
+    // `kind` is a constant of each emit::<B>() instance: this folds away.
     let frequent = matches!(
         kind,
-        EVENT_PAGE_FAULT
-            | EVENT_RSS_STAT
-            | EVENT_FILEMAP_FAULT
-            | EVENT_FILEMAP_MAP_PAGES
-            | EVENT_PAGE_CACHE_ADD
-            | EVENT_PAGE_CACHE_DELETE
+        EventKind::PageFault
+            | EventKind::RssStat
+            | EventKind::FilemapFault
+            | EventKind::FilemapMapPages
+            | EventKind::PageCacheAdd
+            | EventKind::PageCacheDelete
     );
     if !frequent || EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BACKLOG {
         BPF_RB_FORCE_WAKEUP
@@ -115,19 +117,18 @@ fn wakeup_flags(kind: u32) -> u64 {
     }
 }
 
-/// Sends one event; a full ring buffer is counted, never silent.
+/// Sends one event: reserves the record of `B`'s kind (header + body, a
+/// constant size the verifier can check) and fills it. Every program sends
+/// through here; a full ring buffer is counted, never silent.
 #[inline(always)]
-pub fn emit(kind: u32, tid: u32, args: [u64; 6]) {
-    match EVENTS.reserve::<RawEvent>(0) {
+pub fn emit<B: EventBody>(tid: u32, body: B) {
+    match EVENTS.reserve::<Record<B>>(0) {
         Some(mut entry) => {
-            entry.write(RawEvent {
-                kind,
-                tid,
-                ts_ns: unsafe { bpf_ktime_get_ns() },
-                args,
-            });
-            entry.submit(wakeup_flags(kind));
+            // SAFETY: the helper only reads the clock.
+            let ts_ns = unsafe { bpf_ktime_get_ns() };
+            entry.write(Record { header: EventHeader { kind: B::KIND as u32, tid, ts_ns }, body });
+            entry.submit(wakeup_flags(B::KIND));
         }
-        None => count(COUNTER_RINGBUF_DROPS),
+        None => count(Counter::RingbufDrops),
     }
 }

@@ -1,6 +1,6 @@
 //! User page faults of the target.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use memtrace_common::{COUNTER_PAGE_FAULTS, EVENT_PAGE_FAULT};
+use memtrace_common::{event::PageFaultEvent, Counter};
 
 use crate::emit::{count, emit, offsets, target_tid};
 
@@ -10,7 +10,7 @@ use crate::emit::{count, emit, offsets, target_tid};
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    count(COUNTER_PAGE_FAULTS);
+    count(Counter::PageFaults);
     let off = offsets();
     // SAFETY: offsets come from this kernel's tracefs format file.
     let (address, ip, error_code) = unsafe {
@@ -20,6 +20,6 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u64>(off.fault_error_code as usize).unwrap_or(0),
         )
     };
-    emit(EVENT_PAGE_FAULT, tid, [address, ip, error_code, 0, 0, 0]);
+    emit(tid, PageFaultEvent { address, ip, error_code });
     0
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    FileKey, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_PAGE_CACHE_ADD,
-    EVENT_PAGE_CACHE_DELETE, EVENT_RSS_STAT,
+    event::{FilemapFaultEvent, FilemapMapPagesEvent, PageCacheAddEvent, PageCacheDeleteEvent, RssStatEvent},
+    FileKey,
 };
 
 use crate::emit::{emit, offsets, target_tid};
@@ -59,34 +59,32 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             }
         }
     };
-    emit(EVENT_RSS_STAT, tid, [member as u64, size as u64, curr as u64, mm_id as u64, 0, 0]);
+    emit(tid, RssStatEvent { bytes: size as u64, member: member as u32, curr, mm_id, _pad: 0 });
     0
 }
 
+/// (ino, s_dev, index): the fields mm_filemap_fault and mm_filemap_map_pages share.
 #[inline(always)]
-fn filemap_event(ctx: &TracePointContext, kind: u32, with_last: bool) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+fn fault_fields(ctx: &TracePointContext) -> (u64, u32, u64) {
     let off = offsets();
-    let (ino, dev, index) = unsafe {
-        (
-            read::<u64>(ctx, off.fault_ino),
-            read::<u32>(ctx, off.fault_dev),
-            read::<u64>(ctx, off.fault_index),
-        )
-    };
-    let last = if with_last { unsafe { read::<u64>(ctx, off.map_pages_last) } } else { index };
-    emit(kind, tid, [dev as u64, ino, index, last, 0, 0]);
-    0
+    unsafe { (read::<u64>(ctx, off.fault_ino), read::<u32>(ctx, off.fault_dev), read::<u64>(ctx, off.fault_index)) }
 }
 
 #[tracepoint]
 pub fn mm_filemap_fault(ctx: TracePointContext) -> u32 {
-    filemap_event(&ctx, EVENT_FILEMAP_FAULT, false)
+    let Some(tid) = target_tid() else { return 0 };
+    let (ino, s_dev, index) = fault_fields(&ctx);
+    emit(tid, FilemapFaultEvent { ino, index, s_dev, _pad: 0 });
+    0
 }
 
 #[tracepoint]
 pub fn mm_filemap_map_pages(ctx: TracePointContext) -> u32 {
-    filemap_event(&ctx, EVENT_FILEMAP_MAP_PAGES, true)
+    let Some(tid) = target_tid() else { return 0 };
+    let (ino, s_dev, first) = fault_fields(&ctx);
+    let last = unsafe { read::<u64>(&ctx, offsets().map_pages_last) };
+    emit(tid, FilemapMapPagesEvent { ino, first, last, s_dev, _pad: 0 });
+    0
 }
 
 #[inline(always)]
@@ -105,8 +103,8 @@ fn cache_fields(ctx: &TracePointContext) -> (u64, u32, u64, u8) {
 #[tracepoint]
 pub fn mm_filemap_add_to_page_cache(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    let (ino, dev, index, order) = cache_fields(&ctx);
-    emit(EVENT_PAGE_CACHE_ADD, tid, [dev as u64, ino, index, order as u64, 0, 0]);
+    let (ino, s_dev, index, order) = cache_fields(&ctx);
+    emit(tid, PageCacheAddEvent { ino, index, s_dev, order: order as u32 });
     0
 }
 
@@ -115,10 +113,10 @@ pub fn mm_filemap_delete_from_page_cache(ctx: TracePointContext) -> u32 {
     let (ino, dev, index, order) = cache_fields(&ctx);
     let key = FileKey { ino, s_dev: dev, _pad: 0 };
     // SAFETY: read-only lookup of a plain value.
-    if unsafe { WATCHED_FILES.get(&key) }.is_none() {
+    if unsafe { WATCHED_FILES.get(key) }.is_none() {
         return 0;
     }
     let tid = target_tid().unwrap_or(0);
-    emit(EVENT_PAGE_CACHE_DELETE, tid, [dev as u64, ino, index, order as u64, 0, 0]);
+    emit(tid, PageCacheDeleteEvent { ino, index, s_dev: dev, order: order as u32 });
     0
 }

@@ -14,12 +14,15 @@ use aya_ebpf::{
     EbpfContext, Global,
 };
 use memtrace_common::{
-    HeapTotals, LiveAlloc, PendingAlloc, StackFrames, StackStats, ALLOC_CALLOC, ALLOC_MALLOC, ALLOC_MEMALIGN,
-    ALLOC_POSIX_MEMALIGN, ALLOC_REALLOC, ALLOC_VALLOC, DEFAULT_MAX_LIVE_ALLOCS, EVENT_ALLOC, EVENT_FREE,
-    MAX_STACK_DEPTH,
+    event::{AllocEvent, FreeEvent},
+    AllocKind, HeapTotals, LiveAlloc, PendingAlloc, StackFrames, StackStats, DEFAULT_MAX_LIVE_ALLOCS, MAX_STACK_DEPTH,
 };
 
-use crate::emit::{emit, target_tid};
+use crate::{
+    emit::{emit, target_tid},
+    phases,
+    regs::{instruction_pointer, stack_pointer, RETURN_SP_OFFSET},
+};
 
 /// Set by the loader for `--events`: every recorded allocation and every
 /// free also goes to the ring buffer (costs a reserve per call).
@@ -60,37 +63,6 @@ static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(65537, 
 #[map]
 static HEAP_TOTALS: Array<HeapTotals> = Array::with_max_entries(1, 0);
 
-/// Phase boundaries the eBPF side has numbered so far: each takes the next
-/// number with an atomic fetch-and-add, so threads marking at the same
-/// instant get distinct numbers. (`memtrace mark` numbers its own, with
-/// PHASE_SEQ_USER set, and never writes here.)
-#[map]
-pub static PHASE_SEQ: Array<u64> = Array::with_max_entries(1, 0);
-
-/// The number of the latest phase boundary: allocations carry it.
-#[map]
-pub static PHASE_CURRENT: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Takes the next phase boundary number (1, 2, ...).
-#[inline(always)]
-pub fn next_phase_seq() -> u32 {
-    let Some(counter) = PHASE_SEQ.get_ptr_mut(0) else { return 0 };
-    // SAFETY: map value pointer, valid for this program run. This must be
-    // BPF's atomic fetch-and-add (the object is built for BPF cpu v3, see
-    // memtrace/build.rs), and SeqCst it must be: for a Relaxed one, the
-    // nightly's LLVM emits the plain atomic add, whose register keeps the
-    // operand, and every marker got number 1. (llvm-objdump shows
-    // `atomic_fetch_add` here.)
-    let previous = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
-    let seq = (previous as u32).wrapping_add(1) & !memtrace_common::PHASE_SEQ_USER;
-    if let Some(current) = PHASE_CURRENT.get_ptr_mut(0) {
-        // SAFETY: as above. Last writer wins: of two boundaries at one
-        // instant, allocations after both carry one of them.
-        unsafe { *current = seq };
-    }
-    seq
-}
-
 #[inline(always)]
 fn add(field: *mut u64, v: u64) {
     // SAFETY: `field` points into a map value, which lives as long as the
@@ -119,12 +91,7 @@ fn user_stack(ctx: &RetProbeContext) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: the helper writes at most the size given into the per-CPU buffer.
     let n = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            (&raw mut (*scratch).ips).cast(),
-            (MAX_STACK_DEPTH * 8) as u32,
-            BPF_F_USER_STACK,
-        )
+        bpf_get_stack(ctx.as_ptr(), (&raw mut (*scratch).ips).cast(), (MAX_STACK_DEPTH * 8) as u32, BPF_F_USER_STACK)
     };
     if n <= 0 {
         return 0;
@@ -144,7 +111,11 @@ fn user_stack(ctx: &RetProbeContext) -> u64 {
     if STACKS.get_ptr(hash).is_none() {
         unsafe { (*scratch).len = len };
         // SAFETY: the scratch entry is a valid map value for the whole run.
-        if STACKS.insert(hash, unsafe { &*scratch }, BPF_NOEXIST as u64).is_err() && STACKS.get_ptr(hash).is_none() {
+        // By reference: clippy's `*scratch` would copy the 1 KiB of frames
+        // onto the 512-byte BPF stack (the linker rejects the program).
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let inserted = STACKS.insert(hash, unsafe { &*scratch }, BPF_NOEXIST as u64);
+        if inserted.is_err() && STACKS.get_ptr(hash).is_none() {
             return 0; // STACKS full
         }
     }
@@ -160,19 +131,12 @@ fn stack_stats(stack_id: u64) -> Option<*mut StackStats> {
     STACK_STATS.get_ptr_mut(stack_id)
 }
 
-#[inline(always)]
-fn stack_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
-    // SAFETY: the kernel hands every uprobe program the user registers.
-    unsafe { (*regs).rsp }
-}
-
 /// Records an allocation call's entry, unless it runs inside another one.
 #[inline(always)]
-fn enter(ctx: &ProbeContext, kind: u32, size: u64, arg: u64) -> u32 {
+fn enter(ctx: &ProbeContext, kind: AllocKind, size: u64, arg: u64) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     let sp = stack_pointer(ctx.regs);
-    // SAFETY: the kernel hands every uprobe program the user registers.
-    let ip = unsafe { (*ctx.regs).rip };
+    let ip = instruction_pointer(ctx.regs);
     if let Some(outer) = ALLOC_PENDING.get_ptr(tid) {
         // SAFETY: map value pointer, valid for this program run.
         let (outer_sp, outer_ip) = unsafe { ((*outer).sp, (*outer).ip) };
@@ -187,7 +151,7 @@ fn enter(ctx: &ProbeContext, kind: u32, size: u64, arg: u64) -> u32 {
             bump(|t| unsafe { &raw mut (*t).abandoned_calls });
         }
     }
-    let pending = PendingAlloc { kind, _pad: 0, size, arg, sp, ip };
+    let pending = PendingAlloc { kind: kind as u32, _pad: 0, size, arg, sp, ip };
     if ALLOC_PENDING.insert(tid, pending, 0).is_err() {
         bump(|t| unsafe { &raw mut (*t).lost_calls });
     }
@@ -205,7 +169,7 @@ fn release(ptr: u64) -> bool {
     }
     if streaming() {
         if let Some(tid) = target_tid() {
-            emit(EVENT_FREE, tid, [ptr, live.size, live.stack_id, 0, 0, 0]);
+            emit(tid, FreeEvent { address: ptr, size: live.size, stack_id: live.stack_id });
         }
     }
     if let Some(t) = totals() {
@@ -236,7 +200,7 @@ fn record(ctx: &RetProbeContext, ptr: u64, size: u64) {
     if stack_id == 0 {
         bump(|t| unsafe { &raw mut (*t).lost_stacks });
     }
-    let phase_seq = PHASE_CURRENT.get(0).copied().unwrap_or(0);
+    let phase_seq = phases::current_seq();
     let live = LiveAlloc { size, ts_ns: unsafe { bpf_ktime_get_ns() }, stack_id, phase_seq, _pad: 0 };
     if LIVE_ALLOCS.insert(ptr, live, 0).is_err() {
         // Not counted as allocated either: its free will be unknown, and
@@ -252,7 +216,7 @@ fn record(ctx: &RetProbeContext, ptr: u64, size: u64) {
     }
     if streaming() {
         if let Some(tid) = target_tid() {
-            emit(EVENT_ALLOC, tid, [ptr, size, stack_id, phase_seq as u64, 0, 0]);
+            emit(tid, AllocEvent { address: ptr, size, stack_id, phase_seq, _pad: 0 });
         }
     }
     if let Some(s) = stack_stats(stack_id) {
@@ -268,7 +232,7 @@ fn record(ctx: &RetProbeContext, ptr: u64, size: u64) {
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
     let size: u64 = ctx.arg(0).unwrap_or(0);
-    enter(&ctx, ALLOC_MALLOC, size, 0)
+    enter(&ctx, AllocKind::Malloc, size, 0)
 }
 
 #[uprobe]
@@ -276,34 +240,34 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
     let (n, size): (u64, u64) = (ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0));
     // Wrapping: an overflow check needs 128-bit arithmetic, which BPF lacks;
     // and a calloc whose product overflows fails (NULL), so it is never recorded.
-    enter(&ctx, ALLOC_CALLOC, n.wrapping_mul(size), 0)
+    enter(&ctx, AllocKind::Calloc, n.wrapping_mul(size), 0)
 }
 
 #[uprobe]
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
     let (old, size): (u64, u64) = (ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0));
-    enter(&ctx, ALLOC_REALLOC, size, old)
+    enter(&ctx, AllocKind::Realloc, size, old)
 }
 
 /// `aligned_alloc(align, size)`, `memalign(align, size)`.
 #[uprobe]
 pub fn memalign_enter(ctx: ProbeContext) -> u32 {
     let size: u64 = ctx.arg(1).unwrap_or(0);
-    enter(&ctx, ALLOC_MEMALIGN, size, 0)
+    enter(&ctx, AllocKind::Memalign, size, 0)
 }
 
 /// `posix_memalign(void **memptr, size_t align, size_t size)`.
 #[uprobe]
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
     let (memptr, size): (u64, u64) = (ctx.arg(0).unwrap_or(0), ctx.arg(2).unwrap_or(0));
-    enter(&ctx, ALLOC_POSIX_MEMALIGN, size, memptr)
+    enter(&ctx, AllocKind::PosixMemalign, size, memptr)
 }
 
 /// `valloc(size)`, `pvalloc(size)`.
 #[uprobe]
 pub fn valloc_enter(ctx: ProbeContext) -> u32 {
     let size: u64 = ctx.arg(0).unwrap_or(0);
-    enter(&ctx, ALLOC_VALLOC, size, 0)
+    enter(&ctx, AllocKind::Valloc, size, 0)
 }
 
 /// The return of every allocation function.
@@ -313,15 +277,15 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     let Some(pending) = ALLOC_PENDING.get_ptr(tid) else { return 0 };
     // SAFETY: map value pointer, copied before the entry is removed.
     let p = unsafe { *pending };
-    // After `ret` the stack pointer is 8 above the entry's: a lower one is
-    // a nested call returning.
-    if stack_pointer(ctx.regs) < p.sp.wrapping_add(8) {
+    // After the return the stack pointer is RETURN_SP_OFFSET above the
+    // entry's: a lower one is a nested call returning.
+    if stack_pointer(ctx.regs) < p.sp.wrapping_add(RETURN_SP_OFFSET) {
         return 0;
     }
     let _ = ALLOC_PENDING.remove(tid);
     let ret: u64 = ctx.ret();
-    match p.kind {
-        ALLOC_POSIX_MEMALIGN => {
+    match AllocKind::from_u32(p.kind) {
+        Some(AllocKind::PosixMemalign) => {
             if ret as u32 != 0 {
                 bump(|t| unsafe { &raw mut (*t).failed_allocs });
                 return 0;
@@ -334,14 +298,14 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         }
         // realloc(NULL, n) is malloc(n); realloc(p, 0) frees p through
         // glibc's free (probed); a failed realloc leaves p alive.
-        ALLOC_REALLOC if ret != 0 => {
+        Some(AllocKind::Realloc) if ret != 0 => {
             // The old block is gone (moved) or renewed in place (resized).
             if p.arg != 0 && !release(p.arg) {
                 unknown_free(tid, p.arg);
             }
             record(&ctx, ret, p.size);
         }
-        ALLOC_REALLOC if p.size == 0 => {}
+        Some(AllocKind::Realloc) if p.size == 0 => {}
         _ if ret != 0 => record(&ctx, ret, p.size),
         _ => bump(|t| unsafe { &raw mut (*t).failed_allocs }),
     }
@@ -353,7 +317,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 fn unknown_free(tid: u32, ptr: u64) {
     bump(|t| unsafe { &raw mut (*t).unknown_frees });
     if streaming() {
-        emit(EVENT_FREE, tid, [ptr, 0, 0, 0, 0, 0]);
+        emit(tid, FreeEvent { address: ptr, size: 0, stack_id: 0 });
     }
 }
 
@@ -370,7 +334,7 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         // A realloc that moves its block frees the old one through the
         // exported free (mimalloc's mi_realloc calls mi_free): the realloc's
         // return accounts for it.
-        if outer.kind == ALLOC_REALLOC && outer.arg == ptr && stack_pointer(ctx.regs) < outer.sp {
+        if outer.kind == AllocKind::Realloc as u32 && outer.arg == ptr && stack_pointer(ctx.regs) < outer.sp {
             return 0;
         }
     }

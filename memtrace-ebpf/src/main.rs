@@ -13,6 +13,7 @@ mod mmap;
 mod mmap_file;
 mod phases;
 mod process;
+mod regs;
 
 #[cfg(not(test))]
 #[panic_handler]

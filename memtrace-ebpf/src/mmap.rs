@@ -7,10 +7,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    FileKey, COUNTER_WATCH_FULL,
-    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PENDING_FULL,
-    EVENT_BRK, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_RANGE_ENTER, RANGE_OP_MADVISE, RANGE_OP_MREMAP,
-    RANGE_OP_MUNMAP,
+    event::{BrkEvent, MadviseEvent, MmapEvent, MmapFileEvent, MremapEvent, MunmapEvent, RangeEnterEvent, RangeOp},
+    Counter, FileKey,
 };
 
 use crate::{
@@ -21,7 +19,10 @@ use crate::{
 
 const MAP_ANONYMOUS: u64 = 0x20;
 
-/// Entry arguments of the syscall each target thread is inside, keyed by tid.
+/// Entry arguments of the syscall each target thread is inside, keyed by
+/// tid (per-thread scratch, not wire format): slot 0 is kept for the result
+/// (see `finish`), the others hold the call's arguments in the order its
+/// exit program reads them.
 #[map]
 static PENDING: HashMap<u32, [u64; 6]> = HashMap::with_max_entries(16384, 0);
 
@@ -33,8 +34,8 @@ fn read(ctx: &TracePointContext, offset: u32) -> u64 {
 
 #[inline(always)]
 fn stash(tid: u32, args: [u64; 6]) {
-    if PENDING.insert(&tid, &args, 0).is_err() {
-        count(COUNTER_PENDING_FULL);
+    if PENDING.insert(tid, args, 0).is_err() {
+        count(Counter::PendingFull);
     }
 }
 
@@ -42,8 +43,8 @@ fn stash(tid: u32, args: [u64; 6]) {
 #[inline(always)]
 fn finish(ctx: &TracePointContext, tid: u32) -> Option<[u64; 6]> {
     // SAFETY: the value is copied out before the entry is removed.
-    let mut args = unsafe { *PENDING.get(&tid)? };
-    let _ = PENDING.remove(&tid);
+    let mut args = unsafe { *PENDING.get(tid)? };
+    let _ = PENDING.remove(tid);
     args[0] = read(ctx, offsets().exit_ret);
     Some(args)
 }
@@ -67,21 +68,21 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    count(COUNTER_MMAP_CALLS);
+    count(Counter::MmapCalls);
     if let Some(args) = finish(&ctx, tid) {
-        // args = [result, len, prot, flags, fd, offset]
-        let (result, flags, fd) = (args[0] as i64, args[3], args[4] as i64);
+        let [ret, len, prot, flags, fd, offset] = args;
+        let (result, fd) = (ret as i64, fd as i64);
         if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 {
             if let Some((dev, ino)) = file_of_fd(fd as u64) {
                 // Watch its evictions from now on, not from when userspace
                 // gets to this event.
-                if WATCHED_FILES.insert(&FileKey { ino, s_dev: dev, _pad: 0 }, &1, 0).is_err() {
-                    count(COUNTER_WATCH_FULL);
+                if WATCHED_FILES.insert(FileKey { ino, s_dev: dev, _pad: 0 }, 1, 0).is_err() {
+                    count(Counter::WatchFull);
                 }
-                emit(EVENT_MMAP_FILE, tid, [args[0], dev as u64, ino, 0, 0, 0]);
+                emit(tid, MmapFileEvent { result, ino, s_dev: dev, _pad: 0 });
             }
         }
-        emit(EVENT_MMAP, tid, args);
+        emit(tid, MmapEvent { result, len, prot, flags, fd, offset });
     }
     0
 }
@@ -95,16 +96,16 @@ pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
     let len = read(&ctx, off.munmap_len);
     stash(tid, [addr, addr, len, 0, 0, 0]);
     // RSS changes until the exit event are pages of this range being unmapped.
-    emit(EVENT_RANGE_ENTER, tid, [addr, len, RANGE_OP_MUNMAP, 0, 0, 0]);
+    emit(tid, RangeEnterEvent { addr, len, behavior: 0, op: RangeOp::Munmap as u32, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    count(COUNTER_MUNMAP_CALLS);
+    count(Counter::MunmapCalls);
     if let Some(a) = finish(&ctx, tid) {
-        emit(EVENT_MUNMAP, tid, [a[1], a[2], a[0], 0, 0, 0]);
+        emit(tid, MunmapEvent { addr: a[1], len: a[2], result: a[0] as i64 });
     }
     0
 }
@@ -118,16 +119,16 @@ pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
     stash(tid, [addr, addr, len, behavior, 0, 0]);
     // MADV_DONTNEED, MADV_PAGEOUT, ... drop pages: RSS changes until the exit
     // event belong to this range.
-    emit(EVENT_RANGE_ENTER, tid, [addr, len, RANGE_OP_MADVISE, behavior, 0, 0]);
+    emit(tid, RangeEnterEvent { addr, len, behavior, op: RangeOp::Madvise as u32, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_madvise(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    count(COUNTER_MADVISE_CALLS);
+    count(Counter::MadviseCalls);
     if let Some(a) = finish(&ctx, tid) {
-        emit(EVENT_MADVISE, tid, [a[1], a[2], a[3], a[0], 0, 0]);
+        emit(tid, MadviseEvent { addr: a[1], len: a[2], behavior: a[3], result: a[0] as i64 });
     }
     0
 }
@@ -140,16 +141,16 @@ pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
     let old_len = read(&ctx, off.mremap_old_len);
     stash(tid, [addr, addr, old_len, read(&ctx, off.mremap_new_len), read(&ctx, off.mremap_flags), 0]);
     // Shrinking unmaps the tail: RSS changes until the exit event belong here.
-    emit(EVENT_RANGE_ENTER, tid, [addr, old_len, RANGE_OP_MREMAP, 0, 0, 0]);
+    emit(tid, RangeEnterEvent { addr, len: old_len, behavior: 0, op: RangeOp::Mremap as u32, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    count(COUNTER_MREMAP_CALLS);
+    count(Counter::MremapCalls);
     if let Some(a) = finish(&ctx, tid) {
-        emit(EVENT_MREMAP, tid, [a[1], a[2], a[3], a[4], a[0], 0]);
+        emit(tid, MremapEvent { old_addr: a[1], old_len: a[2], new_len: a[3], flags: a[4], result: a[0] as i64 });
     }
     0
 }
@@ -159,6 +160,6 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    emit(EVENT_BRK, tid, [read(&ctx, offsets().exit_ret), 0, 0, 0, 0, 0]);
+    emit(tid, BrkEvent { brk: read(&ctx, offsets().exit_ret) });
     0
 }

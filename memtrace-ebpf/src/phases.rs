@@ -2,21 +2,27 @@
 //! and `memtrace_phase_end(const char *name)` in the target, read at entry;
 //! and `--phase-fn` functions, a phase from the entry of their outermost
 //! call to its return.
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     helpers::{
         bpf_probe_read_user_str_bytes,
         generated::{bpf_get_attach_cookie, bpf_send_signal_thread},
     },
     macros::{map, uprobe, uretprobe},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext, Global,
 };
-use memtrace_common::{EVENT_HEAP_MARK, EVENT_PHASE, PHASE_NAME_AT_POINTER, PHASE_NAME_MAX};
+use memtrace_common::{
+    event::{HeapMarkEvent, PhaseEvent},
+    PHASE_NAME_MAX, PHASE_SEQ_USER,
+};
 
 use crate::{
     emit::{emit, target_tgid, target_tid},
     heap,
+    regs::{stack_pointer, RETURN_SP_OFFSET},
 };
 
 /// Set by the loader for `--phase-truth` (run mode only): stop the target's
@@ -32,17 +38,70 @@ const SIGSTOP: u32 = 19;
 #[map]
 static PHASE_FN_OPEN: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
-/// A phase boundary: the event, the heap totals at that instant, and the
-/// `--phase-truth` stop. `function` is the `--phase-fn` index (0: a marker,
-/// whose name is in `name`).
+/// Phase boundaries the eBPF side has numbered so far: each takes the next
+/// number with an atomic fetch-and-add, so threads marking at the same
+/// instant get distinct numbers. (`memtrace mark` numbers its own, with
+/// PHASE_SEQ_USER set, and never writes here.)
+#[map]
+static PHASE_SEQ: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The number of the latest phase boundary: allocations carry it.
+#[map]
+static PHASE_CURRENT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Takes the next phase boundary number (1, 2, ...).
 #[inline(always)]
-fn boundary(tid: u32, begin: u64, function: u64, name: [u64; 5]) -> u32 {
+fn next_phase_seq() -> u32 {
+    let Some(counter) = PHASE_SEQ.get_ptr_mut(0) else { return 0 };
+    // SAFETY: map value pointer, valid for this program run. This must be
+    // BPF's atomic fetch-and-add (the object is built for BPF cpu v3, see
+    // memtrace/build.rs), and SeqCst it must be: for a Relaxed one, the
+    // nightly's LLVM emits the plain atomic add, whose register keeps the
+    // operand, and every marker got number 1. (llvm-objdump shows
+    // `atomic_fetch_add` here.)
+    let previous = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
+    let seq = (previous as u32).wrapping_add(1) & !PHASE_SEQ_USER;
+    if let Some(current) = PHASE_CURRENT.get_ptr_mut(0) {
+        // SAFETY: as above. Last writer wins: of two boundaries at one
+        // instant, allocations after both carry one of them.
+        unsafe { *current = seq };
+    }
+    seq
+}
+
+/// The number of the latest phase boundary (0 before the first), for a new allocation.
+#[inline(always)]
+pub fn current_seq() -> u32 {
+    PHASE_CURRENT.get(0).copied().unwrap_or(0)
+}
+
+/// A boundary with no name (a `--phase-fn` function's, named by its index).
+#[inline(always)]
+fn unnamed(begin: bool, function: u32) -> PhaseEvent {
+    PhaseEvent { name_ptr: 0, seq: 0, function, begin: begin as u32, name_at_pointer: 0, name: [0; PHASE_NAME_MAX] }
+}
+
+/// A phase boundary: the event (its sequence number is taken here), the
+/// heap totals at that instant, and the `--phase-truth` stop.
+#[inline(always)]
+fn boundary(tid: u32, mut event: PhaseEvent) -> u32 {
     // Allocations made from now on carry this marker's sequence number.
-    let seq = heap::next_phase_seq();
-    let args = [begin | ((seq as u64) << 1) | (function << 40), name[0], name[1], name[2], name[3], name[4]];
-    emit(EVENT_PHASE, tid, args);
+    let seq = next_phase_seq();
+    event.seq = seq;
+    emit(tid, event);
     let h = heap::snapshot();
-    emit(EVENT_HEAP_MARK, tid, [h.allocated_bytes, h.freed_bytes, h.allocs, h.frees, h.unknown_frees, seq as u64]);
+    emit(
+        tid,
+        HeapMarkEvent {
+            allocated_bytes: h.allocated_bytes,
+            freed_bytes: h.freed_bytes,
+            allocs: h.allocs,
+            frees: h.frees,
+            unknown_frees: h.unknown_frees,
+            seq,
+            _pad: 0,
+        },
+    );
     // Only the main thread is ptraced; a SIGSTOP to another thread would stop
     // the whole group behind the tracer's back.
     if PHASE_STOP.load() != 0 && tid == target_tgid() {
@@ -54,40 +113,26 @@ fn boundary(tid: u32, begin: u64, function: u64, name: [u64; 5]) -> u32 {
 }
 
 #[inline(always)]
-fn marker(ctx: &ProbeContext, begin: u64) -> u32 {
+fn marker(ctx: &ProbeContext, begin: bool) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    let mut words = [0u64; 5];
-    let mut flags = begin;
+    let mut event = unnamed(begin, 0);
     if let Some(name) = ctx.arg::<*const u8>(0) {
-        let mut buf = [0u8; PHASE_NAME_MAX];
         // SAFETY: reads at most PHASE_NAME_MAX bytes of user memory.
-        if unsafe { bpf_probe_read_user_str_bytes(name, &mut buf) }.is_ok() {
-            for (i, chunk) in buf.chunks_exact(8).enumerate() {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                words[i] = u64::from_le_bytes(word);
-            }
-        } else {
+        if unsafe { bpf_probe_read_user_str_bytes(name, &mut event.name) }.is_err() {
             // A page not yet faulted in (BPF may not fault): send the
             // pointer; userspace reads the name from /proc/PID/mem.
-            flags |= PHASE_NAME_AT_POINTER;
-            words[0] = name as u64;
+            event.name_at_pointer = 1;
+            event.name_ptr = name as u64;
         }
     }
-    boundary(tid, flags, 0, words)
+    boundary(tid, event)
 }
 
 #[inline(always)]
-fn phase_fn_key<C: EbpfContext>(ctx: &C, tid: u32) -> (u64, u64) {
+fn phase_fn_key<C: EbpfContext>(ctx: &C, tid: u32) -> (u64, u32) {
     // SAFETY: the cookie set at attach: the function's index (1, 2, ...).
     let function = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    (((tid as u64) << 32) | function, function)
-}
-
-#[inline(always)]
-fn stack_pointer(regs: *mut aya_ebpf::bindings::pt_regs) -> u64 {
-    // SAFETY: the kernel hands every uprobe program the user registers.
-    unsafe { (*regs).rsp }
+    (((tid as u64) << 32) | function, function as u32)
 }
 
 /// Entry of a `--phase-fn` function. A call below the open one (recursion,
@@ -99,38 +144,39 @@ pub fn phase_fn_enter(ctx: ProbeContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     let (key, function) = phase_fn_key(&ctx, tid);
     let sp = stack_pointer(ctx.regs);
-    if let Some(open) = PHASE_FN_OPEN.get_ptr(&key) {
+    if let Some(open) = PHASE_FN_OPEN.get_ptr(key) {
         // SAFETY: map value pointer, valid for this program run.
         if sp < unsafe { *open } {
             return 0;
         }
-        boundary(tid, 0, function, [0; 5]);
+        boundary(tid, unnamed(false, function));
     }
-    let _ = PHASE_FN_OPEN.insert(&key, &sp, 0);
-    boundary(tid, 1, function, [0; 5])
+    let _ = PHASE_FN_OPEN.insert(key, sp, 0);
+    boundary(tid, unnamed(true, function))
 }
 
 /// Return of a `--phase-fn` function: the outermost call's return (stack
-/// pointer 8 above its entry's) ends the phase; deeper returns do not.
+/// pointer RETURN_SP_OFFSET above its entry's) ends the phase; deeper
+/// returns do not.
 #[uretprobe]
 pub fn phase_fn_exit(ctx: RetProbeContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
     let (key, function) = phase_fn_key(&ctx, tid);
-    let Some(open) = PHASE_FN_OPEN.get_ptr(&key) else { return 0 };
+    let Some(open) = PHASE_FN_OPEN.get_ptr(key) else { return 0 };
     // SAFETY: map value pointer, copied before the entry is removed.
-    if stack_pointer(ctx.regs) < unsafe { *open }.wrapping_add(8) {
+    if stack_pointer(ctx.regs) < unsafe { *open }.wrapping_add(RETURN_SP_OFFSET) {
         return 0;
     }
-    let _ = PHASE_FN_OPEN.remove(&key);
-    boundary(tid, 0, function, [0; 5])
+    let _ = PHASE_FN_OPEN.remove(key);
+    boundary(tid, unnamed(false, function))
 }
 
 #[uprobe]
 pub fn phase_begin(ctx: ProbeContext) -> u32 {
-    marker(&ctx, 1)
+    marker(&ctx, true)
 }
 
 #[uprobe]
 pub fn phase_end(ctx: ProbeContext) -> u32 {
-    marker(&ctx, 0)
+    marker(&ctx, false)
 }

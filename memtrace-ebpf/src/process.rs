@@ -1,6 +1,6 @@
 //! Process life-cycle events of the target.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use memtrace_common::EVENT_EXEC;
+use memtrace_common::event::ExecEvent;
 
 use crate::emit::{emit, target_tid};
 
@@ -9,6 +9,6 @@ use crate::emit::{emit, target_tid};
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let Some(tid) = target_tid() else { return 0 };
-    emit(EVENT_EXEC, tid, [0; 6]);
+    emit(tid, ExecEvent {});
     0
 }

@@ -1,10 +1,5 @@
 //! Decoding of the ring buffer's raw records into typed events.
-use memtrace_common::{
-    RawEvent, EVENT_ALLOC, EVENT_BRK, EVENT_EXEC, EVENT_FILEMAP_FAULT, EVENT_FILEMAP_MAP_PAGES, EVENT_FREE,
-    EVENT_HEAP_MARK, EVENT_MADVISE, EVENT_MMAP, EVENT_MMAP_FILE, EVENT_MREMAP, EVENT_MUNMAP, EVENT_PAGE_CACHE_ADD,
-    EVENT_PAGE_CACHE_DELETE, EVENT_PAGE_FAULT, EVENT_PHASE, EVENT_RANGE_ENTER, EVENT_RSS_STAT, PHASE_NAME_AT_POINTER,
-    RANGE_OP_MUNMAP,
-};
+use memtrace_common::event::{self, EventBody, EventHeader, EventKind, RangeOp, Record};
 
 use crate::model::aspace::FileId;
 
@@ -213,150 +208,240 @@ pub enum DecodeError {
     Kind(u32),
 }
 
-fn file(s_dev: u64, ino: u64) -> FileId {
-    FileId::from_kernel_dev(s_dev as u32, ino)
+fn file(s_dev: u32, ino: u64) -> FileId {
+    FileId::from_kernel_dev(s_dev, ino)
+}
+
+/// Pages in a folio of this order (capped: a corrupt order must not overflow).
+fn folio_pages(order: u32) -> u64 {
+    1 << order.min(20)
+}
+
+/// The header every record starts with.
+fn header(bytes: &[u8]) -> Result<EventHeader, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::Size(bytes.len()));
+    }
+    // SAFETY: EventHeader is repr(C) integers without padding (any bytes are
+    // a value); the length was checked, and read_unaligned copes with the
+    // ring buffer's 8-byte alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+/// The body of a record whose header names `B`'s kind; a record shorter than
+/// `Record<B>` is malformed (never read past its end).
+fn body<B: EventBody>(bytes: &[u8]) -> Result<B, DecodeError> {
+    if bytes.len() < size_of::<Record<B>>() {
+        return Err(DecodeError::Size(bytes.len()));
+    }
+    // SAFETY: EventBody guarantees any bytes are a value of B (and the header
+    // has no padding either); the length was checked, as above.
+    let record: Record<B> = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Ok(record.body)
 }
 
 impl Event {
+    /// Decodes one ring-buffer record: the header's kind says which body
+    /// follows. Unknown kinds and records too short for their kind are errors
+    /// (the session counts them as malformed).
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-        if bytes.len() < size_of::<RawEvent>() {
-            return Err(DecodeError::Size(bytes.len()));
-        }
-        // SAFETY: RawEvent is repr(C) plain integers; the length was checked
-        // and read_unaligned copes with the ring buffer's 8-byte alignment.
-        let raw: RawEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        Self::from_raw(&raw)
-    }
-
-    pub fn from_raw(raw: &RawEvent) -> Result<Event, DecodeError> {
-        let (ts_ns, tid, a) = (raw.ts_ns, raw.tid, raw.args);
-        Ok(match raw.kind {
-            EVENT_MMAP => Event::Mmap {
-                ts_ns,
-                tid,
-                result: a[0] as i64,
-                len: a[1],
-                prot: a[2],
-                flags: a[3],
-                fd: a[4] as i64 as i32,
-                offset: a[5],
-            },
-            EVENT_MUNMAP => Event::Munmap { ts_ns, tid, addr: a[0], len: a[1], result: a[2] as i64 },
-            EVENT_PAGE_FAULT => {
-                Event::PageFault { ts_ns, tid, address: a[0], ip: a[1], access: FaultAccess::from_error_code(a[2]) }
+        let EventHeader { kind, tid, ts_ns } = header(bytes)?;
+        let kind = EventKind::from_u32(kind).ok_or(DecodeError::Kind(kind))?;
+        Ok(match kind {
+            EventKind::Mmap => {
+                let e: event::MmapEvent = body(bytes)?;
+                Event::Mmap {
+                    ts_ns,
+                    tid,
+                    result: e.result,
+                    len: e.len,
+                    prot: e.prot,
+                    flags: e.flags,
+                    fd: e.fd as i32,
+                    offset: e.offset,
+                }
             }
-            EVENT_EXEC => Event::Exec { ts_ns, tid },
-            EVENT_BRK => Event::Brk { ts_ns, tid, brk: a[0] },
-            EVENT_ALLOC => {
-                Event::Alloc { ts_ns, tid, address: a[0], size: a[1], stack_id: a[2], phase_seq: a[3] as u32 }
+            EventKind::Munmap => {
+                let e: event::MunmapEvent = body(bytes)?;
+                Event::Munmap { ts_ns, tid, addr: e.addr, len: e.len, result: e.result }
             }
-            EVENT_FREE => Event::Free { ts_ns, tid, address: a[0], size: a[1], stack_id: a[2] },
-            EVENT_PHASE => {
-                let bytes: Vec<u8> = a[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
-                let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-                let name = String::from_utf8_lossy(&bytes[..len]).into_owned();
-                let (begin, seq, function) = (a[0] & 1 == 1, (a[0] >> 1) as u32, (a[0] >> 40) as u32);
-                let name_at = (a[0] & PHASE_NAME_AT_POINTER != 0).then_some(a[1]);
-                let name = if name_at.is_some() { String::new() } else { name };
-                Event::Phase { ts_ns, tid, begin, name, name_at, seq, function }
+            EventKind::PageFault => {
+                let e: event::PageFaultEvent = body(bytes)?;
+                Event::PageFault {
+                    ts_ns,
+                    tid,
+                    address: e.address,
+                    ip: e.ip,
+                    access: FaultAccess::from_error_code(e.error_code),
+                }
             }
-            EVENT_RANGE_ENTER => {
-                Event::RangeEnter { ts_ns, tid, addr: a[0], len: a[1], munmap: a[2] == RANGE_OP_MUNMAP }
+            EventKind::Exec => {
+                let event::ExecEvent {} = body(bytes)?;
+                Event::Exec { ts_ns, tid }
             }
-            EVENT_HEAP_MARK => Event::HeapMark {
-                ts_ns,
-                tid,
-                seq: a[5] as u32,
-                totals: HeapCounts {
-                    allocated_bytes: a[0],
-                    freed_bytes: a[1],
-                    allocs: a[2],
-                    frees: a[3],
-                    unknown_frees: a[4],
-                },
-            },
-            EVENT_MADVISE => Event::Madvise { ts_ns, tid, addr: a[0], len: a[1], behavior: a[2], result: a[3] as i64 },
-            EVENT_MMAP_FILE => Event::MmapFile { ts_ns, tid, result: a[0] as i64, file: file(a[1], a[2]) },
-            EVENT_MREMAP => Event::Mremap {
-                ts_ns,
-                tid,
-                old_addr: a[0],
-                old_len: a[1],
-                new_len: a[2],
-                flags: a[3],
-                result: a[4] as i64,
-            },
-            EVENT_RSS_STAT => Event::RssStat {
-                ts_ns,
-                tid,
-                member: match a[0] {
+            EventKind::Brk => {
+                let e: event::BrkEvent = body(bytes)?;
+                Event::Brk { ts_ns, tid, brk: e.brk }
+            }
+            EventKind::Alloc => {
+                let e: event::AllocEvent = body(bytes)?;
+                Event::Alloc {
+                    ts_ns,
+                    tid,
+                    address: e.address,
+                    size: e.size,
+                    stack_id: e.stack_id,
+                    phase_seq: e.phase_seq,
+                }
+            }
+            EventKind::Free => {
+                let e: event::FreeEvent = body(bytes)?;
+                Event::Free { ts_ns, tid, address: e.address, size: e.size, stack_id: e.stack_id }
+            }
+            EventKind::Phase => {
+                let e: event::PhaseEvent = body(bytes)?;
+                let name_at = (e.name_at_pointer != 0).then_some(e.name_ptr);
+                let name = if name_at.is_some() {
+                    String::new()
+                } else {
+                    let len = e.name.iter().position(|&b| b == 0).unwrap_or(e.name.len());
+                    String::from_utf8_lossy(&e.name[..len]).into_owned()
+                };
+                Event::Phase { ts_ns, tid, begin: e.begin != 0, name, name_at, seq: e.seq, function: e.function }
+            }
+            EventKind::RangeEnter => {
+                let e: event::RangeEnterEvent = body(bytes)?;
+                Event::RangeEnter { ts_ns, tid, addr: e.addr, len: e.len, munmap: e.op == RangeOp::Munmap as u32 }
+            }
+            EventKind::HeapMark => {
+                let e: event::HeapMarkEvent = body(bytes)?;
+                Event::HeapMark {
+                    ts_ns,
+                    tid,
+                    seq: e.seq,
+                    totals: HeapCounts {
+                        allocated_bytes: e.allocated_bytes,
+                        freed_bytes: e.freed_bytes,
+                        allocs: e.allocs,
+                        frees: e.frees,
+                        unknown_frees: e.unknown_frees,
+                    },
+                }
+            }
+            EventKind::Madvise => {
+                let e: event::MadviseEvent = body(bytes)?;
+                Event::Madvise { ts_ns, tid, addr: e.addr, len: e.len, behavior: e.behavior, result: e.result }
+            }
+            EventKind::MmapFile => {
+                let e: event::MmapFileEvent = body(bytes)?;
+                Event::MmapFile { ts_ns, tid, result: e.result, file: file(e.s_dev, e.ino) }
+            }
+            EventKind::Mremap => {
+                let e: event::MremapEvent = body(bytes)?;
+                Event::Mremap {
+                    ts_ns,
+                    tid,
+                    old_addr: e.old_addr,
+                    old_len: e.old_len,
+                    new_len: e.new_len,
+                    flags: e.flags,
+                    result: e.result,
+                }
+            }
+            EventKind::RssStat => {
+                let e: event::RssStatEvent = body(bytes)?;
+                let member = match e.member {
                     0 => RssMember::File,
                     1 => RssMember::Anon,
                     2 => RssMember::Swap,
                     3 => RssMember::Shmem,
-                    _ => return Err(DecodeError::Kind(raw.kind)),
-                },
-                bytes: a[1],
-            },
-            EVENT_FILEMAP_FAULT => Event::FilemapFault { ts_ns, tid, file: file(a[0], a[1]), index: a[2] },
-            EVENT_FILEMAP_MAP_PAGES => {
-                Event::FilemapMapPages { ts_ns, tid, file: file(a[0], a[1]), first: a[2], last: a[3] }
+                    _ => return Err(DecodeError::Kind(kind as u32)),
+                };
+                Event::RssStat { ts_ns, tid, member, bytes: e.bytes }
             }
-            EVENT_PAGE_CACHE_ADD => {
-                Event::PageCacheAdd { ts_ns, tid, file: file(a[0], a[1]), index: a[2], pages: 1 << a[3].min(20) }
+            EventKind::FilemapFault => {
+                let e: event::FilemapFaultEvent = body(bytes)?;
+                Event::FilemapFault { ts_ns, tid, file: file(e.s_dev, e.ino), index: e.index }
             }
-            EVENT_PAGE_CACHE_DELETE => {
-                Event::PageCacheDelete { ts_ns, tid, file: file(a[0], a[1]), index: a[2], pages: 1 << a[3].min(20) }
+            EventKind::FilemapMapPages => {
+                let e: event::FilemapMapPagesEvent = body(bytes)?;
+                Event::FilemapMapPages { ts_ns, tid, file: file(e.s_dev, e.ino), first: e.first, last: e.last }
             }
-            other => return Err(DecodeError::Kind(other)),
+            EventKind::PageCacheAdd => {
+                let e: event::PageCacheAddEvent = body(bytes)?;
+                Event::PageCacheAdd {
+                    ts_ns,
+                    tid,
+                    file: file(e.s_dev, e.ino),
+                    index: e.index,
+                    pages: folio_pages(e.order),
+                }
+            }
+            EventKind::PageCacheDelete => {
+                let e: event::PageCacheDeleteEvent = body(bytes)?;
+                Event::PageCacheDelete {
+                    ts_ns,
+                    tid,
+                    file: file(e.s_dev, e.ino),
+                    index: e.index,
+                    pages: folio_pages(e.order),
+                }
+            }
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use memtrace_common::{event::*, PHASE_NAME_MAX};
+
     use super::*;
 
-    fn raw(kind: u32, args: [u64; 6]) -> RawEvent {
-        RawEvent { kind, tid: 7, ts_ns: 99, args }
+    /// The bytes of a whole record: header (tid 7, at 99 ns) and body.
+    fn bytes<B: EventBody>(body: B) -> Vec<u8> {
+        let r = Record { header: EventHeader { kind: B::KIND as u32, tid: 7, ts_ns: 99 }, body };
+        let p = (&r as *const Record<B>).cast::<u8>();
+        // SAFETY: Record<B> has no padding (EventBody's contract): all bytes are initialised.
+        unsafe { std::slice::from_raw_parts(p, size_of::<Record<B>>()) }.to_vec()
     }
 
-    fn bytes(r: &RawEvent) -> Vec<u8> {
-        let p = (r as *const RawEvent).cast::<u8>();
-        unsafe { std::slice::from_raw_parts(p, size_of::<RawEvent>()) }.to_vec()
+    fn phase(begin: u32, seq: u32, function: u32, name: &[u8]) -> PhaseEvent {
+        let mut e = PhaseEvent { name_ptr: 0, seq, function, begin, name_at_pointer: 0, name: [0; PHASE_NAME_MAX] };
+        e.name[..name.len()].copy_from_slice(name);
+        e
     }
 
     #[test]
     fn decodes_a_failed_mmap_with_negative_errno_and_fd() {
-        let r = raw(EVENT_MMAP, [(-12i64) as u64, 4096, 3, 0x22, u64::MAX, 0]);
+        let r = MmapEvent { result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0 };
         assert_eq!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::Mmap { ts_ns: 99, tid: 7, result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0 }
         );
     }
 
     #[test]
     fn decodes_munmap_and_exec() {
-        let r = raw(EVENT_MUNMAP, [0x7000, 8192, 0, 0, 0, 0]);
+        let r = MunmapEvent { addr: 0x7000, len: 8192, result: 0 };
         assert_eq!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::Munmap { ts_ns: 99, tid: 7, addr: 0x7000, len: 8192, result: 0 }
         );
-        assert_eq!(Event::decode(&bytes(&raw(EVENT_EXEC, [0; 6]))).unwrap(), Event::Exec { ts_ns: 99, tid: 7 });
+        assert_eq!(Event::decode(&bytes(ExecEvent {})).unwrap(), Event::Exec { ts_ns: 99, tid: 7 });
     }
 
     #[test]
     fn decodes_brk_and_the_allocation_stream() {
-        let r = raw(EVENT_BRK, [0x5555_6000, 0, 0, 0, 0, 0]);
-        assert_eq!(Event::decode(&bytes(&r)).unwrap(), Event::Brk { ts_ns: 99, tid: 7, brk: 0x5555_6000 });
-        let r = raw(EVENT_ALLOC, [0x1000, 64, 0xabc, 3, 0, 0]);
+        let r = BrkEvent { brk: 0x5555_6000 };
+        assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::Brk { ts_ns: 99, tid: 7, brk: 0x5555_6000 });
+        let r = AllocEvent { address: 0x1000, size: 64, stack_id: 0xabc, phase_seq: 3, _pad: 0 };
         assert_eq!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::Alloc { ts_ns: 99, tid: 7, address: 0x1000, size: 64, stack_id: 0xabc, phase_seq: 3 }
         );
-        let r = raw(EVENT_FREE, [0x1000, 0, 0, 0, 0, 0]);
+        let r = FreeEvent { address: 0x1000, size: 0, stack_id: 0 };
         assert_eq!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::Free { ts_ns: 99, tid: 7, address: 0x1000, size: 0, stack_id: 0 }
         );
     }
@@ -367,18 +452,18 @@ mod tests {
         assert_eq!(FaultAccess::from_error_code(0x6), FaultAccess::Write);
         assert_eq!(FaultAccess::from_error_code(0x7), FaultAccess::Write); // protection (COW)
         assert_eq!(FaultAccess::from_error_code(0x14), FaultAccess::Exec);
-        let r = raw(EVENT_PAGE_FAULT, [0xdead000, 0x401000, 0x6, 0, 0, 0]);
+        let r = PageFaultEvent { address: 0xdead000, ip: 0x401000, error_code: 0x6 };
         assert!(matches!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::PageFault { address: 0xdead000, ip: 0x401000, access: FaultAccess::Write, .. }
         ));
     }
 
     #[test]
     fn decodes_page_cache_events_with_kernel_dev_and_folio_order() {
-        let r = raw(EVENT_PAGE_CACHE_ADD, [(254 << 20) | 3, 42, 100, 4, 0, 0]);
+        let r = PageCacheAddEvent { ino: 42, index: 100, s_dev: (254 << 20) | 3, order: 4 };
         assert_eq!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::PageCacheAdd {
                 ts_ns: 99,
                 tid: 7,
@@ -387,29 +472,48 @@ mod tests {
                 pages: 16
             }
         );
-        let r = raw(EVENT_RSS_STAT, [1, 8192, 1, 5, 0, 0]);
+        let r = RssStatEvent { bytes: 8192, member: 1, curr: 1, mm_id: 5, _pad: 0 };
         assert!(matches!(
-            Event::decode(&bytes(&r)).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
             Event::RssStat { member: RssMember::Anon, bytes: 8192, .. }
         ));
     }
 
     #[test]
-    fn decodes_phase_names_up_to_their_nul() {
-        let mut args = [1u64 | 5 << 1, 0, 0, 0, 0, 0];
-        args[1] = u64::from_le_bytes(*b"search\0x");
+    fn decodes_range_and_filemap_events() {
+        let r = RangeEnterEvent { addr: 0x7000, len: 4096, behavior: 0, op: RangeOp::Munmap as u32, _pad: 0 };
         assert_eq!(
-            Event::decode(&bytes(&raw(EVENT_PHASE, args))).unwrap(),
+            Event::decode(&bytes(r)).unwrap(),
+            Event::RangeEnter { ts_ns: 99, tid: 7, addr: 0x7000, len: 4096, munmap: true }
+        );
+        let r = RangeEnterEvent { addr: 0x7000, len: 4096, behavior: 4, op: RangeOp::Madvise as u32, _pad: 0 };
+        assert!(matches!(Event::decode(&bytes(r)).unwrap(), Event::RangeEnter { munmap: false, .. }));
+        let file = FileId { major: 254, minor: 1, inode: 9 };
+        let r = FilemapMapPagesEvent { ino: 9, first: 16, last: 31, s_dev: (254 << 20) | 1, _pad: 0 };
+        assert_eq!(
+            Event::decode(&bytes(r)).unwrap(),
+            Event::FilemapMapPages { ts_ns: 99, tid: 7, file, first: 16, last: 31 }
+        );
+        let r = MmapFileEvent { result: 0x7f00_0000, ino: 9, s_dev: (254 << 20) | 1, _pad: 0 };
+        assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::MmapFile { ts_ns: 99, tid: 7, result: 0x7f00_0000, file });
+    }
+
+    #[test]
+    fn decodes_phase_names_up_to_their_nul() {
+        assert_eq!(
+            Event::decode(&bytes(phase(1, 5, 0, b"search\0x"))).unwrap(),
             Event::Phase { ts_ns: 99, tid: 7, begin: true, name: "search".into(), seq: 5, function: 0, name_at: None }
         );
-        // A --phase-fn boundary: the function's index above the sequence number.
+        // A --phase-fn boundary: named by the function's index.
         assert_eq!(
-            Event::decode(&bytes(&raw(EVENT_PHASE, [7 << 1 | 2 << 40, 0, 0, 0, 0, 0]))).unwrap(),
+            Event::decode(&bytes(phase(0, 7, 2, b""))).unwrap(),
             Event::Phase { ts_ns: 99, tid: 7, begin: false, name: String::new(), seq: 7, function: 2, name_at: None }
         );
         // A name the kernel could not read: its address instead.
+        let mut at = phase(1, 3, 0, b"");
+        (at.name_at_pointer, at.name_ptr) = (1, 0x5555_0000);
         assert_eq!(
-            Event::decode(&bytes(&raw(EVENT_PHASE, [1 | 3 << 1 | 1 << 36, 0x5555_0000, 0, 0, 0, 0]))).unwrap(),
+            Event::decode(&bytes(at)).unwrap(),
             Event::Phase {
                 ts_ns: 99,
                 tid: 7,
@@ -420,14 +524,30 @@ mod tests {
                 name_at: Some(0x5555_0000)
             }
         );
-        let mark = Event::decode(&bytes(&raw(EVENT_HEAP_MARK, [100, 40, 3, 2, 1, 5]))).unwrap();
+        let r = HeapMarkEvent {
+            allocated_bytes: 100,
+            freed_bytes: 40,
+            allocs: 3,
+            frees: 2,
+            unknown_frees: 1,
+            seq: 5,
+            _pad: 0,
+        };
         let totals = HeapCounts { allocated_bytes: 100, freed_bytes: 40, allocs: 3, frees: 2, unknown_frees: 1 };
-        assert_eq!(mark, Event::HeapMark { ts_ns: 99, tid: 7, seq: 5, totals });
+        assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::HeapMark { ts_ns: 99, tid: 7, seq: 5, totals });
     }
 
     #[test]
     fn rejects_short_records_and_unknown_kinds() {
         assert_eq!(Event::decode(&[0u8; 10]), Err(DecodeError::Size(10)));
-        assert_eq!(Event::decode(&bytes(&raw(77, [0; 6]))), Err(DecodeError::Kind(77)));
+        let mut unknown = bytes(ExecEvent {});
+        unknown[..4].copy_from_slice(&77u32.to_le_bytes());
+        assert_eq!(Event::decode(&unknown), Err(DecodeError::Kind(77)));
+        // A header that names a kind whose body is cut short.
+        let mmap = bytes(MmapEvent { result: 0, len: 1, prot: 0, flags: 0, fd: 3, offset: 0 });
+        assert_eq!(Event::decode(&mmap[..40]), Err(DecodeError::Size(40)));
+        // An RSS member the kernel does not have.
+        let r = RssStatEvent { bytes: 1, member: 9, curr: 1, mm_id: 5, _pad: 0 };
+        assert_eq!(Event::decode(&bytes(r)), Err(DecodeError::Kind(EventKind::RssStat as u32)));
     }
 }

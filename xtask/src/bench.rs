@@ -152,7 +152,7 @@ pub fn run() -> Result<()> {
         workload(&mut cmd, &file);
         time_once(&mut cmd)?;
         plain.push(workload_time(&truth)?);
-        let mut cmd = as_root(&bin.join("memtrace"));
+        let mut cmd = as_root(bin.join("memtrace"));
         cmd.args(["run", "--"]);
         workload(&mut cmd, &file);
         whole.push(time_once(&mut cmd)?);

@@ -5,6 +5,7 @@ mod bench;
 mod setup;
 
 use std::{
+    ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
 };
@@ -21,7 +22,8 @@ commands:
   test           setup + build + the whole test suite (unit + end-to-end with real eBPF, as root)
   bench [files|heap]  build, then time untraced vs traced side by side: the workload (files),
                  a malloc/free loop under memtrace and under a bpftrace script (heap)
-  lint           cargo fmt --check and cargo clippy -D warnings on the userspace crates";
+  lint           cargo fmt --check and cargo clippy -D warnings on every crate (memtrace-ebpf for
+                 bpfel-unknown-none with nightly)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,13 +65,8 @@ pub fn release_dir() -> PathBuf {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs a command, echoing it, and fails with its exit status.
@@ -90,31 +87,69 @@ fn display(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// The cargo that runs xtask (so the same toolchain builds everything).
+fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cmd = Command::new(cargo_program());
     cmd.current_dir(root_dir());
     cmd
 }
 
-/// `sudo -E` in front of a command when not root; as is otherwise.
-pub fn as_root(program: &Path) -> Command {
+/// The one way xtask runs something as root (memtrace, the test binaries
+/// through cargo, apt-get): as is when already root, otherwise behind
+/// `sudo -E --preserve-env=PATH`. `-E` keeps the environment the command
+/// needs (MEMTRACE_BIN, CARGO_HOME, DEBIAN_FRONTEND); PATH must be named
+/// on its own because sudo's `secure_path` replaces it even under `-E`, and
+/// cargo, rustup's toolchains and bpf-linker live in ~/.cargo/bin.
+pub fn as_root(program: impl AsRef<OsStr>) -> Command {
     if is_root() {
         Command::new(program)
     } else {
         let mut cmd = Command::new("sudo");
-        cmd.arg("-E").arg(program);
+        cmd.args(["-E", "--preserve-env=PATH"]).arg(program);
         cmd
     }
 }
 
+/// Every host crate of the workspace. memtrace-ebpf is a member (one
+/// Cargo.lock, one fmt and clippy gate) but only builds for
+/// bpfel-unknown-none with nightly and `-Z build-std=core` (no_std, no_main,
+/// core intrinsics): `default-members` leaves it out of a plain `cargo
+/// build`, and `--workspace` needs the explicit exclusion. (An empty host
+/// stub instead would put a second `memtrace` binary next to the real one
+/// in target/release and make every eBPF item conditional.)
+const HOST_WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "memtrace-ebpf"];
+
+/// The command line memtrace/build.rs builds the eBPF object with, here for
+/// clippy: nightly cargo in memtrace-ebpf for the BPF target, with the outer
+/// cargo's toolchain variables removed (they would select the stable rustc).
+fn ebpf_cargo(subcommand: &str) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", subcommand, "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(root_dir().join("target").join("ebpf"))
+        .current_dir(root_dir().join("memtrace-ebpf"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO") || key.starts_with("RUSTC") || key.starts_with("RUSTUP_TOOLCHAIN") {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
+}
+
 fn build() -> Result<()> {
-    status(cargo().args(["build", "--release", "--workspace", "--bins"]))
+    status(cargo().args(["build", "--release", "--bins"]).args(HOST_WORKSPACE))
 }
 
 fn run(args: &[String]) -> Result<()> {
     build()?;
     let args = args.strip_prefix(&["--".to_string()]).unwrap_or(args);
-    status(as_root(&release_dir().join("memtrace")).args(args))
+    status(as_root(release_dir().join("memtrace")).args(args))
 }
 
 fn demo() -> Result<()> {
@@ -129,7 +164,7 @@ fn demo() -> Result<()> {
         "\nxtask: tracing the bundled workload (256 MiB Arrow file, 25 % of batches searched, 1000 leaked blocks)\n"
     );
     status(
-        as_root(&bin.join("memtrace"))
+        as_root(bin.join("memtrace"))
             .args(["run", "--phase-truth", "--json"])
             .arg(&trace)
             .arg("--")
@@ -149,21 +184,17 @@ fn test(extra: &[String]) -> Result<()> {
     build()?;
     // Build the test binaries unprivileged, then run them as root: the
     // end-to-end tests load eBPF programs.
-    status(cargo().args(["test", "--release", "--workspace", "--no-run"]))?;
-    let mut cmd = if is_root() {
-        cargo()
-    } else {
-        let mut c = Command::new("sudo");
-        c.args(["-E", "--preserve-env=PATH"]).arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        c.current_dir(root_dir());
-        c
-    };
-    cmd.args(["test", "--release", "--workspace"]).args(extra);
+    status(cargo().args(["test", "--release", "--no-run"]).args(HOST_WORKSPACE))?;
+    let mut cmd = as_root(cargo_program());
+    cmd.current_dir(root_dir()).args(["test", "--release"]).args(HOST_WORKSPACE).args(extra);
     cmd.env("MEMTRACE_BIN", release_dir().join("memtrace"));
     status(&mut cmd)
 }
 
 fn lint() -> Result<()> {
+    // `--all` covers memtrace-ebpf too: it is a workspace member.
     status(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    status(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))
+    status(cargo().args(["clippy", "--all-targets", "--release"]).args(HOST_WORKSPACE).args(["--", "-D", "warnings"]))?;
+    // The eBPF crate under the same gate, for the only target it builds for.
+    status(ebpf_cargo("clippy").args(["--", "-D", "warnings"]))
 }

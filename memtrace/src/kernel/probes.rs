@@ -11,8 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, StackStats, TracepointOffsets, NUM_COUNTERS,
-    PHASE_SEQ_USER,
+    Counter, FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, StackStats, TracepointOffsets, PHASE_SEQ_USER,
 };
 
 use std::{
@@ -67,6 +66,24 @@ pub struct HeapProbe {
     pub placement: Option<Placement>,
     /// "attached", or why not.
     pub status: String,
+}
+
+/// The in-kernel counters (summed over CPUs), read as `counters[Counter::RingbufDrops]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters([u64; Counter::COUNT]);
+
+impl From<[u64; Counter::COUNT]> for KernelCounters {
+    fn from(slots: [u64; Counter::COUNT]) -> Self {
+        KernelCounters(slots)
+    }
+}
+
+impl std::ops::Index<Counter> for KernelCounters {
+    type Output = u64;
+
+    fn index(&self, counter: Counter) -> &u64 {
+        &self.0[counter as usize]
+    }
 }
 
 pub struct Probes {
@@ -359,13 +376,13 @@ impl Probes {
         Ok(s.ips[..(s.len as usize).min(s.ips.len())].to_vec())
     }
 
-    /// The in-kernel counters summed over CPUs, indexed by `COUNTER_*`.
-    pub fn counters(&self) -> Result<[u64; NUM_COUNTERS as usize]> {
+    /// The in-kernel counters summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters> {
         let map = self.ebpf.map("COUNTERS").context("eBPF object lacks map COUNTERS")?;
         let array: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-        let mut out = [0u64; NUM_COUNTERS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = array.get(&(i as u32), 0)?.iter().sum();
+        let mut out = KernelCounters::default();
+        for counter in Counter::ALL {
+            out.0[counter as usize] = array.get(&(counter as u32), 0)?.iter().sum();
         }
         Ok(out)
     }

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{decode::RssMember, model::aspace::FileId, model::pageset::PageSet};
 
-pub const PAGE: u64 = 4096;
+/// memtrace-common's PAGE_SIZE under the name this module's users know
+/// (the session imports `loading::PAGE`): one constant, two spellings.
+pub use memtrace_common::PAGE_SIZE as PAGE;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileLoad {

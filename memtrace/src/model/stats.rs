@@ -3,6 +3,7 @@
 //! events (and file identities resolved by the caller), so tests can feed it.
 use std::collections::BTreeMap;
 
+use memtrace_common::PAGE_SIZE;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -11,7 +12,6 @@ use crate::{
     model::kernel_heap::KernelHeap,
 };
 
-const PAGE: u64 = 4096;
 const MAP_ANONYMOUS: u64 = 0x20;
 const UNRESOLVED: &str = "[unresolved file]";
 
@@ -85,7 +85,7 @@ fn anon_bytes(removed: &[Removed]) -> u64 {
 }
 
 fn page_end(start: u64, len: u64) -> u64 {
-    start.saturating_add(len).saturating_add(PAGE - 1) & !(PAGE - 1)
+    start.saturating_add(len).saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
 pub fn region_label(region: &Region) -> &str {

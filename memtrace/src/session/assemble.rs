@@ -7,10 +7,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use memtrace_common::{
-    COUNTER_MADVISE_CALLS, COUNTER_MMAP_CALLS, COUNTER_MREMAP_CALLS, COUNTER_MUNMAP_CALLS, COUNTER_PAGE_FAULTS,
-    COUNTER_PENDING_FULL, COUNTER_RINGBUF_DROPS, COUNTER_WATCH_FULL, NUM_COUNTERS,
-};
+use memtrace_common::Counter;
 
 use super::{
     consumer::Consumer,
@@ -22,6 +19,7 @@ use super::{
 };
 use crate::{
     decode::HeapCounts,
+    kernel::probes::KernelCounters,
     model::{
         aspace::FileId,
         estimates::{estimate, Inputs},
@@ -46,7 +44,7 @@ pub struct Parts<'a> {
     pub traced_s: f64,
     pub stop: &'a Stop,
     pub consumer: &'a Consumer,
-    pub counters: &'a [u64; NUM_COUNTERS as usize],
+    pub counters: &'a KernelCounters,
     pub capture: &'a StopCapture,
     /// Attach mode: per-file kernel truth when tracing began.
     pub start_truth: Option<&'a KernelTruth>,
@@ -157,17 +155,17 @@ fn kernel_faults(stop: &Stop, stat_faults: Option<(u64, u64)>) -> Option<KernelF
     }
 }
 
-fn counters(c: &Consumer, k: &[u64; NUM_COUNTERS as usize]) -> Counters {
+fn counters(c: &Consumer, k: &KernelCounters) -> Counters {
     let s = &c.stats;
     Counters {
-        page_faults: k[COUNTER_PAGE_FAULTS as usize],
-        mmap_calls: k[COUNTER_MMAP_CALLS as usize],
-        munmap_calls: k[COUNTER_MUNMAP_CALLS as usize],
-        madvise_calls: k[COUNTER_MADVISE_CALLS as usize],
+        page_faults: k[Counter::PageFaults],
+        mmap_calls: k[Counter::MmapCalls],
+        munmap_calls: k[Counter::MunmapCalls],
+        madvise_calls: k[Counter::MadviseCalls],
         madvise_failed: s.madvise_failed,
-        mremap_calls: k[COUNTER_MREMAP_CALLS as usize],
+        mremap_calls: k[Counter::MremapCalls],
         mremap_failed: s.mremap_failed,
-        ringbuf_drops: k[COUNTER_RINGBUF_DROPS as usize],
+        ringbuf_drops: k[Counter::RingbufDrops],
         page_faults_seen: s.faults.total,
         page_faults_read: s.faults.read,
         page_faults_write: s.faults.write,
@@ -175,8 +173,8 @@ fn counters(c: &Consumer, k: &[u64; NUM_COUNTERS as usize]) -> Counters {
         mmap_failed: s.mmap_failed,
         munmap_failed: s.munmap_failed,
         execs: s.execs,
-        syscalls_lost: k[COUNTER_PENDING_FULL as usize],
-        eviction_watch_full: k[COUNTER_WATCH_FULL as usize],
+        syscalls_lost: k[Counter::PendingFull],
+        eviction_watch_full: k[Counter::WatchFull],
         unattributed_faults: s.unattributed_faults,
         unresolved_file_mappings: s.unresolved_file_mappings,
         malformed_events: s.malformed_events,
@@ -438,9 +436,10 @@ mod tests {
         for e in recorded::events() {
             c.on_event(e);
         }
-        let mut counters = [0u64; NUM_COUNTERS as usize];
-        counters[COUNTER_PAGE_FAULTS as usize] = 2;
-        counters[COUNTER_RINGBUF_DROPS as usize] = 7;
+        let mut slots = [0u64; Counter::COUNT];
+        slots[Counter::PageFaults as usize] = 2;
+        slots[Counter::RingbufDrops as usize] = 7;
+        let counters = KernelCounters::from(slots);
         trace(Parts {
             pid: recorded::PID,
             command: "index-server --mmap".into(),

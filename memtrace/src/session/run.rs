@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use memtrace_common::COUNTER_RINGBUF_DROPS;
+use memtrace_common::Counter;
 
 use super::{
     setup::LIVE_REFRESH,
@@ -128,7 +128,7 @@ impl Session {
             rss_shmem: r.rss_shmem,
             heap_live: r.heap_live,
             faults_total: self.consumer.stats.faults.total,
-            ringbuf_drops: self.probes.counters().map_or(0, |c| c[COUNTER_RINGBUF_DROPS as usize]),
+            ringbuf_drops: self.probes.counters().map_or(0, |c| c[Counter::RingbufDrops]),
             top_files: r.files.into_iter().map(|f| (f.path, f.loaded_bytes)).collect(),
         };
         if let Some(view) = &mut self.live {
