@@ -241,11 +241,7 @@ bodies! {
     }
     /// The heap totals right after a phase boundary (same sequence number).
     HeapMarkEvent = HeapMark {
-        allocated_bytes: u64,
-        freed_bytes: u64,
-        allocs: u64,
-        frees: u64,
-        unknown_frees: u64,
+        totals: crate::HeapTotals,
         seq: u32,
         _pad: u32,
     }

@@ -3,7 +3,9 @@
 //! Everything here is `#[repr(C)]` plain data (and `#[repr(u32)]` enums
 //! naming the integers in it): the eBPF side writes these bytes into maps and
 //! the ring buffer (see [`event`]), userspace reads the same bytes back.
-#![no_std]
+// Userspace (the `user` feature) gets std for serde and schemars; the eBPF
+// side builds it without.
+#![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod event;
 
@@ -219,33 +221,50 @@ pub struct StackStats {
     pub freed_bytes: u64,
 }
 
-/// Heap totals (`HEAP_TOTALS[0]`), updated atomically.
+/// Heap totals (`HEAP_TOTALS[0]`), updated atomically in eBPF; sent at
+/// each phase boundary (`HeapMarkEvent`) and read at the stop. The same
+/// type is the trace's `heap` totals in userspace (flattened into its JSON),
+/// so the kernel map, the events and the JSON cannot drift apart.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema))]
+#[cfg_attr(feature = "user", serde(default))]
 pub struct HeapTotals {
+    /// Requested bytes of every allocation recorded.
     pub allocated_bytes: u64,
+    /// Requested bytes of every recorded allocation freed again.
     pub freed_bytes: u64,
+    /// Allocation calls recorded.
     pub allocs: u64,
+    /// Frees of recorded allocations.
     pub frees: u64,
-    /// free() of an address memtrace never saw allocated (made before it
+    /// Frees of addresses memtrace never saw allocated (made before it
     /// attached, or dropped): never subtracted from the live heap.
     pub unknown_frees: u64,
-    /// Allocations not recorded because LIVE_ALLOCS was full.
+    /// Allocations not tracked: the live map (LIVE_ALLOCS) was full.
     pub dropped_allocs: u64,
-    /// Allocations whose stack could not be taken (STACKS full, no user stack).
+    /// Allocations recorded without a stack (STACKS full, no user stack).
     pub lost_stacks: u64,
-    /// An address allocated again while memtrace still had it live: the
-    /// free in between was missed (an unprobed path); the old one is retired.
+    /// Addresses allocated again while memtrace still had them live: the
+    /// free in between went unseen (an unprobed path); the old one is retired.
     pub missed_frees: u64,
     /// Allocation calls that returned NULL (or an error).
     pub failed_allocs: u64,
-    /// Allocation calls whose entry could not be recorded (ALLOC_PENDING full).
+    /// Allocator calls whose entry could not be recorded (ALLOC_PENDING full).
     pub lost_calls: u64,
-    /// Allocation calls whose return was never seen: the thread's next call
+    /// Allocator calls whose return was never seen: the thread's next call
     /// found them still open (a longjmp out of the allocator, or the kernel's
     /// limit of 64 pending return probes per thread, reached under deep
     /// recursion of a `--phase-fn` function). Their allocations are not counted.
     pub abandoned_calls: u64,
+}
+
+impl HeapTotals {
+    /// Requested bytes allocated and not freed (negative when frees of
+    /// blocks allocated before tracing outweigh).
+    pub fn live_bytes(&self) -> i64 {
+        self.allocated_bytes as i64 - self.freed_bytes as i64
+    }
 }
 
 /// `LIVE_ALLOCS` capacity unless the loader overrides it.

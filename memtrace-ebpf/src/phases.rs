@@ -89,19 +89,7 @@ fn boundary(tid: u32, mut event: PhaseEvent) -> u32 {
     let seq = next_phase_seq();
     event.seq = seq;
     emit(tid, event);
-    let h = heap::snapshot();
-    emit(
-        tid,
-        HeapMarkEvent {
-            allocated_bytes: h.allocated_bytes,
-            freed_bytes: h.freed_bytes,
-            allocs: h.allocs,
-            frees: h.frees,
-            unknown_frees: h.unknown_frees,
-            seq,
-            _pad: 0,
-        },
-    );
+    emit(tid, HeapMarkEvent { totals: heap::snapshot(), seq, _pad: 0 });
     // Only the main thread is ptraced; a SIGSTOP to another thread would stop
     // the whole group behind the tracer's back.
     if PHASE_STOP.load() != 0 && tid == target_tgid() {

@@ -1,24 +1,10 @@
 //! Decoding of the ring buffer's raw records into typed events.
-use memtrace_common::event::{self, EventBody, EventHeader, EventKind, RangeOp, Record};
+use memtrace_common::{
+    event::{self, EventBody, EventHeader, EventKind, RangeOp, Record},
+    HeapTotals,
+};
 
 use crate::model::aspace::FileId;
-
-/// Allocator totals at one instant, as the eBPF side keeps them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HeapCounts {
-    pub allocated_bytes: u64,
-    pub freed_bytes: u64,
-    pub allocs: u64,
-    pub frees: u64,
-    pub unknown_frees: u64,
-}
-
-impl HeapCounts {
-    /// Live heap bytes (allocator view): allocated minus known frees.
-    pub fn live_bytes(&self) -> i64 {
-        self.allocated_bytes as i64 - self.freed_bytes as i64
-    }
-}
 
 /// x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
 const PF_WRITE: u64 = 1 << 1;
@@ -97,7 +83,7 @@ pub enum Event {
         ts_ns: u64,
         tid: u32,
         seq: u32,
-        totals: HeapCounts,
+        totals: HeapTotals,
     },
     /// munmap or madvise entered on [addr, addr + len).
     RangeEnter {
@@ -315,18 +301,7 @@ impl Event {
             }
             EventKind::HeapMark => {
                 let e: event::HeapMarkEvent = body(bytes)?;
-                Event::HeapMark {
-                    ts_ns,
-                    tid,
-                    seq: e.seq,
-                    totals: HeapCounts {
-                        allocated_bytes: e.allocated_bytes,
-                        freed_bytes: e.freed_bytes,
-                        allocs: e.allocs,
-                        frees: e.frees,
-                        unknown_frees: e.unknown_frees,
-                    },
-                }
+                Event::HeapMark { ts_ns, tid, seq: e.seq, totals: e.totals }
             }
             EventKind::Madvise => {
                 let e: event::MadviseEvent = body(bytes)?;
@@ -524,16 +499,15 @@ mod tests {
                 name_at: Some(0x5555_0000)
             }
         );
-        let r = HeapMarkEvent {
+        let totals = HeapTotals {
             allocated_bytes: 100,
             freed_bytes: 40,
             allocs: 3,
             frees: 2,
             unknown_frees: 1,
-            seq: 5,
-            _pad: 0,
+            ..Default::default()
         };
-        let totals = HeapCounts { allocated_bytes: 100, freed_bytes: 40, allocs: 3, frees: 2, unknown_frees: 1 };
+        let r = HeapMarkEvent { totals, seq: 5, _pad: 0 };
         assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::HeapMark { ts_ns: 99, tid: 7, seq: 5, totals });
     }
 

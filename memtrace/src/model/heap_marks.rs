@@ -3,7 +3,7 @@
 //! the live-allocation map. Plain data: the session feeds it, tests too.
 use std::collections::{BTreeMap, HashMap};
 
-use crate::decode::HeapCounts;
+use memtrace_common::HeapTotals;
 
 /// Name of the "phase" before the first marker, or outside every phase.
 pub const NO_PHASE: &str = "(no phase)";
@@ -11,7 +11,7 @@ pub const NO_PHASE: &str = "(no phase)";
 #[derive(Debug, Default)]
 pub struct HeapMarks {
     /// Allocator totals right after each phase marker, by sequence number.
-    pub at_marker: HashMap<u32, HeapCounts>,
+    pub at_marker: HashMap<u32, HeapTotals>,
     /// The phase path in force after each marker (absent: none open).
     phase_after: BTreeMap<u32, String>,
 }
@@ -21,7 +21,7 @@ impl HeapMarks {
         self.phase_after.insert(seq, path_after);
     }
 
-    pub fn on_totals(&mut self, seq: u32, totals: HeapCounts) {
+    pub fn on_totals(&mut self, seq: u32, totals: HeapTotals) {
         self.at_marker.insert(seq, totals);
     }
 
@@ -35,7 +35,7 @@ impl HeapMarks {
 
     /// Live-heap growth between two markers; `end` None means the totals at
     /// stop (`last`). None when a marker's totals never arrived.
-    pub fn growth(&self, start: u32, end: Option<u32>, last: &HeapCounts) -> Option<i64> {
+    pub fn growth(&self, start: u32, end: Option<u32>, last: &HeapTotals) -> Option<i64> {
         let a = self.at_marker.get(&start)?;
         let b = match end {
             Some(seq) => self.at_marker.get(&seq)?,
@@ -92,8 +92,8 @@ pub fn leak_groups(live: &[LiveAllocation], made_by_ns: u64, marks: &HeapMarks) 
 mod tests {
     use super::*;
 
-    fn counts(allocated: u64, freed: u64) -> HeapCounts {
-        HeapCounts { allocated_bytes: allocated, freed_bytes: freed, ..Default::default() }
+    fn counts(allocated: u64, freed: u64) -> HeapTotals {
+        HeapTotals { allocated_bytes: allocated, freed_bytes: freed, ..Default::default() }
     }
 
     #[test]

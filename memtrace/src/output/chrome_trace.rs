@@ -72,7 +72,7 @@ pub fn from_trace(t: &Trace) -> Value {
         ("ring-buffer drops", c.ringbuf_drops),
         ("syscalls lost", c.syscalls_lost),
         ("malformed events", c.malformed_events),
-        ("dropped allocations", t.heap.as_ref().map_or(0, |h| h.dropped_allocs)),
+        ("dropped allocations", t.heap.as_ref().map_or(0, |h| h.totals.dropped_allocs)),
     ];
     for (what, n) in losses.into_iter().filter(|(_, n)| *n > 0) {
         events.push(json!({"name": format!("{what}: {n}"), "cat": "loss", "ph": "i", "s": "g", "pid": pid, "tid": pid, "ts": end, "args": {"count": n}}));

@@ -7,18 +7,17 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use memtrace_common::Counter;
+use memtrace_common::{Counter, HeapTotals};
 
 use super::{
     consumer::Consumer,
-    heap_at_stop::{self, HeapAtStop},
+    heap_at_stop::HeapAtStop,
     heap_sampler::HeapSampler,
     setup::HeapSetup,
     stop::{BoundaryTruth, KernelTruth, StopCapture},
     target::Stop,
 };
 use crate::{
-    decode::HeapCounts,
     kernel::probes::KernelCounters,
     model::{
         aspace::FileId,
@@ -72,7 +71,7 @@ pub fn trace(p: Parts) -> Trace {
     let end_truth = p.capture.truth.as_ref().and_then(|t| t.as_ref().ok());
     let files = file_entries(c, p.start_truth, end_truth);
     let heap_at_stop = p.capture.heap.as_ref().and_then(|h| h.as_ref().ok());
-    let last_heap = heap_at_stop.map(|h| heap_at_stop::counts(&h.totals));
+    let last_heap = heap_at_stop.map(|h| h.totals);
     let (heap, leaks) = heap_section(c, p.heap, p.capture, heap_timeline(&p.timeline), p.heap_events);
     let (exit_code, exit_signal) = match p.stop {
         Stop::Exited(Some(e)) => (Some(e.code), e.signal),
@@ -357,15 +356,11 @@ fn heap_section(
 
 /// The heap figures read at the stop; returns the leak candidates.
 fn at_stop_figures(heap: &mut Heap, h: &HeapAtStop) -> Vec<Leak> {
-    let t = h.totals;
+    heap.totals = h.totals;
     (heap.released_by_exec_allocs, heap.released_by_exec_bytes) = h.released_by_exec;
-    heap.live_bytes = t.allocated_bytes as i64 - t.freed_bytes as i64 - h.released_by_exec.1 as i64;
+    heap.live_bytes = h.totals.live_bytes() - h.released_by_exec.1 as i64;
     heap.live_allocations = h.live_allocations;
-    (heap.allocated_bytes, heap.freed_bytes, heap.allocs, heap.frees) =
-        (t.allocated_bytes, t.freed_bytes, t.allocs, t.frees);
-    (heap.unknown_frees, heap.dropped_allocs, heap.missed_frees) = (t.unknown_frees, t.dropped_allocs, t.missed_frees);
-    (heap.lost_stacks, heap.failed_allocs, heap.lost_calls) = (t.lost_stacks, t.failed_allocs, t.lost_calls);
-    (heap.abandoned_calls, heap.open_calls_at_stop) = (t.abandoned_calls, h.open_calls);
+    heap.open_calls_at_stop = h.open_calls;
     h.leaks.clone()
 }
 
@@ -373,7 +368,7 @@ fn phase_entries(
     c: &Consumer,
     start_ns: u64,
     boundary_truth: &HashMap<u64, HashMap<FileId, u64>>,
-    last_heap: Option<&HeapCounts>,
+    last_heap: Option<&HeapTotals>,
 ) -> Vec<PhaseEntry> {
     let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
     let path_of = |id: &FileId| c.stats.files.get(id).map_or_else(|| id.placeholder_name(), |f| f.path.clone());

@@ -20,7 +20,6 @@ use crate::{
     },
     output::events_log::EventLog,
     procfs::{self, Snapshot},
-    session::heap_at_stop,
     symbolize::FileMapping,
 };
 
@@ -285,7 +284,7 @@ impl Consumer {
             rss_file: rss.file,
             rss_anon: rss.anon,
             rss_shmem: rss.shmem,
-            heap_live: heap.map(|t| heap_at_stop::counts(t).live_bytes()),
+            heap_live: heap.map(HeapTotals::live_bytes),
             brk_heap: self.stats.kernel_heap.brk_bytes(),
             anon_mapped_net: self.stats.kernel_heap.anon_net_bytes(),
             allocs_total: heap.map_or(0, |t| t.allocs),

@@ -5,7 +5,6 @@ use anyhow::Result;
 use memtrace_common::HeapTotals;
 
 use crate::{
-    decode::HeapCounts,
     kernel::probes::Probes,
     model::growth::Suspect,
     model::heap_marks::{leak_groups, HeapMarks},
@@ -15,16 +14,6 @@ use crate::{
 
 /// Leak groups symbolized and kept in the trace; the rest are counted.
 pub const MAX_LEAK_GROUPS: usize = 50;
-
-pub fn counts(t: &HeapTotals) -> HeapCounts {
-    HeapCounts {
-        allocated_bytes: t.allocated_bytes,
-        freed_bytes: t.freed_bytes,
-        allocs: t.allocs,
-        frees: t.frees,
-        unknown_frees: t.unknown_frees,
-    }
-}
 
 /// The heap when tracing stopped.
 pub struct HeapAtStop {

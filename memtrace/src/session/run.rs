@@ -90,7 +90,7 @@ impl Session {
         self.consumer.drain(self.ring.get_mut());
         let seq = self.probes.next_phase_seq().unwrap_or(0);
         if let Ok(t) = self.probes.heap_totals() {
-            self.consumer.heap_marks.on_totals(seq, super::heap_at_stop::counts(&t));
+            self.consumer.heap_marks.on_totals(seq, t);
         }
         self.consumer.phase(mark.begin, mark.name, mark.ts_ns, seq);
     }

@@ -251,29 +251,14 @@ pub struct Heap {
     /// Highest live_bytes seen in the samples and at phase markers.
     pub peak_live_bytes: i64,
     pub live_allocations: u64,
-    pub allocated_bytes: u64,
-    pub freed_bytes: u64,
-    pub allocs: u64,
-    pub frees: u64,
-    /// Frees of addresses memtrace never saw allocated (made before it attached).
-    pub unknown_frees: u64,
-    /// Allocations not tracked: the live map was full.
-    pub dropped_allocs: u64,
+    /// The allocator totals from the kernel map, as eBPF counted them
+    /// (flattened: each is a field of `heap` in the JSON).
+    #[serde(flatten)]
+    pub totals: memtrace_common::HeapTotals,
     /// Allocations still live when the target called execve again (the old
     /// image's heap, gone with it): taken out of live_bytes and the leaks.
     pub released_by_exec_allocs: u64,
     pub released_by_exec_bytes: u64,
-    /// Addresses allocated again while still live: a free went unseen.
-    pub missed_frees: u64,
-    /// Allocations recorded without a stack.
-    pub lost_stacks: u64,
-    pub failed_allocs: u64,
-    /// Allocator calls whose entry could not be recorded.
-    pub lost_calls: u64,
-    /// Allocator calls whose return was never seen (longjmp; the kernel's
-    /// 64 pending return probes per thread exhausted by deep recursion of a
-    /// `--phase-fn` function): their allocations are not counted.
-    pub abandoned_calls: u64,
     /// Allocator calls entered but not returned when tracing stopped (one
     /// at most per thread): in flight at that instant, or never to return
     /// (a thread's last such call; its earlier ones are in

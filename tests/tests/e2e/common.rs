@@ -627,12 +627,12 @@ impl Workload {
 /// follow, each 0 when the probes saw everything.
 pub fn heap_losses(h: &Heap) -> [(&'static str, u64); 6] {
     [
-        ("dropped_allocs", h.dropped_allocs),
-        ("lost_stacks", h.lost_stacks),
-        ("lost_calls", h.lost_calls),
-        ("abandoned_calls", h.abandoned_calls),
-        ("missed_frees", h.missed_frees),
-        ("unknown_frees", h.unknown_frees),
+        ("dropped_allocs", h.totals.dropped_allocs),
+        ("lost_stacks", h.totals.lost_stacks),
+        ("lost_calls", h.totals.lost_calls),
+        ("abandoned_calls", h.totals.abandoned_calls),
+        ("missed_frees", h.totals.missed_frees),
+        ("unknown_frees", h.totals.unknown_frees),
     ]
 }
 

@@ -74,7 +74,7 @@ fn attach_mid_run_counts_frees_of_older_blocks_as_unknown() {
     let trace = attach_until_exit(w, &dir);
     let heap = heap(&trace);
     assert!(heap.allocators[0].found_by.contains("the glibc the target maps"), "{heap:#?}");
-    assert!(heap.unknown_frees > 0, "teardown freed blocks made before attach: {heap:#?}");
+    assert!(heap.totals.unknown_frees > 0, "teardown freed blocks made before attach: {heap:#?}");
     assert!(heap.live_bytes >= 0, "{heap:#?}");
     assert_eq!(leaky_cache_allocations(&trace), 100, "{:#?}", trace.leaks);
 }

@@ -90,7 +90,7 @@ fn a_c_program_leaking_through_calloc_realloc_and_posix_memalign_is_reported_per
         }
     }
     let events = heap.events.as_ref().expect("--events is in the trace");
-    assert_eq!((allocs, frees), (heap.allocs, heap.frees), "{events:#?}");
+    assert_eq!((allocs, frees), (heap.totals.allocs, heap.totals.frees), "{events:#?}");
     assert_eq!(live, heap.live_bytes);
     assert_eq!(stacks, events.stacks);
     assert!(text.contains(r#""function":"leak_with_realloc""#));
@@ -138,7 +138,7 @@ fn preloaded_allocators_named_with_alloc_lib_are_traced_through_their_own_functi
             assert!(probed.contains(f), "{f} probed in {library}: {probed:?}");
         }
         assert_c_leaks(&trace);
-        assert_eq!(heap.missed_frees, 0, "{heap:#?}");
+        assert_eq!(heap.totals.missed_frees, 0, "{heap:#?}");
     }
 }
 
@@ -165,10 +165,10 @@ fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable_eve
         let own = own.unwrap_or_else(|| panic!("{scratch_name}: {heap:#?}"));
         assert!(own.found_by.contains("mi_malloc_aligned"), "{scratch_name}: {own:#?}");
         for (counter, value) in [
-            ("dropped_allocs", heap.dropped_allocs),
-            ("lost_stacks", heap.lost_stacks),
-            ("missed_frees", heap.missed_frees),
-            ("unknown_frees", heap.unknown_frees),
+            ("dropped_allocs", heap.totals.dropped_allocs),
+            ("lost_stacks", heap.totals.lost_stacks),
+            ("missed_frees", heap.totals.missed_frees),
+            ("unknown_frees", heap.totals.unknown_frees),
         ] {
             assert_eq!(value, 0, "{scratch_name}: {counter}: {heap:#?}");
         }

@@ -29,7 +29,7 @@ fn each_outermost_call_of_a_phase_function_is_one_phase() {
     let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["walk", "walk", "walk", "batch", "batch"], "{phases:#?}");
     assert_eq!(trace.unmatched_phase_ends, 0);
-    assert_eq!(heap(&trace).abandoned_calls, 0, "{:#?}", trace.heap);
+    assert_eq!(heap(&trace).totals.abandoned_calls, 0, "{:#?}", trace.heap);
     for p in phases {
         assert!(!p.open, "every phase ended at its function's return: {p:#?}");
         assert_eq!(p.depth, 0, "{p:#?}");
@@ -54,7 +54,7 @@ fn allocations_deeper_than_the_kernels_return_probes_are_counted_not_lost_silent
     // the thread's next allocator call arrives.
     let deep = trace_phases("phase_fn_deep", "deep");
     let h = heap(&deep.trace);
-    assert_eq!((h.abandoned_calls, h.open_calls_at_stop), (3, 0));
+    assert_eq!((h.totals.abandoned_calls, h.open_calls_at_stop), (3, 0));
     let names: Vec<&str> = deep.trace.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["walk", "walk", "walk"]);
     let report = deep.report();
@@ -64,7 +64,7 @@ fn allocations_deeper_than_the_kernels_return_probes_are_counted_not_lost_silent
     // it is still open at the exit stop, and counted there.
     let deep_exit = trace_phases("phase_fn_deep_exit", "deep-exit");
     let h = heap(&deep_exit.trace);
-    assert_eq!((h.abandoned_calls, h.open_calls_at_stop), (2, 1));
+    assert_eq!((h.totals.abandoned_calls, h.open_calls_at_stop), (2, 1));
     let report = deep_exit.report();
     assert!(report.contains("calls never returned 2, calls open at stop 1"), "{report}");
 }

@@ -35,22 +35,22 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         signed_bytes(h.live_bytes),
         thousands(h.live_allocations),
         signed_bytes(h.peak_live_bytes),
-        bytes(h.allocated_bytes),
-        thousands(h.allocs),
-        bytes(h.freed_bytes),
-        thousands(h.frees)
+        bytes(h.totals.allocated_bytes),
+        thousands(h.totals.allocs),
+        bytes(h.totals.freed_bytes),
+        thousands(h.totals.frees)
     );
     let _ = writeln!(
         o,
         "  not in the figures: unknown frees {} (allocated before tracing), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
-        thousands(h.unknown_frees),
-        thousands(h.dropped_allocs),
-        thousands(h.missed_frees),
-        thousands(h.lost_stacks),
-        thousands(h.lost_calls),
-        thousands(h.abandoned_calls),
+        thousands(h.totals.unknown_frees),
+        thousands(h.totals.dropped_allocs),
+        thousands(h.totals.missed_frees),
+        thousands(h.totals.lost_stacks),
+        thousands(h.totals.lost_calls),
+        thousands(h.totals.abandoned_calls),
         thousands(h.open_calls_at_stop),
-        thousands(h.failed_allocs)
+        thousands(h.totals.failed_allocs)
     );
     if h.released_by_exec_allocs > 0 {
         let _ = writeln!(
