@@ -5,8 +5,8 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         trace_point::TracePointLinkId,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-        TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeError, UProbeLinkId, UProbeScope},
+        ProgramError, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
@@ -24,6 +24,7 @@ use crate::{
     model::heap_marks::LiveAllocation,
     uprobes::alloc_symbols::{self, Shape},
     uprobes::placement::{self, Library, Placement},
+    warnings::Warnings,
 };
 
 /// The object built by build.rs from memtrace-ebpf.
@@ -52,7 +53,26 @@ const TRACEPOINTS: [(&str, &str, &str); 16] = [
 const ALLOC_EXIT: &str = "alloc_exit";
 
 /// The allocators found and their probes, or why the heap is not traced.
-pub type HeapSetup = std::result::Result<Vec<(crate::uprobes::allocator::Allocator, Vec<HeapProbe>)>, String>;
+pub type HeapSetup = std::result::Result<Vec<(crate::uprobes::allocator::Allocator, Vec<HeapProbe>)>, HeapUntraced>;
+
+/// Why the heap is not traced; its text is the trace's `heap.status`
+/// after "not traced: ".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeapUntraced {
+    /// No allocator was found to probe (no glibc mapped, a bad `--alloc-lib`).
+    NoAllocator(String),
+    /// Allocators were found, and attaching failed for each: "path: why".
+    ProbesFailed(Vec<String>),
+}
+
+impl std::fmt::Display for HeapUntraced {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            HeapUntraced::NoAllocator(why) => f.write_str(why),
+            HeapUntraced::ProbesFailed(each) => f.write_str(&each.join("; ")),
+        }
+    }
+}
 
 /// One allocator function as memtrace probed it (for `--explain-probes`
 /// and the trace).
@@ -116,7 +136,13 @@ impl Probes {
     /// `phase_stop`: the phase-marker probes stop the target's main thread
     /// (run mode only, where memtrace is its ptrace tracer).
     /// `heap_events`: stream every allocation and free (`--events`).
-    pub fn attach(tgid: u32, offsets: &TracepointOffsets, phase_stop: bool, heap_events: bool) -> Result<Probes> {
+    pub fn attach(
+        tgid: u32,
+        offsets: &TracepointOffsets,
+        phase_stop: bool,
+        heap_events: bool,
+        warnings: &mut Warnings,
+    ) -> Result<Probes> {
         // Offsets sys_exit_mmap needs to name a mapping's file from the fd
         // table; without them memtrace names files from /proc only.
         let kernel_offsets = kernel_offsets();
@@ -142,7 +168,7 @@ impl Probes {
             attached.push(format!("tracepoint {category}:{name}"));
         }
         if let Err(e) = &kernel_offsets {
-            eprintln!("memtrace: warning: mapped files will be named from /proc only (no kernel BTF offsets): {e:#}");
+            warnings.warn(format!("mapped files will be named from /proc only (no kernel BTF offsets): {e:#}"));
         }
         Ok(Probes {
             ebpf,
@@ -172,12 +198,10 @@ impl Probes {
             }
             match probe.attach(symbol, binary, scope) {
                 Ok(link) => self.uprobe_links.push((program, link)),
+                // The binary does not define the marker: phases are optional.
+                Err(ProgramError::UProbeError(UProbeError::SymbolError { .. })) => return Ok(false),
                 Err(e) => {
-                    let text = format!("{e:#}");
-                    if text.contains("symbol") || text.contains("not found") {
-                        return Ok(false);
-                    }
-                    return Err(e).with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()));
+                    return Err(e).with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()))
                 }
             }
             self.attached.push(format!("uprobe {symbol}"));

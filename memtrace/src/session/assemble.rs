@@ -423,7 +423,7 @@ fn phase_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{consumer::recorded, stop::Moment};
+    use crate::session::{consumer::recorded, setup::HeapUntraced, stop::Moment};
     use crate::target::child::ChildExit;
 
     fn assemble(capture: &StopCapture, stop: &Stop, heap: HeapSetup) -> Trace {
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn a_run_to_its_exit_joins_measurement_kernel_truth_and_estimates_per_file() {
         let exit = ChildExit { code: 3, signal: None, minflt: 10, majflt: 2 };
-        let t = assemble(&exit_capture(), &Stop::Exited(Some(exit)), Err("no glibc".into()));
+        let t = assemble(&exit_capture(), &Stop::Exited(Some(exit)), Err(HeapUntraced::NoAllocator("no glibc".into())));
         assert_eq!((t.mode, t.target.exit_code, t.stop_reason.as_str()), (Mode::Run, Some(3), "target exited"));
         assert_eq!(
             t.final_truth,

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-pub use crate::kernel::probes::HeapSetup;
+pub use crate::kernel::probes::{HeapSetup, HeapUntraced};
 use crate::{
     kernel::{probes::Probes, tracefs},
     model::{aspace::Region, timeline},
@@ -41,7 +41,7 @@ impl Session {
         let mut warnings = Warnings::default();
         let offsets = tracefs::read_offsets(&tracefs::ensure_mounted()?)?;
         let phase_truth = opts.phase_truth && run_mode;
-        let mut probes = Probes::attach(pid, &offsets, phase_truth, opts.events.is_some())?;
+        let mut probes = Probes::attach(pid, &offsets, phase_truth, opts.events.is_some(), &mut warnings)?;
         let ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
         let binary = match &target {
             Target::Run(child) => std::fs::canonicalize(&child.program).unwrap_or_else(|_| child.program.clone()),
@@ -147,7 +147,8 @@ fn attach_heap(
     alloc_libs: &[PathBuf],
     warnings: &mut Warnings,
 ) -> HeapSetup {
-    let allocators = allocator::find(pid, binary, run_mode, alloc_libs, warnings).map_err(|e| format!("{e:#}"))?;
+    let allocators = allocator::find(pid, binary, run_mode, alloc_libs, warnings)
+        .map_err(|e| HeapUntraced::NoAllocator(format!("{e:#}")))?;
     let mut setup = Vec::new();
     let mut errors = Vec::new();
     for allocator in allocators {
@@ -160,7 +161,7 @@ fn attach_heap(
         }
     }
     if setup.is_empty() {
-        return Err(errors.join("; "));
+        return Err(HeapUntraced::ProbesFailed(errors));
     }
     Ok(setup)
 }

@@ -128,6 +128,9 @@ pub fn render(t: &Trace) -> String {
         bytes(c.unattributed_file_unloaded_bytes),
         if lost == 0 { " (nothing lost)" } else { " (per-mapping figures are incomplete)" }
     );
+    for w in &t.warnings {
+        let _ = writeln!(o, "Warning during the run: {w}");
+    }
     o
 }
 
@@ -283,5 +286,19 @@ mod tests {
         assert_eq!(bytes(256 * 1024 * 1024), "256.0 MiB");
         assert_eq!(percent(-50, 200), "-25.0 %");
         assert_eq!(percent(5, 0), "n/a");
+    }
+
+    #[test]
+    fn the_runs_warnings_close_the_report() {
+        let mut t = crate::trace::tests::sample();
+        assert!(!render(&t).contains("Warning"));
+        t.warnings = vec!["evictions of /data/x will not be seen: WATCHED_FILES is full".into()];
+        let report = render(&t);
+        assert!(
+            report
+                .trim_end()
+                .ends_with("Warning during the run: evictions of /data/x will not be seen: WATCHED_FILES is full"),
+            "{report}"
+        );
     }
 }
