@@ -230,6 +230,10 @@ impl Event {
     /// Decodes one ring-buffer record: the header's kind says which body
     /// follows. Unknown kinds and records too short for their kind are errors
     /// (the session counts them as malformed).
+    ///
+    /// Long on purpose: one arm per event kind, each a field-by-field copy
+    /// from the wire body to the variant; kept in one match so the whole
+    /// mapping from the wire to `Event` reads as one table.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         let EventHeader { kind, tid, ts_ns } = header(bytes)?;
         let kind = EventKind::from_u32(kind).ok_or(DecodeError::Kind(kind))?;

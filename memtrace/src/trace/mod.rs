@@ -1,8 +1,12 @@
 //! The JSON trace (format "memtrace-trace"): what a run measured, built from
 //! the aggregates once tracing stops, and written whole or not at all.
-use std::{collections::BTreeMap, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+mod io;
+mod schema;
 
-use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+
+pub use io::{check_writable, read_json, write_atomically, write_json};
+pub use schema::json_schema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::stats::FaultCounts;
@@ -431,108 +435,6 @@ pub fn default_sources() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Writes the trace to `path` atomically (temp file + rename), mode 0600.
-pub fn write_json(path: &Path, trace: &Trace) -> Result<()> {
-    write_atomically("--json", path, |file| {
-        serde_json::to_writer_pretty(&mut *file, trace)?;
-        Ok(file.write_all(b"\n")?)
-    })
-}
-
-/// Writes an output file (given as `flag`) whole or not at all: into a
-/// temporary file beside it, mode 0600, then renamed into place.
-pub fn write_atomically(flag: &str, path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{flag} {}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("{flag}: cannot create {}", tmp.display()))?;
-        fill(&mut file)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Checks before tracing that the output file `path`, given as `flag`, can
-/// be created, so a long run does not end with nowhere to put its result.
-pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        anyhow::bail!("{flag} {}: directory {} does not exist", path.display(), dir.display());
-    }
-    if path.is_dir() {
-        anyhow::bail!("{flag} {}: is a directory; give a file name", path.display());
-    }
-    Ok(())
-}
-
-/// The JSON Schema of the trace (format and version fixed), derived from
-/// these types with their doc comments as descriptions. Objects admit no
-/// properties beyond those listed, so a field added to the types without
-/// regenerating `schema/memtrace-trace.schema.json` fails the tests.
-pub fn json_schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(Trace)).expect("a schema is JSON");
-    fn close_objects(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if map.contains_key("properties") {
-                    map.insert("additionalProperties".into(), false.into());
-                }
-                map.values_mut().for_each(close_objects);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
-            _ => {}
-        }
-    }
-    close_objects(&mut schema);
-    schema["$id"] = "https://github.com/memtrace/memtrace/schema/memtrace-trace.schema.json".into();
-    schema["title"] = format!("memtrace trace, format `{FORMAT}` version {VERSION}").into();
-    schema["properties"]["format"] = serde_json::json!({ "const": FORMAT });
-    schema["properties"]["version"] = serde_json::json!({ "const": VERSION });
-    schema
-}
-
-/// Reads a saved trace back. Each way a file can fail to be a trace gets its
-/// own one-line cause: unreadable, not JSON (with line and column; "ends
-/// early" for a truncated file), another format, a newer version, or a
-/// field missing or of the wrong type.
-pub fn read_json(path: &Path) -> Result<Trace> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let shown = path.display();
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Eof => anyhow::anyhow!(
-            "{shown} ends early at line {} column {}: the trace is truncated (was memtrace stopped while writing it?)",
-            e.line(),
-            e.column()
-        ),
-        _ => anyhow::anyhow!("{shown} is not JSON: {e}"),
-    })?;
-    match value.get("format").and_then(|f| f.as_str()) {
-        Some(FORMAT) => {}
-        Some(other) => anyhow::bail!("{shown} is a `{other}` file, not a memtrace trace (format `{FORMAT}`)"),
-        None => anyhow::bail!("{shown} is not a memtrace trace: it has no \"format\": \"{FORMAT}\" field"),
-    }
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v <= VERSION as u64 => {}
-        Some(v) => anyhow::bail!(
-            "{shown} is trace version {v}, written by a newer memtrace; this one reads version {VERSION}: upgrade memtrace"
-        ),
-        None => anyhow::bail!("{shown} is not a memtrace trace: \"version\" is missing or not a number"),
-    }
-    // Parse again from the text, not the Value: serde_json then names the
-    // line and column of a missing or mistyped field.
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{shown} is a damaged memtrace trace: {e}"))
-}
-
 /// Seconds since the epoch as RFC 3339 UTC ("2026-11-23T15:11:26Z").
 pub fn rfc3339_utc(unix_s: u64) -> String {
     let days = (unix_s / 86_400) as i64;
@@ -553,7 +455,6 @@ pub fn rfc3339_utc(unix_s: u64) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn formats_utc_dates() {
@@ -593,60 +494,5 @@ pub(crate) mod tests {
             sources: default_sources(),
             warnings: vec![],
         }
-    }
-
-    #[test]
-    fn writes_whole_files_with_mode_0600_and_reads_them_back() {
-        let dir = std::env::temp_dir().join(format!("memtrace-trace-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.json");
-        write_json(&path, &sample()).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(read_json(&path).unwrap(), sample());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left behind");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn reading_a_damaged_trace_names_what_is_wrong() {
-        let dir = std::env::temp_dir().join(format!("memtrace-trace-read-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.json");
-        let good = serde_json::to_string_pretty(&sample()).unwrap();
-        let error = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            format!("{:#}", read_json(&path).unwrap_err())
-        };
-        assert!(error(&good[..good.len() / 2]).contains("ends early at line"), "truncated");
-        assert!(error("{ nope").contains("is not JSON"));
-        assert!(error(r#"{"format": "chrome-trace"}"#).contains("is a `chrome-trace` file"));
-        assert!(error(r#"{"traceEvents": []}"#).contains("no \"format\""));
-        assert!(error(&good.replace("\"version\": 1", "\"version\": 9")).contains("upgrade memtrace"));
-        let e = error(&good.replace("\"duration_s\": 1.5", "\"duration_s\": \"long\""));
-        assert!(e.contains("damaged memtrace trace") && e.contains("line"), "{e}");
-        let e = error(&good.replace("\"stop_reason\"", "\"stop_reasn\""));
-        assert!(e.contains("missing field `stop_reason`"), "{e}");
-        assert!(format!("{:#}", read_json(&dir.join("absent.json")).unwrap_err()).contains("cannot read"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// `MEMTRACE_WRITE_SCHEMA=1 cargo test -p memtrace schema` rewrites the file.
-    #[test]
-    fn the_schema_in_the_repository_is_current() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/memtrace-trace.schema.json");
-        let want = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
-        if std::env::var_os("MEMTRACE_WRITE_SCHEMA").is_some() {
-            std::fs::write(&path, &want).unwrap();
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(have == want, "{} is stale: run MEMTRACE_WRITE_SCHEMA=1 cargo test -p memtrace schema", path.display());
-    }
-
-    #[test]
-    fn refuses_paths_it_could_not_write() {
-        assert!(check_writable("--json", Path::new("/nonexistent-dir/t.json")).is_err());
-        assert!(check_writable("--json", Path::new("/tmp")).is_err());
-        assert!(check_writable("--json", Path::new("t.json")).is_ok());
     }
 }
