@@ -296,8 +296,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
                 _ => bump(|t| unsafe { &raw mut (*t).failed_allocs }),
             }
         }
-        // realloc(NULL, n) is malloc(n); realloc(p, 0) frees p through
-        // glibc's free (probed); a failed realloc leaves p alive.
+        // realloc(NULL, n) is malloc(n); a failed realloc leaves p alive.
         Some(AllocKind::Realloc) if ret != 0 => {
             // The old block is gone (moved) or renewed in place (resized).
             if p.arg != 0 && !release(p.arg) {
@@ -305,7 +304,15 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
             }
             record(&ctx, ret, p.size);
         }
-        Some(AllocKind::Realloc) if p.size == 0 => {}
+        // realloc(p, 0) returning NULL freed p (glibc). Its free of p, made
+        // inside this call, was left to this return (see free_enter), so p
+        // is released here; otherwise it stayed live and was later counted
+        // as a missed free and a false leak.
+        Some(AllocKind::Realloc) if p.size == 0 => {
+            if p.arg != 0 && !release(p.arg) {
+                unknown_free(tid, p.arg);
+            }
+        }
         _ if ret != 0 => record(&ctx, ret, p.size),
         _ => bump(|t| unsafe { &raw mut (*t).failed_allocs }),
     }

@@ -1,5 +1,5 @@
 /* A C program that leaks through calloc, realloc and posix_memalign, each
- * from its own function, churns malloc/free without leaking, and (with
+ * from its own function, churns malloc/free (and realloc to 0) without leaking, and (with
  * `grow SECS`) leaks a 64 KiB block every 100 ms: the heap tests' target.
  * The SITE comments mark the lines the tests expect in the leak stacks.
  * Built by the tests: cc -g -O0 -fno-omit-frame-pointer leaky.c */
@@ -45,6 +45,16 @@ __attribute__((noinline)) void churn(void) {
     free(calloc(100, 100));
 }
 
+/* realloc(p, 0): glibc frees p and returns NULL (other allocators return
+ * a minimal block, freed here too). Never a leak, never a missed free. */
+__attribute__((noinline)) void realloc_to_zero(void) {
+    for (int i = 0; i < 100; i++) {
+        char *p = malloc(64);
+        p[0] = 1;
+        free(realloc(p, 0));
+    }
+}
+
 __attribute__((noinline)) void *grow_slowly_block(void) {
     char *p = malloc(65536); /* SITE:grow */
     memset(p, 2, 65536);
@@ -65,6 +75,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < MEMALIGN_LEAKS; i++)
         kept[n++] = leak_with_posix_memalign();
     churn();
+    realloc_to_zero();
     if (argc == 3 && strcmp(argv[1], "grow") == 0) {
         long steps = (long)(atof(argv[2]) * 10);
         for (long i = 0; i < steps; i++) {

@@ -39,6 +39,9 @@ fn assert_c_leaks(trace: &Trace) {
         assert_eq!(top.line.unwrap(), site_line(site), "the {site} call's line: {top:#?}");
         assert_eq!(top_function(&g.stack[1..]), "main", "{g:#?}");
     }
+    // realloc(p, 0) freed p: no leak from there (and no missed free: see heap_losses).
+    let from_zero: Vec<&Leak> = trace.leaks.iter().filter(|l| has_frame(&l.stack, "realloc_to_zero")).collect();
+    assert!(from_zero.is_empty(), "realloc(p, 0) leaves nothing live: {from_zero:#?}");
 }
 
 #[test]
