@@ -267,6 +267,55 @@ impl HeapTotals {
     }
 }
 
+/// How one row of an unwind table finds the canonical frame address (CFA:
+/// the caller's stack pointer before its `call`). x86_64 only.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CfaBase {
+    /// No unwind information here (between the functions an FDE covers).
+    None = 0,
+    /// CFA = rsp + offset.
+    Rsp = 1,
+    /// CFA = rbp + offset.
+    Rbp = 2,
+    /// A PLT stub: CFA = rsp + 8, plus 8 when (rip & 15) >= 11 (the
+    /// expression every x86_64 linker emits for .plt).
+    Plt = 3,
+    /// A rule the unwinder cannot follow (another register, an expression).
+    Unsupported = 4,
+    /// The return address is undefined: the outermost frame (`_start`,
+    /// `clone`'s child), where a stack ends.
+    Outermost = 5,
+}
+
+/// Where one row of an unwind table finds the caller's rbp.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RbpRule {
+    /// Not saved by this frame: the caller's rbp is the current one.
+    Unchanged = 0,
+    /// Saved at CFA + rbp_offset.
+    AtCfa = 1,
+    /// A rule the unwinder cannot follow.
+    Unsupported = 2,
+}
+
+/// One row of a compiled unwind table: from `pc` (a virtual address of the
+/// ELF file, before the load bias) up to the next row's `pc`, how to find
+/// the caller's frame. The return address is always at CFA - 8 on x86_64
+/// (rows where it is not are `CfaBase::Unsupported`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnwindRow {
+    pub pc: u64,
+    pub cfa_offset: i32,
+    pub rbp_offset: i16,
+    /// A [`CfaBase`].
+    pub cfa: u8,
+    /// An [`RbpRule`].
+    pub rbp: u8,
+}
+
 /// `LIVE_ALLOCS` capacity unless the loader overrides it.
 pub const DEFAULT_MAX_LIVE_ALLOCS: u32 = 1 << 20;
 
@@ -282,4 +331,5 @@ mod pod {
     unsafe impl aya::Pod for super::StackStats {}
     unsafe impl aya::Pod for super::StackFrames {}
     unsafe impl aya::Pod for super::HeapTotals {}
+    unsafe impl aya::Pod for super::UnwindRow {}
 }

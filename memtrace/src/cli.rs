@@ -70,6 +70,15 @@ pub enum Command {
     /// Print the JSON Schema of the trace files --json writes (the same as
     /// schema/memtrace-trace.schema.json in the repository)
     Schema,
+    /// Compile the unwind tables of ELF files (executables, shared
+    /// libraries) from their .eh_frame and print what they hold: rows, map
+    /// memory, rules the unwinder cannot follow, build time. Needs no
+    /// privileges. Example: `memtrace unwind-table /lib/x86_64-linux-gnu/libc.so.6`
+    UnwindTable {
+        /// The files
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Print the report of a trace saved with --json, as the run printed it.
     /// Needs no kernel support and no privileges.
     Report {

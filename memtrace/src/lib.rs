@@ -7,6 +7,7 @@
 //! ```text
 //! kernel/   load the eBPF object, attach, read its maps      ─┐
 //! uprobes/  where the user-space probes go (allocators, phases)│ set-up
+//! unwind/   .eh_frame compiled into unwind rows for the eBPF side│
 //! target/   the traced process: spawned and held, or attached ─┘
 //! decode    ring-buffer records -> typed events               ─┐
 //! procfs/   kernel truth: maps, smaps, pagemap, stat, mem      │ run
@@ -29,5 +30,6 @@ pub mod session;
 pub mod symbolize;
 pub mod target;
 pub mod trace;
+pub mod unwind;
 pub mod uprobes;
 pub mod warnings;

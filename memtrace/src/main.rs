@@ -11,7 +11,7 @@ use memtrace::{
     output::{chrome_trace, html, report},
     session::{self, Options, Target},
     target::{self, control},
-    trace,
+    trace, unwind,
     uprobes::{allocator, phase_fn},
 };
 
@@ -32,6 +32,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         (Some(Command::Mark { name, end, pid }), _) => {
             let pid = control::send(Path::new(control::DIR), pid, !end, &name)?;
             eprintln!("memtrace: {} phase `{name}` in the trace of PID {pid}", if end { "ended" } else { "began" });
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Some(Command::UnwindTable { files }), _) => {
+            for file in files {
+                match unwind::UnwindTable::read(&file) {
+                    Ok(table) => println!("{}: {}", file.display(), unwind::describe(&table)),
+                    Err(e) => bail!("{}: {e}", file.display()),
+                }
+            }
             return Ok(ExitCode::SUCCESS);
         }
         (Some(Command::Schema), _) => {
