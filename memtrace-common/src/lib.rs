@@ -238,8 +238,9 @@ pub struct HeapTotals {
     pub allocs: u64,
     /// Frees of recorded allocations.
     pub frees: u64,
-    /// Frees of addresses memtrace never saw allocated (made before it
-    /// attached, or dropped): never subtracted from the live heap.
+    /// Frees, by the program's own code, of addresses memtrace never saw
+    /// allocated (made before it attached, or dropped): never subtracted
+    /// from the live heap.
     pub unknown_frees: u64,
     /// Allocations not tracked: the live map (LIVE_ALLOCS) was full.
     pub dropped_allocs: u64,
@@ -257,6 +258,12 @@ pub struct HeapTotals {
     /// limit of 64 pending return probes per thread, reached under deep
     /// recursion of a `--phase-fn` function). Their allocations are not counted.
     pub abandoned_calls: u64,
+    /// Frees of addresses memtrace never saw allocated, called from the
+    /// allocator library's own code: blocks it made without a probed call
+    /// or hands back a second time (glibc returning a thread's cache and the
+    /// cache itself when the thread exits). Not allocations made before
+    /// tracing; never subtracted from the live heap.
+    pub internal_frees: u64,
 }
 
 impl HeapTotals {

@@ -7,7 +7,10 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_stack},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::{bpf_get_attach_cookie, bpf_get_stack},
+    },
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
@@ -346,9 +349,31 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         }
     }
     if !release(ptr) {
-        unknown_free(tid, ptr);
+        if called_from_allocator(&ctx) {
+            bump(|t| unsafe { &raw mut (*t).internal_frees });
+        } else {
+            unknown_free(tid, ptr);
+        }
     }
     0
+}
+
+/// Whether the free's caller (the return address at the stack pointer: the
+/// probe sits before anything moves it) is the allocator library's own
+/// code. The attach cookie says where that code is relative to the probe:
+/// low 32 bits, the probe's distance from the start of its executable
+/// segment; high 32 bits, the segment's length (0: not known).
+#[inline(always)]
+fn called_from_allocator(ctx: &ProbeContext) -> bool {
+    // SAFETY: reads the cookie userspace attached this probe with.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let (offset, len) = (cookie & 0xffff_ffff, cookie >> 32);
+    // SAFETY: reads 8 bytes of the target's stack; a fault returns an error.
+    let Ok(caller) = (unsafe { bpf_probe_read_user(stack_pointer(ctx.regs) as *const u64) }) else {
+        return false;
+    };
+    let start = instruction_pointer(ctx.regs).wrapping_sub(offset);
+    len != 0 && caller.wrapping_sub(start) < len
 }
 
 /// The heap totals now (for the phase marker's heap snapshot).

@@ -23,6 +23,7 @@ use crate::{
     model::aspace::FileId,
     model::heap_marks::LiveAllocation,
     uprobes::alloc_symbols::{self, Shape},
+    uprobes::allocator::Allocator,
     uprobes::placement::{self, Library, Placement},
     warnings::Warnings,
 };
@@ -240,7 +241,8 @@ impl Probes {
     /// probed instruction (see probe_site); the return probe sits at the same
     /// place. An alias of a function already probed (same address) is
     /// probed once. Returns the functions found, probed or not.
-    pub fn attach_allocator(&mut self, pid: u32, library: &Path, named: &Path) -> Result<Vec<HeapProbe>> {
+    pub fn attach_allocator(&mut self, pid: u32, allocator: &Allocator) -> Result<Vec<HeapProbe>> {
+        let (library, named) = (allocator.open_path.as_path(), allocator.path.as_path());
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
         let lib = Library::open(library)?;
         for program in Shape::PROGRAMS.into_iter().chain([ALLOC_EXIT]) {
@@ -272,11 +274,24 @@ impl Probes {
             } else {
                 placement::place(&code.code, shape.reads())
             };
+            // A free tells its allocator's own calls from the program's by
+            // where its caller is: the cookie locates the allocator's code
+            // relative to the probe (see called_from_allocator in eBPF).
+            let probed = code.address + placement.offset;
+            let cookie = (!allocator.in_executable)
+                .then(|| lib.code_segment(probed))
+                .flatten()
+                .filter(|(start, len)| probed - start <= u32::MAX as u64 && *len <= u32::MAX as u64)
+                .map_or(0, |(start, len)| (len << 32) | (probed - start));
             let mut attach = |program: &'static str| -> Result<()> {
                 let probe: &mut UProbe =
                     self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::SymbolOffset(&symbol, placement.offset),
+                    cookie: Some(cookie),
+                };
                 let link = probe
-                    .attach(UProbeAttachLocation::SymbolOffset(&symbol, placement.offset), library, scope)
+                    .attach(point, library, scope)
                     .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, named.display()))?;
                 self.uprobe_links.push((program, link));
                 Ok(())

@@ -152,7 +152,7 @@ fn attach_heap(
     let mut setup = Vec::new();
     let mut errors = Vec::new();
     for allocator in allocators {
-        match probes.attach_allocator(pid, &allocator.open_path, &allocator.path) {
+        match probes.attach_allocator(pid, &allocator) {
             Ok(report) => setup.push((allocator, report)),
             Err(e) => {
                 warnings.warn(format!("allocations through {} will not be traced: {e:#}", allocator.path.display()));
@@ -176,7 +176,7 @@ impl Session {
             return; // the same executable again: already probed
         }
         allocator.how.push_str("; found when the target exec'd it");
-        match self.probes.attach_allocator(self.pid, &allocator.open_path, &allocator.path) {
+        match self.probes.attach_allocator(self.pid, &allocator) {
             Ok(report) => {
                 let entry = (allocator, report);
                 if self.opts.explain_probes {

@@ -18,6 +18,9 @@ pub struct Allocator {
     pub open_path: PathBuf,
     /// How it was found, for the report.
     pub how: String,
+    /// Linked into the executable: its code shares the file with the
+    /// program's, so a free's caller cannot tell the two apart.
+    pub in_executable: bool,
 }
 
 /// `binary` is the target's executable; in run mode the target has not
@@ -55,7 +58,7 @@ pub fn find(
                 } else {
                     how.to_string()
                 };
-                found.push(Allocator { open_path: opened(pid, &path, run_mode), path, how })
+                found.push(Allocator { open_path: opened(pid, &path, run_mode), path, how, in_executable: false })
             }
             None if found.is_empty() && extra.is_empty() => {
                 bail!("no glibc (libc.so.6) in {maps}: the heap is not traced")
@@ -80,7 +83,7 @@ pub fn find(
                 "--alloc-lib, not mapped by the target when memtrace attached".to_string()
             }
         };
-        found.push(Allocator { open_path: opened(pid, path, run_mode), path: path.clone(), how });
+        found.push(Allocator { open_path: opened(pid, path, run_mode), path: path.clone(), how, in_executable: false });
     }
     Ok(found)
 }
@@ -104,14 +107,17 @@ pub fn in_executable(binary: &Path) -> Option<(Allocator, bool)> {
     let exe = Library::open(binary).ok()?;
     if matches!(exe.function("malloc"), Ok(Some(_))) {
         let how = "malloc is defined in the executable itself (statically linked)".into();
-        return Some((Allocator { path: binary.to_path_buf(), open_path: binary.to_path_buf(), how }, true));
+        return Some((
+            Allocator { path: binary.to_path_buf(), open_path: binary.to_path_buf(), how, in_executable: true },
+            true,
+        ));
     }
     let own = own_allocator_functions(&exe);
     if own.is_empty() {
         return None;
     }
     let how = format!("the executable carries its own allocator ({}, statically linked)", own.join(", "));
-    Some((Allocator { path: binary.to_path_buf(), open_path: binary.to_path_buf(), how }, false))
+    Some((Allocator { path: binary.to_path_buf(), open_path: binary.to_path_buf(), how, in_executable: true }, false))
 }
 
 /// Checks an `--alloc-lib` argument before tracing starts: an ELF file that

@@ -327,6 +327,16 @@ impl Library {
     /// The functions among `names` this file defines, in the order of
     /// `names`, found in one pass over its symbols (dynamic symbols first,
     /// then the symbol table, so a statically linked allocator is found too).
+    /// The executable segment holding the code at `vaddr`: (start, length).
+    pub fn code_segment(&self, vaddr: u64) -> Option<(u64, u64)> {
+        use object::{elf::PF_X, Object, ObjectSegment, SegmentFlags};
+        let file = object::File::parse(&*self.data).ok()?;
+        file.segments()
+            .filter(|s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0))
+            .map(|s| (s.address(), s.size()))
+            .find(|(start, len)| (*start..start + len).contains(&vaddr))
+    }
+
     pub fn functions(&self, names: &[&str]) -> Result<Vec<(String, FunctionCode)>> {
         let file = object::File::parse(&*self.data)?;
         let mut found: Vec<Option<FunctionCode>> = names.iter().map(|_| None).collect();

@@ -190,3 +190,32 @@ fn a_rust_target_with_mimalloc_linked_statically_is_probed_in_its_executable_eve
         assert_eq!((boxes.0 + grown.0, boxes.1 + grown.1), (count, bytes), "{scratch_name}");
     }
 }
+
+/// threads.c: eight threads each leak one 1,000-byte block and exit. glibc
+/// frees each thread's cache (blocks freed long ago, and the cache's own
+/// struct, never made through malloc) as the thread exits: those frees are
+/// the allocator's own, not the program's frees of blocks made before
+/// tracing, and in run mode there are none of the latter.
+#[test]
+fn frees_by_glibc_at_thread_exit_are_allocator_internal_not_unknown() {
+    let _root = require_root();
+    let dir = scratch("heap_threads");
+    let threads = build_c("threads", &dir);
+    let trace = Memtrace::run().json(dir.join("trace.json")).target([&threads]).traced().trace;
+    let heap = heap(&trace);
+    for (counter, value) in heap_losses(heap) {
+        assert_eq!(value, 0, "{counter}: {heap:#?}");
+    }
+    // 8 threads x (5 cached blocks + the cache itself).
+    assert!(heap.totals.internal_frees >= 8, "each exiting thread returns its cache: {heap:#?}");
+    let leak = group(&trace, "leak_in_thread");
+    assert_eq!((leak.count, leak.bytes), (8, 8000), "{leak:#?}");
+    assert!(has_frame(&leak.stack, "worker"), "{leak:#?}");
+    // Everything else still live is glibc's cache of thread stacks: the
+    // TLS vectors ld.so allocated for them (allocate_dtv, in pthread_create;
+    // ld.so has no frame pointers, so that stack is one frame for now).
+    let others: Vec<&Leak> = trace.leaks.iter().filter(|l| top_function(&l.stack) != "leak_in_thread").collect();
+    assert!(others.iter().all(|l| top_function(&l.stack) == "allocate_dtv"), "{others:#?}");
+    let kept: u64 = others.iter().map(|l| l.bytes).sum();
+    assert_eq!(heap.live_bytes, 8000 + kept as i64, "{heap:#?}");
+}

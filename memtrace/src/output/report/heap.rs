@@ -42,8 +42,9 @@ pub fn render_heap(o: &mut String, t: &Trace) {
     );
     let _ = writeln!(
         o,
-        "  not in the figures: unknown frees {} (allocated before tracing), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
+        "  not in the figures: unknown frees {} (by the program, of blocks allocated before tracing), allocator-internal frees {} (by the allocator's own code, e.g. thread caches at thread exit), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
         thousands(h.totals.unknown_frees),
+        thousands(h.totals.internal_frees),
         thousands(h.totals.dropped_allocs),
         thousands(h.totals.missed_frees),
         thousands(h.totals.lost_stacks),
