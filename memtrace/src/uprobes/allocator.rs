@@ -88,6 +88,13 @@ pub fn find(
     Ok(found)
 }
 
+/// The glibc this process (memtrace's tests) maps, as `find` sees it.
+#[cfg(test)]
+pub fn own_glibc() -> PathBuf {
+    let found = find(std::process::id(), Path::new("/proc/self/exe"), true, &[], &mut Warnings::default()).unwrap();
+    found[0].path.clone()
+}
+
 /// Where memtrace opens and probes a library the target maps at `path`.
 /// In attach mode, the target may see another file at that path than
 /// memtrace does (a container's own glibc), or the file may have been

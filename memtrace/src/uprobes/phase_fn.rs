@@ -73,15 +73,8 @@ mod tests {
     fn a_missing_function_is_refused_with_the_fix() {
         let e = resolve("p=no_such_function_here", Path::new("/proc/self/exe")).unwrap_err();
         assert!(format!("{e:#}").contains("defines no function `no_such_function_here`"), "{e:#}");
-        let libc = crate::uprobes::allocator::find(
-            std::process::id(),
-            Path::new("/proc/self/exe"),
-            true,
-            &[],
-            &mut crate::warnings::Warnings::default(),
-        )
-        .unwrap();
-        let spec = format!("alloc=malloc@{}", libc[0].path.display());
+        let libc = crate::uprobes::allocator::own_glibc();
+        let spec = format!("alloc=malloc@{}", libc.display());
         assert_eq!(resolve(&spec, Path::new("/proc/self/exe")).unwrap().symbol, "malloc");
     }
 }
