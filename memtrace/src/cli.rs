@@ -15,7 +15,7 @@ are. It also counts page faults by mapping and, when the program exports memtrac
 everything by phase. Every figure says where it comes from: measured (eBPF), kernel truth (/proc, rusage) or \
 estimate.\n\n\
 In run mode the command is held before exec until every probe is attached, and stopped at its exit (ptrace) \
-so smaps is read with its mappings intact. Ctrl-C reads smaps at once, then passes the signal on.\n\n\
+so smaps is read with its mappings intact. Ctrl-C passes the signal on to the command and reports at its exit stop (at most 5 s later; a second Ctrl-C stops at once).\n\n\
 It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.15 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
