@@ -344,6 +344,24 @@ impl Probes {
         drop(self.ebpf);
     }
 
+    /// Writes unwind rows into UNWIND_ROWS from index `first` on.
+    pub fn write_unwind_rows(&mut self, first: u32, rows: &[memtrace_common::UnwindRow]) -> Result<()> {
+        let map = self.ebpf.map_mut("UNWIND_ROWS").context("eBPF object lacks map UNWIND_ROWS")?;
+        let mut array: Array<_, memtrace_common::UnwindRow> = Array::try_from(map)?;
+        for (i, row) in rows.iter().enumerate() {
+            array.set(first + i as u32, row, 0).context("writing UNWIND_ROWS")?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the executable mappings the eBPF unwinder searches.
+    pub fn set_exec_mappings(&mut self, mappings: &memtrace_common::ExecMappings) -> Result<()> {
+        let map = self.ebpf.map_mut("UNWIND_MAPPINGS").context("eBPF object lacks map UNWIND_MAPPINGS")?;
+        let mut array: Array<_, memtrace_common::ExecMappings> = Array::try_from(map)?;
+        array.set(0, mappings, 0).context("writing UNWIND_MAPPINGS")?;
+        Ok(())
+    }
+
     /// The allocator totals now.
     pub fn heap_totals(&self) -> Result<HeapTotals> {
         let map = self.ebpf.map("HEAP_TOTALS").context("eBPF object lacks map HEAP_TOTALS")?;

@@ -57,6 +57,36 @@ impl UnwindTable {
     }
 }
 
+/// One loadable segment of an ELF file (PT_LOAD): where its bytes are in
+/// the file and at which virtual address the rows' `pc` put them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub offset: u64,
+    pub file_size: u64,
+}
+
+/// The loadable segments of the ELF file in `data`.
+pub fn segments(data: &[u8]) -> Result<Vec<Segment>, TableError> {
+    use object::{Object, ObjectSegment};
+    let elf = object::File::parse(data).map_err(TableError::NotElf)?;
+    Ok(elf
+        .segments()
+        .map(|s| {
+            let (offset, file_size) = s.file_range();
+            Segment { vaddr: s.address(), offset, file_size }
+        })
+        .collect())
+}
+
+/// A mapping's load bias (runtime address minus file virtual address): from
+/// the segment holding the mapping's file offset, since the kernel maps
+/// each segment at a page-aligned offset of its own.
+pub fn bias(segments: &[Segment], map_start: u64, map_offset: u64) -> Option<u64> {
+    let s = segments.iter().find(|s| s.offset <= map_offset && map_offset < s.offset + s.file_size)?;
+    Some(map_start.wrapping_sub(s.vaddr + (map_offset - s.offset)))
+}
+
 /// One line on a table: `memtrace unwind-table`'s output.
 pub fn describe(t: &UnwindTable) -> String {
     let s = &t.stats;
@@ -194,6 +224,20 @@ mod tests {
         );
         assert!(table.stats.unsupported_cfa_rows >= unsupported.min(1), "{:?}", table.stats);
         table
+    }
+
+    #[test]
+    fn the_bias_comes_from_the_segment_holding_the_mapping_offset() {
+        // glibc-like layout: r-- at 0, r-x text at file 0x26000 = vaddr 0x26000.
+        let segs = [
+            Segment { vaddr: 0, offset: 0, file_size: 0x26000 },
+            Segment { vaddr: 0x26000, offset: 0x26000, file_size: 0x15a000 },
+        ];
+        assert_eq!(bias(&segs, 0x7f00_0002_6000, 0x26000), Some(0x7f00_0000_0000));
+        // A non-PIE executable: mapped at its own addresses.
+        let exe = [Segment { vaddr: 0x401000, offset: 0x1000, file_size: 0x2000 }];
+        assert_eq!(bias(&exe, 0x401000, 0x1000), Some(0));
+        assert_eq!(bias(&exe, 0x401000, 0x9000), None);
     }
 
     #[test]
