@@ -25,6 +25,7 @@ use crate::{
     emit::{emit, target_tid},
     phases,
     regs::{instruction_pointer, stack_pointer, RETURN_SP_OFFSET},
+    unwind::{self, End},
 };
 
 /// Set by the loader for `--events`: every recorded allocation and every
@@ -58,7 +59,7 @@ static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(65536, BPF_
 
 /// Per-CPU scratch space for one stack (too big for the BPF stack).
 #[map]
-static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(65537, 0);
@@ -92,14 +93,38 @@ fn bump(pick: fn(*mut HeapTotals) -> *mut u64) {
 #[inline(always)]
 fn user_stack(ctx: &RetProbeContext) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
-    // SAFETY: the helper writes at most the size given into the per-CPU buffer.
-    let n = unsafe {
-        bpf_get_stack(ctx.as_ptr(), (&raw mut (*scratch).ips).cast(), (MAX_STACK_DEPTH * 8) as u32, BPF_F_USER_STACK)
+    // With the target's unwind tables loaded, unwind with them (code built
+    // without frame pointers); else the kernel's frame-pointer walk.
+    let len = match unwind::walk(ctx.regs) {
+        Some((len, end)) => {
+            match end {
+                End::Complete => {}
+                End::NoTable => bump(|t| unsafe { &raw mut (*t).stacks_cut_no_table }),
+                End::Unsupported => bump(|t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
+                End::Unreadable => bump(|t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
+                End::Depth => bump(|t| unsafe { &raw mut (*t).stacks_cut_depth }),
+            }
+            len as u64
+        }
+        None => {
+            // SAFETY: the helper writes at most the size given into the per-CPU buffer.
+            let n = unsafe {
+                bpf_get_stack(
+                    ctx.as_ptr(),
+                    (&raw mut (*scratch).ips).cast(),
+                    (MAX_STACK_DEPTH * 8) as u32,
+                    BPF_F_USER_STACK,
+                )
+            };
+            if n <= 0 {
+                return 0;
+            }
+            (n as u64 / 8).min(MAX_STACK_DEPTH as u64)
+        }
     };
-    if n <= 0 {
+    if len == 0 {
         return 0;
     }
-    let len = (n as u64 / 8).min(MAX_STACK_DEPTH as u64);
     // FNV-1a over the frames (the buffer past `len` holds stale frames).
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for i in 0..MAX_STACK_DEPTH {

@@ -14,6 +14,7 @@ mod mmap_file;
 mod phases;
 mod process;
 mod regs;
+mod unwind;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -33,3 +33,12 @@ pub fn instruction_pointer(regs: *const pt_regs) -> u64 {
     // SAFETY: as above.
     unsafe { (*regs).rip }
 }
+
+/// The user frame pointer (rbp): where a frame-pointer walk starts, and the
+/// base some unwind rows compute the caller's stack pointer from.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub fn frame_pointer(regs: *const pt_regs) -> u64 {
+    // SAFETY: as above.
+    unsafe { (*regs).rbp }
+}

@@ -344,6 +344,59 @@ impl Probes {
         drop(self.ebpf);
     }
 
+    /// Writes unwind rows into UNWIND_ROWS from index `first` on, in one
+    /// `BPF_MAP_UPDATE_BATCH` call: one update per row took 128 ms for the
+    /// demo's 60,724 rows (the workload, libc, ld.so), and allocations made
+    /// until the tables are in are walked with frame pointers only.
+    pub fn write_unwind_rows(&mut self, first: u32, rows: &[memtrace_common::UnwindRow]) -> Result<()> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let Some(aya::maps::Map::Array(data)) = self.ebpf.map("UNWIND_ROWS") else {
+            anyhow::bail!("eBPF object lacks array map UNWIND_ROWS");
+        };
+        let keys: Vec<u32> = (first..).take(rows.len()).collect();
+        /// `union bpf_attr`'s member for the batch commands.
+        #[repr(C)]
+        struct BatchAttr {
+            in_batch: u64,
+            out_batch: u64,
+            keys: u64,
+            values: u64,
+            count: u32,
+            map_fd: u32,
+            elem_flags: u64,
+            flags: u64,
+        }
+        const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+        let mut attr = BatchAttr {
+            in_batch: 0,
+            out_batch: 0,
+            keys: keys.as_ptr() as u64,
+            values: rows.as_ptr() as u64,
+            count: rows.len() as u32,
+            map_fd: data.fd().as_fd().as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: `attr` points at keys and values that live across the call,
+        // `count` of each; the kernel reads them and writes back `count`.
+        let ret = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_BATCH, &raw mut attr, std::mem::size_of::<BatchAttr>() as u32)
+        };
+        if ret != 0 {
+            return Err(std::io::Error::last_os_error()).context("writing UNWIND_ROWS (BPF_MAP_UPDATE_BATCH)");
+        }
+        anyhow::ensure!(attr.count as usize == rows.len(), "UNWIND_ROWS took {} of {} rows", attr.count, rows.len());
+        Ok(())
+    }
+
+    /// Replaces the executable mappings the eBPF unwinder searches.
+    pub fn set_exec_mappings(&mut self, mappings: &memtrace_common::ExecMappings) -> Result<()> {
+        let map = self.ebpf.map_mut("UNWIND_MAPPINGS").context("eBPF object lacks map UNWIND_MAPPINGS")?;
+        let mut array: Array<_, memtrace_common::ExecMappings> = Array::try_from(map)?;
+        array.set(0, mappings, 0).context("writing UNWIND_MAPPINGS")?;
+        Ok(())
+    }
+
     /// The allocator totals now.
     pub fn heap_totals(&self) -> Result<HeapTotals> {
         let map = self.ebpf.map("HEAP_TOTALS").context("eBPF object lacks map HEAP_TOTALS")?;

@@ -94,6 +94,40 @@ pub fn mapped_file_link(pid: u32, path: &Path) -> Option<PathBuf> {
     link.exists().then_some(link)
 }
 
+/// An executable mapping of a file: the code an unwind table covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecFileMapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub id: FileId,
+    /// /proc/PID/map_files/START-END: the mapped file itself (see [`mapped_file_link`]).
+    pub link: PathBuf,
+    pub path: String,
+}
+
+/// The target's executable file mappings now, sorted by address (empty
+/// when it is gone).
+pub fn exec_file_mappings(pid: u32) -> Vec<ExecFileMapping> {
+    let Ok(maps) = Process::new(pid as i32).and_then(|p| p.maps()) else { return Vec::new() };
+    maps.iter()
+        .filter(|m| m.perms.contains(procfs::process::MMPermissions::EXECUTE))
+        .filter_map(|m| {
+            let MMapPath::Path(path) = &m.pathname else { return None };
+            let Region::File(id) = region_of(m) else { return None };
+            Some(ExecFileMapping {
+                start: m.address.0,
+                end: m.address.1,
+                offset: m.offset,
+                id,
+                link: PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.address.0, m.address.1)),
+                path: path.display().to_string(),
+            })
+        })
+        .collect()
+}
+
 /// All mappings of `pid`, plus the files among them. None when the maps
 /// cannot be read or are empty: a process that is exiting (or a zombie)
 /// has dropped its address space, and that empty view must not replace

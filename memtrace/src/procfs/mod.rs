@@ -7,7 +7,10 @@ mod mem;
 mod resident;
 mod status;
 
-pub use maps::{brk_range, file_at, file_mappings, in_target_root, mapped_file_link, snapshot, Snapshot};
+pub use maps::{
+    brk_range, exec_file_mappings, file_at, file_mappings, in_target_root, mapped_file_link, snapshot, ExecFileMapping,
+    Snapshot,
+};
 pub use mem::read_c_string;
 pub use resident::{file_pagemap, file_rss};
 pub use status::{command_line, kernel_faults, rss_counters};

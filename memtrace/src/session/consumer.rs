@@ -83,6 +83,9 @@ pub struct Consumer {
     /// The target's file mappings at the latest /proc read: allocation
     /// stacks are symbolized with them if the target is gone at stop.
     pub mappings: Vec<FileMapping>,
+    /// An exec or an executable file mapping was seen since the session last
+    /// refreshed the unwind tables.
+    pub exec_mapped: bool,
 }
 
 impl Consumer {
@@ -101,6 +104,7 @@ impl Consumer {
             phase_fn_names,
             last_exec_ns: 0,
             mappings: Vec::new(),
+            exec_mapped: false,
         }
     }
 
@@ -135,7 +139,9 @@ impl Consumer {
             Event::MmapFile { tid, result, file, .. } => {
                 self.mmap_file.insert(tid, (result, file));
             }
-            Event::Mmap { tid, result, len, flags, fd, .. } => {
+            Event::Mmap { tid, result, len, prot, flags, fd, .. } => {
+                const PROT_EXEC: u64 = 4;
+                self.exec_mapped |= result >= 0 && fd >= 0 && prot & PROT_EXEC != 0;
                 // The kernel named the file as the mapping was made; /proc
                 // adds the path when the mapping is still there. Never
                 // /proc/PID/fd/FD: by now the fd may name another file.
@@ -169,6 +175,7 @@ impl Consumer {
             Event::PageFault { tid, address, access, .. } => self.on_fault(tid, address, access),
             Event::Exec { ts_ns, .. } => {
                 self.last_exec_ns = ts_ns;
+                self.exec_mapped = true;
                 self.stats.on_exec();
                 self.stats.kernel_heap.on_exec(self.proc.brk_start());
                 self.loading.on_exec();

@@ -12,6 +12,7 @@ mod run;
 mod setup;
 mod stop;
 pub mod target;
+mod unwind;
 
 use std::{
     collections::HashSet,
@@ -118,6 +119,8 @@ struct Session {
     control: Option<ControlSocket>,
     signals: Signals,
     warnings: Warnings,
+    /// The eBPF unwinder's tables for the target's executable files.
+    unwind: unwind::UnwindTables,
     started: SystemTime,
     clock: Instant,
     start_ns: u64,

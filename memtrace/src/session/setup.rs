@@ -71,6 +71,8 @@ impl Session {
             }
             Target::Attach { pid, .. } => {
                 let start_truth = attach_baseline(&mut consumer, pid);
+                // Already running: its code is mapped, load its tables at the first drain.
+                consumer.exec_mapped = true;
                 (TargetHandle::attached(pid)?, start_truth)
             }
         };
@@ -104,6 +106,7 @@ impl Session {
             control,
             signals,
             warnings,
+            unwind: Default::default(),
             started,
             clock,
             start_ns,
@@ -191,11 +194,17 @@ impl Session {
         }
     }
 
-    /// Files the target maps for the first time: the kernel side watches
+    /// Files the target maps for the first time (and, first, new
+    /// executable mappings for the unwinder): the kernel side watches
     /// their evictions, and a library with phase markers gets the marker
     /// probes. Called after every drain: cheap when no file is new (files
     /// are never removed).
     pub(super) fn watch_new_files(&mut self) {
+        // New code mapped (an exec, a library loaded): the unwinder's tables
+        // follow, before the allocations made through it if it is quick enough.
+        if std::mem::take(&mut self.consumer.exec_mapped) {
+            self.unwind.refresh(self.pid, &mut self.probes, &mut self.warnings);
+        }
         let files = &self.consumer.stats.files;
         if files.len() == self.watched.len() {
             return;

@@ -57,6 +57,47 @@ impl UnwindTable {
     }
 }
 
+/// One loadable segment of an ELF file (PT_LOAD): where its bytes are in
+/// the file and at which virtual address the rows' `pc` put them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub offset: u64,
+    pub file_size: u64,
+    /// PF_X: the segment an executable mapping holds.
+    pub executable: bool,
+}
+
+/// The loadable segments of the ELF file in `data`.
+pub fn segments(data: &[u8]) -> Result<Vec<Segment>, TableError> {
+    use object::{Object, ObjectSegment, SegmentFlags};
+    const PF_X: u32 = 1;
+    let elf = object::File::parse(data).map_err(TableError::NotElf)?;
+    Ok(elf
+        .segments()
+        .map(|s| {
+            let (offset, file_size) = s.file_range();
+            let executable = matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & PF_X != 0);
+            Segment { vaddr: s.address(), offset, file_size, executable }
+        })
+        .collect())
+}
+
+/// An executable mapping's load bias (runtime address minus file virtual
+/// address), from the executable segment it maps. The kernel maps a segment
+/// from its offset rounded down to a page, so the mapping's offset can lie
+/// before the segment's, inside the previous segment's last page (Rust's
+/// executables: text at file 0xe40b0, vaddr 0xe50b0, mapped from 0xe4000);
+/// matching the offset alone picks that previous segment, 0x1000 off.
+pub fn bias(segments: &[Segment], map_start: u64, map_offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let s = segments
+        .iter()
+        .find(|s| s.executable && s.offset & !(PAGE - 1) <= map_offset && map_offset < s.offset + s.file_size)?;
+    // p_vaddr is mapped at map_start + (p_offset - map_offset).
+    Some(map_start.wrapping_add(s.offset).wrapping_sub(map_offset).wrapping_sub(s.vaddr))
+}
+
 /// One line on a table: `memtrace unwind-table`'s output.
 pub fn describe(t: &UnwindTable) -> String {
     let s = &t.stats;
@@ -194,6 +235,22 @@ mod tests {
         );
         assert!(table.stats.unsupported_cfa_rows >= unsupported.min(1), "{:?}", table.stats);
         table
+    }
+
+    #[test]
+    fn the_bias_comes_from_the_executable_segment_the_mapping_holds() {
+        let seg = |vaddr, offset, file_size, executable| Segment { vaddr, offset, file_size, executable };
+        // glibc: r-- at 0, r-x text at file 0x26000 = vaddr 0x26000.
+        let libc = [seg(0, 0, 0x25388, false), seg(0x26000, 0x26000, 0x1550fc, true)];
+        assert_eq!(bias(&libc, 0x7f00_0002_6000, 0x26000), Some(0x7f00_0000_0000));
+        // A Rust executable: text at file 0xe40b0, vaddr 0xe50b0, mapped from
+        // file 0xe4000 (inside the r-- segment's last page) at base + 0xe5000.
+        let rust = [seg(0, 0, 0xe40a4, false), seg(0xe50b0, 0xe40b0, 0x256b70, true)];
+        assert_eq!(bias(&rust, 0x5500_000e_5000, 0xe4000), Some(0x5500_0000_0000));
+        // A non-PIE executable: mapped at its own addresses.
+        let exe = [seg(0x401000, 0x1000, 0x2000, true)];
+        assert_eq!(bias(&exe, 0x401000, 0x1000), Some(0));
+        assert_eq!(bias(&exe, 0x401000, 0x9000), None);
     }
 
     #[test]

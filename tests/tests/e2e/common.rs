@@ -276,6 +276,13 @@ pub fn cc(args: &[&OsStr]) {
     assert!(out.status.success(), "cc {args:?}: {}", describe(&out));
 }
 
+/// `cc -g -O2 -fomit-frame-pointer ARGS`, which must succeed: code as
+/// release builds make it, with no frame pointers for a stack walk.
+pub fn cc_no_frame_pointers(args: &[&OsStr]) {
+    let out = run(Command::new("cc").args(["-g", "-O2", "-fomit-frame-pointer"]).args(args));
+    assert!(out.status.success(), "cc {args:?}: {}", describe(&out));
+}
+
 /// A memtrace command line: `memtrace [SUBCOMMAND...] [ARGS] [--json PATH]
 /// [-- TARGET...]`, run as root or as nobody, then run to completion,
 /// interrupted at a marker, or spawned.

@@ -19,3 +19,4 @@ mod report_cmd;
 mod run_mode;
 mod schema;
 mod timeline;
+mod unwind;

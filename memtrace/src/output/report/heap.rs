@@ -42,12 +42,22 @@ pub fn render_heap(o: &mut String, t: &Trace) {
     );
     let _ = writeln!(
         o,
-        "  not in the figures: unknown frees {} (by the program, of blocks allocated before tracing), allocator-internal frees {} (by the allocator's own code, e.g. thread caches at thread exit), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
+        "  not in the figures: unknown frees {} (by the program, of blocks allocated before tracing), allocator-internal frees {} (by the allocator's own code, e.g. thread caches at thread exit), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, allocations with a stack cut short {} (no unwind table {}, unsupported rule {}, unreadable stack {}, depth limit {}), calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
         thousands(h.totals.unknown_frees),
         thousands(h.totals.internal_frees),
         thousands(h.totals.dropped_allocs),
         thousands(h.totals.missed_frees),
         thousands(h.totals.lost_stacks),
+        thousands(
+            h.totals.stacks_cut_no_table
+                + h.totals.stacks_cut_unsupported
+                + h.totals.stacks_cut_unreadable
+                + h.totals.stacks_cut_depth
+        ),
+        thousands(h.totals.stacks_cut_no_table),
+        thousands(h.totals.stacks_cut_unsupported),
+        thousands(h.totals.stacks_cut_unreadable),
+        thousands(h.totals.stacks_cut_depth),
         thousands(h.totals.lost_calls),
         thousands(h.totals.abandoned_calls),
         thousands(h.open_calls_at_stop),
