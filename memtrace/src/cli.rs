@@ -1,7 +1,7 @@
 //! Command-line interface.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,7 +16,7 @@ everything by phase. Every figure says where it comes from: measured (eBPF), ker
 estimate.\n\n\
 In run mode the command is held before exec until every probe is attached, and stopped at its exit (ptrace) \
 so smaps is read with its mappings intact. Ctrl-C passes the signal on to the command and reports at its exit stop (at most 5 s later; a second Ctrl-C stops at once).\n\n\
-It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.15 kernel with BTF.",
+It needs root (CAP_BPF + CAP_PERFMON) and a Linux >= 5.17 kernel with BTF.",
     after_help = "Examples:\n  \
 sudo memtrace run -- python3 scan.py data.arrow     spawn and trace until it exits\n  \
 sudo memtrace -p 4242 --duration 30 --json t.json   attach to a running process for 30 s\n  \
@@ -36,6 +36,14 @@ pub struct Cli {
 
     #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+/// `--unwind`: how allocation stacks are walked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Unwind {
+    #[default]
+    Fp,
+    Dwarf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +141,17 @@ pub struct TraceArgs {
     /// (for comparing costs, or to rule the placement out)
     #[arg(long)]
     pub probe_at_entry: bool,
+
+    /// How allocation stacks are walked. `fp`: frame pointers (the kernel's
+    /// walk; stacks end early in code built without them: most
+    /// distributions' libraries). `dwarf`: unwind tables compiled from each
+    /// executable file's .eh_frame, searched in eBPF, with a frame-pointer
+    /// step where a file has none. The tables are loaded a few tens of ms
+    /// after an exec or a library load, and allocations before that are
+    /// walked with frame pointers, so one call site can show two stacks:
+    /// hence not the default yet
+    #[arg(long, value_enum, default_value_t = Unwind::Fp, value_name = "HOW")]
+    pub unwind: Unwind,
 
     /// Also probe the allocator functions this library (or executable)
     /// defines: a jemalloc, mimalloc or tcmalloc the target loads, e.g.

@@ -111,6 +111,7 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
         probe_at_entry: args.probe_at_entry,
+        unwind: args.unwind,
         alloc_libs: args.alloc_libs.clone(),
         events: args.events.clone(),
         growth_window: args.growth_window.into(),

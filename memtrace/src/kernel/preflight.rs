@@ -30,12 +30,14 @@ pub fn check_privileges() -> Result<()> {
 }
 
 /// The oldest kernel with everything the eBPF object uses: the ring buffer
-/// (5.8), BPF cpu v3 atomic fetch-and-add (5.12), uprobe cookies (5.15).
-const MIN_KERNEL: (u32, u32) = (5, 15);
+/// (5.8), BPF cpu v3 atomic fetch-and-add (5.12), uprobe cookies (5.15),
+/// bpf_loop (5.17: the stack unwinder's loops, which plain bounded loops
+/// cannot express within the verifier's instruction limit).
+const MIN_KERNEL: (u32, u32) = (5, 17);
 
 pub fn check_btf() -> Result<()> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): memtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.15)");
+        bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): memtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.17)");
     }
     Ok(())
 }
@@ -45,7 +47,7 @@ pub fn check_kernel_version() -> Result<()> {
     if let Some(version) = kernel_version(&release) {
         if version < MIN_KERNEL {
             bail!(
-                "this kernel is Linux {}.{} ({}); memtrace needs Linux >= {}.{} (BPF ring buffer, atomic fetch-and-add, uprobe cookies)",
+                "this kernel is Linux {}.{} ({}); memtrace needs Linux >= {}.{} (BPF ring buffer, atomic fetch-and-add, uprobe cookies, bpf_loop)",
                 version.0,
                 version.1,
                 release.trim(),
@@ -71,7 +73,7 @@ mod tests {
     fn kernel_releases_read_as_major_and_minor() {
         assert_eq!(kernel_version("6.18.44-fc-v669\n"), Some((6, 18)));
         assert_eq!(kernel_version("5.4.0-150-generic"), Some((5, 4)));
-        assert!(kernel_version("5.4.0") < Some(MIN_KERNEL) && kernel_version("5.15.0") >= Some(MIN_KERNEL));
+        assert!(kernel_version("5.15.0") < Some(MIN_KERNEL) && kernel_version("5.17.0") >= Some(MIN_KERNEL));
         assert_eq!(kernel_version("garbage"), None);
         check_kernel_version().unwrap(); // the kernel these tests run on
     }

@@ -64,6 +64,9 @@ pub struct Options {
     pub explain_probes: bool,
     /// Allocator probes on the first instruction (no placement).
     pub probe_at_entry: bool,
+    /// `--unwind`: with `Dwarf`, the unwind tables are loaded (without
+    /// them the eBPF side walks frame pointers).
+    pub unwind: crate::cli::Unwind,
     /// More allocator libraries to probe (`--alloc-lib`).
     pub alloc_libs: Vec<PathBuf>,
     /// Write every allocation and free to this file (`--events`).

@@ -202,7 +202,7 @@ impl Session {
     pub(super) fn watch_new_files(&mut self) {
         // New code mapped (an exec, a library loaded): the unwinder's tables
         // follow, before the allocations made through it if it is quick enough.
-        if std::mem::take(&mut self.consumer.exec_mapped) {
+        if std::mem::take(&mut self.consumer.exec_mapped) && self.opts.unwind == crate::cli::Unwind::Dwarf {
             self.unwind.refresh(self.pid, &mut self.probes, &mut self.warnings);
         }
         let files = &self.consumer.stats.files;

@@ -29,7 +29,7 @@ fn a_leak_through_code_without_frame_pointers_has_its_whole_stack() {
         rpath.as_ref(),
     ]);
 
-    let trace = Memtrace::run().json(dir.join("trace.json")).target([&bin]).traced().trace;
+    let trace = Memtrace::run().args(["--unwind", "dwarf"]).json(dir.join("trace.json")).target([&bin]).traced().trace;
     let leaks: Vec<_> = trace.leaks.iter().filter(|l| top_function(&l.stack) == "nofp_leak_here").collect();
     assert_eq!(leaks.len(), 1, "one group allocated in nofp_leak_here: {:#?}", trace.leaks);
     let leak = leaks[0];
