@@ -14,12 +14,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests and benchmarks use: (command, or absolute
 /// path, that proves it is there; package). setpriv: the no-privilege test;
-/// gcc: the C test programs; bpftrace: the heap benchmark's peer; jemalloc:
+/// gcc: the C test programs; binutils (readelf) and libstdc++6: the unwind-table tests; bpftrace: the heap benchmark's peer; jemalloc:
 /// the `--alloc-lib` test; python3-jsonschema: validating traces against
 /// the JSON Schema; chromium: rendering the HTML report headless.
-const DEBIAN_PACKAGES: [(&str, &str); 7] = [
+const DEBIAN_PACKAGES: [(&str, &str); 9] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
+    // The unwind-table tests: readelf is the independent CFI interpreter,
+    // libstdc++ the large C++ library they compile.
+    ("readelf", "binutils"),
+    ("/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "libstdc++6"),
     ("bpftrace", "bpftrace"),
     ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "libjemalloc2"),
     ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
