@@ -335,13 +335,62 @@ pub struct UnwindRow {
     pub rbp: u8,
 }
 
-/// Rows `UNWIND_ROWS` holds, all files together (16 bytes a row: 8 MiB,
-/// preallocated; glibc takes 23,331 rows, libpython3.11 66,397).
-pub const UNWIND_ROWS_MAX: u32 = 1 << 19;
+/// Files whose unwind tables `UNWIND_TABLES` holds at once: each file's
+/// rows are an array of their own, sized to fit (16 bytes a row: glibc's
+/// 23,331 rows take 365 KiB, libLLVM-15's 842,966 take 13 MiB), so map
+/// memory is what the target's files need, and a large library fits.
+pub const UNWIND_TABLES_MAX: u32 = 512;
 
-/// Frames the eBPF unwinder follows at most (fewer than `MAX_STACK_DEPTH`:
-/// each frame is two binary searches the verifier walks through).
-pub const UNWIND_DEPTH: usize = 64;
+/// Rows one file's table may have: the eBPF binary search covers this many.
+pub const UNWIND_TABLE_ROWS_MAX: u32 = 1 << 23;
+
+/// `BPF_F_INNER_MAP`: lets the tables in `UNWIND_TABLES` differ in size.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+/// Frames the eBPF unwinder follows at most (as many as a stack holds: each
+/// frame is one bpf_loop round, checked once by the verifier, so depth costs
+/// only the time to walk it).
+pub const UNWIND_DEPTH: usize = MAX_STACK_DEPTH;
+
+/// Distinct (module, reason) pairs `STACK_CUTS` counts.
+pub const STACK_CUTS_MAX: u32 = 1024;
+
+/// A `STACK_CUTS` key: where an unwind stopped early and why. The start of
+/// the executable file mapping holding the last frame reached (0: in no
+/// file mapping, e.g. JIT code or the vDSO) with the reason (`StackCut`) in
+/// its low bits (mapping starts are page-aligned).
+#[inline(always)]
+pub const fn stack_cut_key(mapping_start: u64, reason: StackCut) -> u64 {
+    (mapping_start & !0xfff) | reason as u64
+}
+
+/// Why an unwind stopped before the outermost frame.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackCut {
+    /// Code with no unwind table, where the frame-pointer step failed.
+    NoTable = 1,
+    /// A rule the unwinder does not follow.
+    Unsupported = 2,
+    /// A saved return address or rbp could not be read.
+    Unreadable = 3,
+    /// The depth limit.
+    Depth = 4,
+}
+
+impl StackCut {
+    /// Splits a `STACK_CUTS` key into the mapping start and the reason.
+    pub fn from_key(key: u64) -> Option<(u64, StackCut)> {
+        let reason = match key & 0xfff {
+            1 => StackCut::NoTable,
+            2 => StackCut::Unsupported,
+            3 => StackCut::Unreadable,
+            4 => StackCut::Depth,
+            _ => return None,
+        };
+        Some((key & !0xfff, reason))
+    }
+}
 
 /// Executable file mappings the eBPF unwinder knows at once.
 pub const MAX_EXEC_MAPPINGS: usize = 256;
@@ -355,9 +404,9 @@ pub struct ExecMapping {
     pub end: u64,
     /// Runtime address minus the file's virtual address (what the rows' `pc` use).
     pub bias: u64,
-    /// The file's rows in `UNWIND_ROWS`: [first_row, first_row + rows),
-    /// sorted by `pc`. `rows == 0`: no table (frame pointers are followed).
-    pub first_row: u32,
+    /// The file's table: its index in `UNWIND_TABLES`, and its rows
+    /// (sorted by `pc`). `rows == 0`: no table (frame pointers are followed).
+    pub table: u32,
     pub rows: u32,
 }
 

@@ -18,14 +18,15 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     event::{AllocEvent, FreeEvent},
-    AllocKind, HeapTotals, LiveAlloc, PendingAlloc, StackFrames, StackStats, DEFAULT_MAX_LIVE_ALLOCS, MAX_STACK_DEPTH,
+    AllocKind, HeapTotals, LiveAlloc, PendingAlloc, StackCut, StackFrames, StackStats, DEFAULT_MAX_LIVE_ALLOCS,
+    MAX_STACK_DEPTH,
 };
 
 use crate::{
     emit::{emit, target_tid},
     phases,
     regs::{instruction_pointer, stack_pointer, RETURN_SP_OFFSET},
-    unwind::{self, End},
+    unwind,
 };
 
 /// Set by the loader for `--events`: every recorded allocation and every
@@ -96,13 +97,13 @@ fn user_stack(ctx: &RetProbeContext) -> u64 {
     // With the target's unwind tables loaded, unwind with them (code built
     // without frame pointers); else the kernel's frame-pointer walk.
     let len = match unwind::walk(ctx.regs) {
-        Some((len, end)) => {
-            match end {
-                End::Complete => {}
-                End::NoTable => bump(|t| unsafe { &raw mut (*t).stacks_cut_no_table }),
-                End::Unsupported => bump(|t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
-                End::Unreadable => bump(|t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
-                End::Depth => bump(|t| unsafe { &raw mut (*t).stacks_cut_depth }),
+        Some((len, cut)) => {
+            match cut {
+                None => {}
+                Some(StackCut::NoTable) => bump(|t| unsafe { &raw mut (*t).stacks_cut_no_table }),
+                Some(StackCut::Unsupported) => bump(|t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
+                Some(StackCut::Unreadable) => bump(|t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
+                Some(StackCut::Depth) => bump(|t| unsafe { &raw mut (*t).stacks_cut_depth }),
             }
             len as u64
         }

@@ -9,6 +9,7 @@ mod emit;
 mod faults;
 mod filemap;
 mod heap;
+mod hold;
 mod mmap;
 mod mmap_file;
 mod phases;

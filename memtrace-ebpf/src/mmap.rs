@@ -14,10 +14,12 @@ use memtrace_common::{
 use crate::{
     emit::{count, emit, offsets, target_tid},
     filemap::WATCHED_FILES,
+    hold::{hold, Hold},
     mmap_file::file_of_fd,
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_EXEC: u64 = 4;
 
 /// Entry arguments of the syscall each target thread is inside, keyed by
 /// tid (per-thread scratch, not wire format): slot 0 is kept for the result
@@ -83,6 +85,11 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
             }
         }
         emit(tid, MmapEvent { result, len, prot, flags, fd, offset });
+        // A file's code, mapped (the loader mapping a library): its unwind
+        // table goes in before any of it runs.
+        if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 && prot & PROT_EXEC != 0 {
+            hold(tid, Hold::CodeMapped);
+        }
     }
     0
 }

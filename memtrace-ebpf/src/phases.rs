@@ -5,14 +5,11 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    helpers::{
-        bpf_probe_read_user_str_bytes,
-        generated::{bpf_get_attach_cookie, bpf_send_signal_thread},
-    },
+    helpers::{bpf_probe_read_user_str_bytes, generated::bpf_get_attach_cookie},
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap},
     programs::{ProbeContext, RetProbeContext},
-    EbpfContext, Global,
+    EbpfContext,
 };
 use memtrace_common::{
     event::{HeapMarkEvent, PhaseEvent},
@@ -20,18 +17,11 @@ use memtrace_common::{
 };
 
 use crate::{
-    emit::{emit, target_tgid, target_tid},
+    emit::{emit, target_tid},
     heap,
+    hold::{hold, Hold},
     regs::{stack_pointer, RETURN_SP_OFFSET},
 };
-
-/// Set by the loader for `--phase-truth` (run mode only): stop the target's
-/// main thread at each marker so memtrace, its ptrace tracer, reads the
-/// kernel truth at the phase boundary before the marker runs.
-#[no_mangle]
-static PHASE_STOP: Global<u32> = Global::new(0);
-
-const SIGSTOP: u32 = 19;
 
 /// Open `--phase-fn` calls: (tid << 32 | function index) -> stack pointer
 /// at the entry of the outermost call.
@@ -90,13 +80,8 @@ fn boundary(tid: u32, mut event: PhaseEvent) -> u32 {
     event.seq = seq;
     emit(tid, event);
     emit(tid, HeapMarkEvent { totals: heap::snapshot(), seq, _pad: 0 });
-    // Only the main thread is ptraced; a SIGSTOP to another thread would stop
-    // the whole group behind the tracer's back.
-    if PHASE_STOP.load() != 0 && tid == target_tgid() {
-        // SAFETY: the helper queues a signal for the current thread; it is
-        // delivered (as a ptrace signal-delivery stop) on return to user mode.
-        unsafe { bpf_send_signal_thread(SIGSTOP) };
-    }
+    // `--phase-truth`: memtrace reads the kernel truth before the marker runs.
+    hold(tid, Hold::PhaseMarker);
     0
 }
 

@@ -1,17 +1,19 @@
 //! User stacks through code without frame pointers: the caller's stack
 //! pointer, return address and rbp found with the unwind rows userspace
-//! compiled from each mapped file's `.eh_frame` (UNWIND_ROWS, per mapping
-//! UNWIND_MAPPINGS). Code without a table is stepped over with its frame
+//! compiled from each mapped file's `.eh_frame` (one array per file in
+//! UNWIND_TABLES, per mapping UNWIND_MAPPINGS). Code without a table is stepped over with its frame
 //! pointer, so stacks mixing both kinds of code stay whole.
 use aya_ebpf::{
     bindings::pt_regs,
+    btf_maps::{self, ArrayOfMaps},
     cty::c_void,
     helpers::{bpf_probe_read_user, generated::bpf_loop},
-    macros::map,
-    maps::Array,
+    macros::{btf_map, map},
+    maps::{Array, HashMap},
 };
 use memtrace_common::{
-    CfaBase, ExecMapping, ExecMappings, RbpRule, UnwindRow, MAX_EXEC_MAPPINGS, UNWIND_DEPTH, UNWIND_ROWS_MAX,
+    stack_cut_key, CfaBase, ExecMapping, ExecMappings, RbpRule, StackCut, UnwindRow, BPF_F_INNER_MAP,
+    MAX_EXEC_MAPPINGS, STACK_CUTS_MAX, UNWIND_DEPTH, UNWIND_TABLES_MAX,
 };
 
 use crate::{
@@ -19,35 +21,34 @@ use crate::{
     regs::{frame_pointer, instruction_pointer, stack_pointer},
 };
 
-/// Every loaded file's rows, one file after another (userspace appends).
-#[map]
-static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(UNWIND_ROWS_MAX, 0);
+/// One table per loaded file: an array of its rows, created by userspace
+/// with as many entries as the file has rows (BPF_F_INNER_MAP lets them
+/// differ from the template's one), so a large library fits and memory is
+/// what the files need.
+#[btf_map]
+static UNWIND_TABLES: ArrayOfMaps<
+    btf_maps::Array<UnwindRow, 1, { BPF_F_INNER_MAP as usize }>,
+    { UNWIND_TABLES_MAX as usize },
+> = ArrayOfMaps::new();
 
 /// The target's executable file mappings, rewritten by userspace whenever
 /// they change.
 #[map]
 static UNWIND_MAPPINGS: Array<ExecMappings> = Array::with_max_entries(1, 0);
 
-/// Binary-search steps that cover MAX_EXEC_MAPPINGS (2^9 > 256) and
-/// UNWIND_ROWS_MAX (2^20 > 2^19) entries.
-const MAPPING_STEPS: u32 = 9;
-const ROW_STEPS: u32 = 20;
+/// Stacks cut short, by the module of the last frame reached and the reason
+/// (`stack_cut_key`): "no unwind table in libfoo.so" names what to fix.
+#[map]
+static STACK_CUTS: HashMap<u64, u64> = HashMap::with_max_entries(STACK_CUTS_MAX, 0);
 
-/// How a walk ended.
-#[derive(Clone, Copy)]
-#[repr(u32)]
-pub enum End {
-    /// At the outermost frame, a zero return address or a zero frame pointer.
-    Complete,
-    /// In code without a table, where the frame-pointer step failed.
-    NoTable,
-    /// At a rule the unwinder does not follow.
-    Unsupported,
-    /// A saved return address or rbp could not be read.
-    Unreadable,
-    /// After UNWIND_DEPTH frames.
-    Depth,
-}
+/// Binary-search steps that cover MAX_EXEC_MAPPINGS (2^9 > 256) and
+/// UNWIND_TABLE_ROWS_MAX (2^23) entries (a search ends as soon as its
+/// range is empty: a small table takes few steps).
+const MAPPING_STEPS: u32 = 9;
+const ROW_STEPS: u32 = 24;
+
+/// How a walk ended: `Walk::end` holds this, or a `StackCut`.
+const COMPLETE: u32 = 0;
 
 /// One binary search in progress: the first index in [lo, hi) whose key is
 /// above `key` is what it converges to. Each search is a bpf_loop of its
@@ -57,6 +58,8 @@ struct Search {
     lo: u32,
     hi: u32,
     key: u64,
+    /// The row search's table in UNWIND_TABLES.
+    table: u32,
 }
 
 /// bpf_loop callback: one step of the search for the mapping holding `key`.
@@ -87,7 +90,7 @@ extern "C" fn row_step(_index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     let mid = s.lo + (s.hi - s.lo) / 2;
-    let Some(r) = UNWIND_ROWS.get(mid) else { return 1 };
+    let Some(r) = UNWIND_TABLES.get_value(s.table, &mid) else { return 1 };
     if r.pc <= s.key {
         s.lo = mid + 1;
     } else {
@@ -99,23 +102,21 @@ extern "C" fn row_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// The mapping holding `ip`: the last one starting at or below it.
 #[inline(always)]
 fn mapping_of(m: &ExecMappings, ip: u64) -> Option<ExecMapping> {
-    let mut s = Search { lo: 0, hi: (m.count as u32).min(MAX_EXEC_MAPPINGS as u32), key: ip };
+    let mut s = Search { lo: 0, hi: (m.count as u32).min(MAX_EXEC_MAPPINGS as u32), key: ip, table: 0 };
     // SAFETY: a callback with bpf_loop's signature; `s` outlives the call.
     unsafe { bpf_loop(MAPPING_STEPS + 1, mapping_step as *mut c_void, (&raw mut s).cast(), 0) };
     let e = *m.entries.get((s.lo as usize).checked_sub(1)?)?;
     (ip < e.end).then_some(e)
 }
 
-/// The row in force at file address `pc` among rows [first, first + rows).
+/// The row in force at file address `pc` in a table of `rows` rows.
 #[inline(always)]
-fn row_at(first: u32, rows: u32, pc: u64) -> Option<UnwindRow> {
-    let mut s = Search { lo: first, hi: first.saturating_add(rows), key: pc };
+fn row_at(table: u32, rows: u32, pc: u64) -> Option<UnwindRow> {
+    let mut s = Search { lo: 0, hi: rows, key: pc, table };
     // SAFETY: as above.
     unsafe { bpf_loop(ROW_STEPS + 1, row_step as *mut c_void, (&raw mut s).cast(), 0) };
-    if s.lo <= first {
-        return None;
-    }
-    UNWIND_ROWS.get(s.lo - 1).copied()
+    let last = s.lo.checked_sub(1)?;
+    UNWIND_TABLES.get_value(table, &last).copied()
 }
 
 #[inline(always)]
@@ -132,24 +133,26 @@ struct Walk {
     bp: u64,
     /// Frames written so far.
     n: u64,
-    /// An `End` once the walk is over, else `RUNNING`.
+    /// `COMPLETE` or a `StackCut` once the walk is over, else `RUNNING`.
     end: u32,
 }
 
 const RUNNING: u32 = u32::MAX;
 
 /// Walks the user stack from `regs` into the per-CPU stack scratch
-/// (innermost first); returns the frames written and how the walk ended.
-/// None when no tables are loaded: the caller walks frame pointers instead.
-/// `regs` are a return probe's: the caller's registers just after the call
-/// returned, so the first frame's row is the one at its own address.
+/// (innermost first); returns the frames written and, for a stack cut
+/// short, why (also counted in STACK_CUTS by module). None when no tables
+/// are loaded: the caller walks frame pointers instead. `regs` are a
+/// return probe's: the caller's registers just after the call returned, so
+/// the first frame's row is the one at its own address.
 ///
 /// The frames go through `bpf_loop` (one callback the verifier checks once)
 /// rather than a loop in this program: unrolled by the verifier, 64 frames
 /// of two binary searches passed its limit of 1,000,000 instructions.
 #[inline(always)]
-pub fn walk(regs: *const pt_regs) -> Option<(usize, End)> {
-    if UNWIND_MAPPINGS.get(0)?.count == 0 {
+pub fn walk(regs: *const pt_regs) -> Option<(usize, Option<StackCut>)> {
+    let mappings = UNWIND_MAPPINGS.get(0)?;
+    if mappings.count == 0 {
         return None;
     }
     let mut w =
@@ -157,15 +160,28 @@ pub fn walk(regs: *const pt_regs) -> Option<(usize, End)> {
     // SAFETY: `step` has the callback signature bpf_loop expects, and `w`
     // outlives the call.
     unsafe { bpf_loop(UNWIND_DEPTH as u32, step as *mut c_void, (&raw mut w).cast(), 0) };
-    let end = match w.end {
-        RUNNING if w.ip == 0 => End::Complete,
-        RUNNING => End::Depth,
-        e if e == End::NoTable as u32 => End::NoTable,
-        e if e == End::Unsupported as u32 => End::Unsupported,
-        e if e == End::Unreadable as u32 => End::Unreadable,
-        _ => End::Complete,
+    let cut = match w.end {
+        RUNNING if w.ip == 0 => None,
+        RUNNING => Some(StackCut::Depth),
+        e if e == StackCut::NoTable as u32 => Some(StackCut::NoTable),
+        e if e == StackCut::Unsupported as u32 => Some(StackCut::Unsupported),
+        e if e == StackCut::Unreadable as u32 => Some(StackCut::Unreadable),
+        _ => None,
     };
-    Some((w.n as usize, end))
+    if let Some(reason) = cut {
+        // The module of the last frame reached: the one without a table,
+        // with the rule, or whose stack could not be read.
+        let start = mapping_of(mappings, w.ip.wrapping_sub(1)).map_or(0, |e| e.start);
+        let key = stack_cut_key(start, reason);
+        match STACK_CUTS.get_ptr_mut(key) {
+            // SAFETY: a map value pointer, valid for this program run.
+            Some(n) => unsafe { *n += 1 },
+            None => {
+                let _ = STACK_CUTS.insert(key, 1, 0);
+            }
+        }
+    }
+    Some((w.n as usize, cut))
 }
 
 /// bpf_loop's callback: one frame. Returns 1 to stop the loop.
@@ -175,7 +191,7 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
     let w = unsafe { &mut *ctx.cast::<Walk>() };
     match frame(w, index) {
         Some(end) => {
-            w.end = end as u32;
+            w.end = end;
             1
         }
         None => 0,
@@ -183,38 +199,38 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Records frame number `index` (at `w.ip`) and steps to its caller; Some
-/// when the walk ends. Every call but the last adds one frame, so the
+/// (`COMPLETE` or a `StackCut`) when the walk ends. Every call but the last adds one frame, so the
 /// frame's slot is the loop's index: the verifier sees an unknown index it
 /// checks once, where a count kept in `w` would be a new constant each
 /// round, and each round the callback verified again.
 #[inline(always)]
-fn frame(w: &mut Walk, index: u64) -> Option<End> {
+fn frame(w: &mut Walk, index: u64) -> Option<u32> {
     let ip = w.ip;
     if ip == 0 {
-        return Some(End::Complete);
+        return Some(COMPLETE);
     }
     let i = index as usize;
-    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return Some(End::Complete) };
+    let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return Some(COMPLETE) };
     // SAFETY: the per-CPU scratch entry is ours for this program run.
-    let Some(slot) = (unsafe { (*scratch).ips.get_mut(i) }) else { return Some(End::Depth) };
+    let Some(slot) = (unsafe { (*scratch).ips.get_mut(i) }) else { return Some(StackCut::Depth as u32) };
     *slot = ip;
     w.n = index + 1;
-    let Some(m) = UNWIND_MAPPINGS.get(0) else { return Some(End::Complete) };
+    let Some(m) = UNWIND_MAPPINGS.get(0) else { return Some(COMPLETE) };
     // A return address points after its call, possibly at the next
     // function's first byte: the call itself is one byte earlier.
     let pc = if i == 0 { ip } else { ip - 1 };
     let row = mapping_of(m, pc)
         .filter(|e| e.rows != 0)
-        .and_then(|e| row_at(e.first_row, e.rows, pc.wrapping_sub(e.bias)))
+        .and_then(|e| row_at(e.table, e.rows, pc.wrapping_sub(e.bias)))
         .filter(|r| r.cfa != CfaBase::None as u8);
     let Some(row) = row else {
         // No table here: one frame-pointer step. rbp == 0 is where
         // frame-pointer code ends its chain (`_start` clears it).
         if w.bp == 0 {
-            return Some(End::Complete);
+            return Some(COMPLETE);
         }
         let (Some(ra), Some(next)) = (read(w.bp.wrapping_add(8)), read(w.bp)) else {
-            return Some(End::NoTable);
+            return Some(StackCut::NoTable as u32);
         };
         (w.ip, w.sp, w.bp) = (ra, w.bp.wrapping_add(16), next);
         return None;
@@ -225,17 +241,17 @@ fn frame(w: &mut Walk, index: u64) -> Option<End> {
         c if c == CfaBase::Rbp as u8 => w.bp.wrapping_add(offset),
         // The PLT expression: 8 more once the stub has pushed its index.
         c if c == CfaBase::Plt as u8 => w.sp.wrapping_add(if ip & 15 >= 11 { 16 } else { 8 }),
-        c if c == CfaBase::Outermost as u8 => return Some(End::Complete),
-        _ => return Some(End::Unsupported),
+        c if c == CfaBase::Outermost as u8 => return Some(COMPLETE),
+        _ => return Some(StackCut::Unsupported as u32),
     };
-    let Some(ra) = read(cfa.wrapping_sub(8)) else { return Some(End::Unreadable) };
+    let Some(ra) = read(cfa.wrapping_sub(8)) else { return Some(StackCut::Unreadable as u32) };
     match row.rbp {
         r if r == RbpRule::Unchanged as u8 => {}
         r if r == RbpRule::AtCfa as u8 => match read(cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
             Some(saved) => w.bp = saved,
-            None => return Some(End::Unreadable),
+            None => return Some(StackCut::Unreadable as u32),
         },
-        _ => return Some(End::Unsupported),
+        _ => return Some(StackCut::Unsupported as u32),
     }
     (w.ip, w.sp) = (ra, cfa);
     None

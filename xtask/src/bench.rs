@@ -47,6 +47,8 @@ uretprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:malloc /pid == cpid/ { @live[retva
 uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:free /pid == cpid/ { delete(@live[arg0]); }
 "#;
 const HEAP_PAIRS: &str = "200000";
+/// Extra frames under the loop for the stack-depth configurations.
+const DEEP: &str = "40";
 
 /// ns per malloc/free pair as the loop printed it.
 fn loop_ns(cmd: &mut Command) -> Result<f64> {
@@ -70,9 +72,13 @@ pub fn heap() -> Result<()> {
     let preload = format!("LD_PRELOAD={JEMALLOC}");
     let script = format!("{looper} {HEAP_PAIRS}");
     // (label, run as root, argv)
-    let configs: [(&str, bool, Vec<&str>); 7] = [
+    let configs: [(&str, bool, Vec<&str>); 11] = [
         ("untraced", false, vec![&looper, HEAP_PAIRS]),
         ("memtrace", true, vec![&memtrace, "run", "--", &looper, HEAP_PAIRS]),
+        ("memtrace --unwind fp", true, vec![&memtrace, "run", "--unwind", "fp", "--", &looper, HEAP_PAIRS]),
+        ("deep untraced", false, vec![&looper, HEAP_PAIRS, DEEP]),
+        ("deep memtrace", true, vec![&memtrace, "run", "--", &looper, HEAP_PAIRS, DEEP]),
+        ("deep memtrace --unwind fp", true, vec![&memtrace, "run", "--unwind", "fp", "--", &looper, HEAP_PAIRS, DEEP]),
         ("bpftrace", true, vec!["bpftrace", "-q", "-c", &script, "-e", BPFTRACE_HEAP]),
         ("memtrace --probe-at-entry", true, vec![&memtrace, "run", "--probe-at-entry", "--", &looper, HEAP_PAIRS]),
         ("jemalloc untraced", false, vec!["env", &preload, &looper, HEAP_PAIRS]),
@@ -115,19 +121,46 @@ pub fn heap() -> Result<()> {
             v[v.len() / 2]
         })
         .collect();
+    // The configurations above, by label.
+    let m = |label: &str| med[configs.iter().position(|c| c.0 == label).expect("a configuration")];
+    let deep = DEEP.parse::<u64>().unwrap_or(0);
     println!("heap probes: {HEAP_PAIRS} x malloc(64)+free, {ROUNDS} alternating rounds, loop time only, medians");
     println!("glibc:");
-    println!("  untraced                             {:>9.1} ns per pair", med[0]);
-    println!("  memtrace (entry+return+free)         {:>9.1} ns per pair  (target <= 2500)", med[1]);
-    println!("  bpftrace memleak-style script        {:>9.1} ns per pair", med[2]);
-    println!("  bpftrace / memtrace                  {:>9.2}x  (target >= 5)", med[2] / med[1]);
-    println!("  memtrace --probe-at-entry            {:>9.1} ns per pair", med[3]);
-    println!("  at-entry / placed                    {:>9.2}x  (what placement saves)", med[3] / med[1]);
+    println!("  untraced                             {:>9.1} ns per pair", m("untraced"));
+    println!(
+        "  memtrace (entry+return+free)         {:>9.1} ns per pair  (--unwind dwarf, the default)",
+        m("memtrace")
+    );
+    println!("  memtrace --unwind fp                 {:>9.1} ns per pair", m("memtrace --unwind fp"));
+    println!(
+        "  dwarf / fp                           {:>9.2}x  (the eBPF unwinder against the kernel's frame-pointer walk)",
+        m("memtrace") / m("memtrace --unwind fp")
+    );
+    println!("  bpftrace memleak-style script        {:>9.1} ns per pair", m("bpftrace"));
+    println!("  bpftrace / memtrace                  {:>9.2}x", m("bpftrace") / m("memtrace"));
+    println!("  memtrace --probe-at-entry            {:>9.1} ns per pair", m("memtrace --probe-at-entry"));
+    println!(
+        "  at-entry / placed                    {:>9.2}x  (what placement saves)",
+        m("memtrace --probe-at-entry") / m("memtrace")
+    );
+    println!("glibc, the loop {deep} frames deeper (stacks of ~{} frames):", deep + 6);
+    println!("  untraced                             {:>9.1} ns per pair", m("deep untraced"));
+    println!("  memtrace                             {:>9.1} ns per pair", m("deep memtrace"));
+    println!("  memtrace --unwind fp                 {:>9.1} ns per pair", m("deep memtrace --unwind fp"));
+    println!("  dwarf / fp                           {:>9.2}x", m("deep memtrace") / m("deep memtrace --unwind fp"));
+    println!(
+        "  dwarf per extra frame                {:>9.1} ns  (fp: {:.1} ns)",
+        (m("deep memtrace") - m("memtrace")) / deep as f64,
+        (m("deep memtrace --unwind fp") - m("memtrace --unwind fp")) / deep as f64
+    );
     println!("jemalloc (LD_PRELOAD, --alloc-lib):");
-    println!("  untraced                             {:>9.1} ns per pair", med[4]);
-    println!("  memtrace                             {:>9.1} ns per pair", med[5]);
-    println!("  memtrace --probe-at-entry            {:>9.1} ns per pair", med[6]);
-    println!("  at-entry / placed                    {:>9.2}x", med[6] / med[5]);
+    println!("  untraced                             {:>9.1} ns per pair", m("jemalloc untraced"));
+    println!("  memtrace                             {:>9.1} ns per pair", m("jemalloc memtrace"));
+    println!("  memtrace --probe-at-entry            {:>9.1} ns per pair", m("jemalloc memtrace --probe-at-entry"));
+    println!(
+        "  at-entry / placed                    {:>9.2}x",
+        m("jemalloc memtrace --probe-at-entry") / m("jemalloc memtrace")
+    );
     Ok(())
 }
 

@@ -14,12 +14,15 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests and benchmarks use: (command, or absolute
 /// path, that proves it is there; package). setpriv: the no-privilege test;
-/// gcc: the C test programs; binutils (readelf) and libstdc++6: the unwind-table tests; bpftrace: the heap benchmark's peer; jemalloc:
+/// gcc, g++: the C and C++ test programs; binutils (readelf) and libstdc++6: the unwind-table tests; bpftrace: the heap benchmark's peer; jemalloc:
 /// the `--alloc-lib` test; python3-jsonschema: validating traces against
 /// the JSON Schema; chromium: rendering the HTML report headless.
-const DEBIAN_PACKAGES: [(&str, &str); 9] = [
+const DEBIAN_PACKAGES: [(&str, &str); 11] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
+    ("g++", "g++"),
+    // Debian's own CPython (no frame pointers): the unwinding test through an interpreter.
+    ("python3", "python3"),
     // The unwind-table tests: readelf is the independent CFI interpreter,
     // libstdc++ the large C++ library they compile.
     ("readelf", "binutils"),

@@ -2,6 +2,7 @@
 //! offsets read at start, loading the eBPF object, attaching its programs
 //! and reading its maps. May depend on `uprobes` (where probes go) and
 //! `model` types; never on `session` or `output`.
+mod batch;
 pub mod btf;
 pub mod preflight;
 pub mod probes;

@@ -19,6 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::batch;
 use crate::{
     model::aspace::FileId,
     model::heap_marks::LiveAllocation,
@@ -133,15 +134,24 @@ fn kernel_offsets() -> Result<KernelOffsets> {
     })
 }
 
+/// What the eBPF programs are told at load time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// The phase-marker probes hold the target's main thread (run mode
+    /// only, where memtrace is its ptrace tracer): `--phase-truth`.
+    pub hold_at_markers: bool,
+    /// Each mapping of a file's code holds the main thread until its
+    /// unwind table is loaded (run mode, `--unwind dwarf`).
+    pub hold_at_code: bool,
+    /// Stream every allocation and free (`--events`).
+    pub heap_events: bool,
+}
+
 impl Probes {
-    /// `phase_stop`: the phase-marker probes stop the target's main thread
-    /// (run mode only, where memtrace is its ptrace tracer).
-    /// `heap_events`: stream every allocation and free (`--events`).
     pub fn attach(
         tgid: u32,
         offsets: &TracepointOffsets,
-        phase_stop: bool,
-        heap_events: bool,
+        load: LoadOptions,
         warnings: &mut Warnings,
     ) -> Result<Probes> {
         // Offsets sys_exit_mmap needs to name a mapping's file from the fd
@@ -150,8 +160,9 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TARGET_TGID", &tgid, true)
             .override_global("OFFSETS", offsets, true)
-            .override_global("PHASE_STOP", &u32::from(phase_stop), true)
-            .override_global("HEAP_EVENTS", &u32::from(heap_events), true)
+            .override_global("PHASE_STOP", &u32::from(load.hold_at_markers), true)
+            .override_global("CODE_STOP", &u32::from(load.hold_at_code), true)
+            .override_global("HEAP_EVENTS", &u32::from(load.heap_events), true)
             .override_global("KERNEL_OFFSETS", kernel_offsets.as_ref().unwrap_or(&KernelOffsets::default()), true)
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;
@@ -344,49 +355,42 @@ impl Probes {
         drop(self.ebpf);
     }
 
-    /// Writes unwind rows into UNWIND_ROWS from index `first` on, in one
-    /// `BPF_MAP_UPDATE_BATCH` call: one update per row took 128 ms for the
-    /// demo's 60,724 rows (the workload, libc, ld.so), and allocations made
-    /// until the tables are in are walked with frame pointers only.
-    pub fn write_unwind_rows(&mut self, first: u32, rows: &[memtrace_common::UnwindRow]) -> Result<()> {
+    /// Loads files' unwind tables as UNWIND_TABLES[slot]: each an array of
+    /// its own, sized to its rows and filled with one `BPF_MAP_UPDATE_BATCH`
+    /// (one update per row took 128 ms for the demo's 60,724 rows), then
+    /// all placed in UNWIND_TABLES with one more: the kernel waits for an
+    /// RCU grace period after each update of a map of maps (5-15 ms here),
+    /// once per call this way. Returns the bytes of map memory they take.
+    pub fn load_unwind_tables(&mut self, tables: &[(u32, &[memtrace_common::UnwindRow])]) -> Result<u64> {
         use std::os::fd::{AsFd, AsRawFd};
-        let Some(aya::maps::Map::Array(data)) = self.ebpf.map("UNWIND_ROWS") else {
-            anyhow::bail!("eBPF object lacks array map UNWIND_ROWS");
-        };
-        let keys: Vec<u32> = (first..).take(rows.len()).collect();
-        /// `union bpf_attr`'s member for the batch commands.
-        #[repr(C)]
-        struct BatchAttr {
-            in_batch: u64,
-            out_batch: u64,
-            keys: u64,
-            values: u64,
-            count: u32,
-            map_fd: u32,
-            elem_flags: u64,
-            flags: u64,
+
+        use memtrace_common::{UnwindRow, BPF_F_INNER_MAP};
+        const BPF_MAP_TYPE_ARRAY: u32 = 2;
+        let mut maps = Vec::with_capacity(tables.len());
+        let mut bytes = 0;
+        for (_, rows) in tables {
+            let len = u32::try_from(rows.len()).ok().filter(|n| *n > 0).context("an unwind table of no rows")?;
+            let definition = aya_obj::Map::new_from_params(
+                BPF_MAP_TYPE_ARRAY,
+                4,
+                std::mem::size_of::<UnwindRow>() as u32,
+                len,
+                BPF_F_INNER_MAP,
+            );
+            let table = MapData::create(definition, "unwind_table", None).context("creating an unwind table map")?;
+            batch::update(table.fd(), &(0..len).collect::<Vec<u32>>(), rows)
+                .context("writing an unwind table (BPF_MAP_UPDATE_BATCH)")?;
+            bytes += u64::from(len) * std::mem::size_of::<UnwindRow>() as u64;
+            maps.push(table);
         }
-        const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-        let mut attr = BatchAttr {
-            in_batch: 0,
-            out_batch: 0,
-            keys: keys.as_ptr() as u64,
-            values: rows.as_ptr() as u64,
-            count: rows.len() as u32,
-            map_fd: data.fd().as_fd().as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
+        let slots: Vec<u32> = tables.iter().map(|(slot, _)| *slot).collect();
+        let fds: Vec<u32> = maps.iter().map(|m| m.fd().as_fd().as_raw_fd() as u32).collect();
+        let Some(aya::maps::Map::ArrayOfMaps(outer)) = self.ebpf.map("UNWIND_TABLES") else {
+            anyhow::bail!("eBPF object lacks map UNWIND_TABLES");
         };
-        // SAFETY: `attr` points at keys and values that live across the call,
-        // `count` of each; the kernel reads them and writes back `count`.
-        let ret = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_BATCH, &raw mut attr, std::mem::size_of::<BatchAttr>() as u32)
-        };
-        if ret != 0 {
-            return Err(std::io::Error::last_os_error()).context("writing UNWIND_ROWS (BPF_MAP_UPDATE_BATCH)");
-        }
-        anyhow::ensure!(attr.count as usize == rows.len(), "UNWIND_ROWS took {} of {} rows", attr.count, rows.len());
-        Ok(())
+        // The outer map holds its own references: the fds may close after.
+        batch::update(outer.fd(), &slots, &fds).context("writing UNWIND_TABLES (BPF_MAP_UPDATE_BATCH)")?;
+        Ok(bytes)
     }
 
     /// Replaces the executable mappings the eBPF unwinder searches.
@@ -477,6 +481,13 @@ impl Probes {
             out.0[counter as usize] = array.get(&(counter as u32), 0)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Stacks the eBPF unwinder cut short: (STACK_CUTS key, stacks).
+    pub fn stack_cuts(&self) -> Result<Vec<(u64, u64)>> {
+        let map = self.ebpf.map("STACK_CUTS").context("eBPF object lacks map STACK_CUTS")?;
+        let cuts: HashMap<_, u64, u64> = HashMap::try_from(map)?;
+        Ok(cuts.iter().filter_map(|entry| entry.ok()).collect())
     }
 }
 

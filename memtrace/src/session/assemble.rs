@@ -63,6 +63,8 @@ pub struct Parts<'a> {
     pub leak_age: Option<Duration>,
     pub growth_window: usize,
     pub growth_samples: u64,
+    /// How stacks were walked and the unwind tables loaded.
+    pub unwind: crate::trace::UnwindStats,
     pub warnings: Vec<String>,
 }
 
@@ -72,7 +74,10 @@ pub fn trace(p: Parts) -> Trace {
     let files = file_entries(c, p.start_truth, end_truth);
     let heap_at_stop = p.capture.heap.as_ref().and_then(|h| h.as_ref().ok());
     let last_heap = heap_at_stop.map(|h| h.totals);
-    let (heap, leaks) = heap_section(c, p.heap, p.capture, heap_timeline(&p.timeline), p.heap_events);
+    let (mut heap, leaks) = heap_section(c, p.heap, p.capture, heap_timeline(&p.timeline), p.heap_events);
+    if let Some(h) = &mut heap {
+        h.unwind = p.unwind;
+    }
     let (exit_code, exit_signal) = match p.stop {
         Stop::Exited(Some(e)) => (Some(e.code), e.signal),
         _ => (None, None),
@@ -459,6 +464,7 @@ mod tests {
             leak_age: None,
             growth_window: 5,
             growth_samples: 0,
+            unwind: Default::default(),
             warnings: vec!["evictions of x will not be seen".into()],
         })
     }

@@ -9,7 +9,7 @@ use memtrace_common::Counter;
 use super::{
     setup::LIVE_REFRESH,
     stop::Moment,
-    target::{ChildStop, Resume, Stop, TargetEvent},
+    target::{ChildStop, HeldStop, Stop, TargetEvent},
     Session,
 };
 use crate::{output::live::Status as LiveStatus, target::control::Mark};
@@ -34,7 +34,7 @@ impl Session {
             let deadline = self.target.deadline(duration);
             tokio::select! {
                 event = self.target.next() => match event {
-                    TargetEvent::Stopped(stop, resume) => self.on_child_stop(stop, resume),
+                    TargetEvent::Stopped(held) => self.on_child_stop(held),
                     TargetEvent::Exited(exit) => break Stop::Exited(exit),
                 },
                 Some(mark) = self.marks.recv() => self.on_mark(mark),
@@ -63,22 +63,34 @@ impl Session {
     }
 
     /// The spawned child is held at a ptrace stop until `resume`.
-    fn on_child_stop(&mut self, stop: ChildStop, resume: Resume) {
+    fn on_child_stop(&mut self, HeldStop { stop, since, resume }: HeldStop) {
         match stop {
             ChildStop::Exit => {
                 self.capture(Moment::ExitStop);
                 self.consumer.loading.on_exit();
             }
-            ChildStop::Marker => self.boundary_truth(),
+            ChildStop::Held => {
+                // memtrace's eBPF held it: at a phase marker (--phase-truth),
+                // or after it mapped a file's code (whose unwind table goes in now).
+                self.consumer.drain(self.ring.get_mut());
+                self.watch_new_files();
+                if !(self.phase_truth && self.boundary_truth()) {
+                    // From the stop itself: a drain before this one may have
+                    // loaded the table while the child waited here.
+                    self.unwind.held(since.elapsed());
+                }
+            }
             ChildStop::Exec => {
                 // The exec event is in the ring: draining it reads the new
-                // image's mappings, so its markers and its own allocator are
-                // probed before its first instruction.
+                // image's mappings, so its markers, its own allocator and the
+                // unwind tables of it and its loader are in before its first
+                // instruction.
                 self.consumer.drain(self.ring.get_mut());
                 self.watch_new_files();
                 if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", self.pid)) {
                     self.attach_exec_allocator(&exe);
                 }
+                self.unwind.held(since.elapsed());
             }
         }
         let _ = resume.send(());

@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 
 pub use crate::kernel::probes::{HeapSetup, HeapUntraced};
 use crate::{
-    kernel::{probes::Probes, tracefs},
+    kernel::{
+        probes::{LoadOptions, Probes},
+        tracefs,
+    },
     model::{aspace::Region, timeline},
     output::{events_log::EventLog, live::LiveView, report::heap as report_heap},
     procfs,
@@ -29,6 +32,7 @@ use super::{
     monotonic_ns, readable,
     stop::{BoundaryTruth, KernelTruth},
     target::TargetHandle,
+    unwind::UnwindTables,
     Options, Session, Signals, Target,
 };
 
@@ -41,7 +45,19 @@ impl Session {
         let mut warnings = Warnings::default();
         let offsets = tracefs::read_offsets(&tracefs::ensure_mounted()?)?;
         let phase_truth = opts.phase_truth && run_mode;
-        let mut probes = Probes::attach(pid, &offsets, phase_truth, opts.events.is_some(), &mut warnings)?;
+        let dwarf = opts.unwind == crate::cli::Unwind::Dwarf;
+        let load = LoadOptions {
+            hold_at_markers: phase_truth,
+            hold_at_code: dwarf && run_mode,
+            heap_events: opts.events.is_some(),
+        };
+        let mut probes = Probes::attach(pid, &offsets, load, &mut warnings)?;
+        let mut unwind = UnwindTables::new(opts.unwind);
+        if dwarf && !run_mode {
+            // Already running: its code is mapped. The tables go in before
+            // the allocator probes, so no stack is walked without them.
+            unwind.refresh(pid, &mut probes, &mut warnings);
+        }
         let ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
         let binary = match &target {
             Target::Run(child) => std::fs::canonicalize(&child.program).unwrap_or_else(|_| child.program.clone()),
@@ -71,8 +87,6 @@ impl Session {
             }
             Target::Attach { pid, .. } => {
                 let start_truth = attach_baseline(&mut consumer, pid);
-                // Already running: its code is mapped, load its tables at the first drain.
-                consumer.exec_mapped = true;
                 (TargetHandle::attached(pid)?, start_truth)
             }
         };
@@ -106,7 +120,7 @@ impl Session {
             control,
             signals,
             warnings,
-            unwind: Default::default(),
+            unwind,
             started,
             clock,
             start_ns,
@@ -202,7 +216,7 @@ impl Session {
     pub(super) fn watch_new_files(&mut self) {
         // New code mapped (an exec, a library loaded): the unwinder's tables
         // follow, before the allocations made through it if it is quick enough.
-        if std::mem::take(&mut self.consumer.exec_mapped) && self.opts.unwind == crate::cli::Unwind::Dwarf {
+        if std::mem::take(&mut self.consumer.exec_mapped) {
             self.unwind.refresh(self.pid, &mut self.probes, &mut self.warnings);
         }
         let files = &self.consumer.stats.files;

@@ -139,13 +139,19 @@ impl Session {
 
     /// The target is stopped at a phase marker: per-file smaps Rss for
     /// that boundary.
-    pub(super) fn boundary_truth(&mut self) {
+    /// Whether the stop was a new marker's.
+    pub(super) fn boundary_truth(&mut self) -> bool {
         let stopped = Instant::now();
-        self.consumer.drain(self.ring.get_mut()); // the marker's own event is in the ring already
-        if let (Some(ts), Ok(smaps)) = (self.consumer.last_main_marker_ns, procfs::file_rss(self.pid)) {
+        // The marker's own event is in the ring already (drained by the caller).
+        let Some(ts) = self.consumer.last_main_marker_ns else { return false };
+        if self.boundaries.at.contains_key(&ts) {
+            return false; // held for another reason (code mapped) since this marker
+        }
+        if let Ok(smaps) = procfs::file_rss(self.pid) {
             self.boundaries.at.insert(ts, smaps);
         }
         self.boundaries.stopped += stopped.elapsed();
+        true
     }
 
     /// Takes the last events, closes the phases and the events log, starts
@@ -162,6 +168,7 @@ impl Session {
         let end_totals = self.consumer.totals();
         self.consumer.phases.finish(monotonic_ns(), &end_totals);
         let counters = self.probes.counters()?;
+        self.unwind.collect_cuts(&self.probes);
         if let Some(e) = &self.sampler.growth_error {
             self.warnings.warn(format!("growth suspects could not be sampled: {e}"));
         }
@@ -203,6 +210,7 @@ impl Session {
             leak_age: self.opts.leak_age,
             growth_window: self.opts.growth_window,
             growth_samples: self.sampler.growth.samples,
+            unwind: self.unwind.stats,
             warnings: self.warnings.into_vec(),
         });
         // Closing the ring and the control socket before detaching: nothing

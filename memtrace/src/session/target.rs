@@ -26,8 +26,9 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 pub enum ChildStop {
     /// At its exit, memory still mapped.
     Exit,
-    /// At a phase marker (`--phase-truth`).
-    Marker,
+    /// Held by memtrace's eBPF: at a phase marker (`--phase-truth`), or
+    /// after mapping a file's code (its unwind table is loaded first).
+    Held,
     /// A later execve: the new image is loaded and has not run yet.
     Exec,
 }
@@ -35,9 +36,17 @@ pub enum ChildStop {
 /// Lets the held child go on.
 pub type Resume = std::sync::mpsc::SyncSender<()>;
 
+/// A stop the session acts on: what it is, when the child stopped (the
+/// session may take a moment to get to it), and how to let it go on.
+pub struct HeldStop {
+    pub stop: ChildStop,
+    pub since: std::time::Instant,
+    pub resume: Resume,
+}
+
 /// What the target did.
 pub enum TargetEvent {
-    Stopped(ChildStop, Resume),
+    Stopped(HeldStop),
     Exited(Option<ChildExit>),
 }
 
@@ -64,7 +73,7 @@ pub enum TargetHandle {
     /// `memtrace run`: the child, its stops and its exit.
     Spawned {
         pid: u32,
-        stops: mpsc::UnboundedReceiver<(ChildStop, Resume)>,
+        stops: mpsc::UnboundedReceiver<HeldStop>,
         exit: oneshot::Receiver<Result<ChildExit>>,
         /// Set when a signal was forwarded: tracing ends by then at the latest.
         grace: Option<tokio::time::Instant>,
@@ -85,7 +94,7 @@ impl TargetHandle {
         let (stop_tx, stops) = mpsc::unbounded_channel();
         let hooks = Hooks {
             at_exit: hold_at(ChildStop::Exit, stop_tx.clone()),
-            at_marker: hold_at(ChildStop::Marker, stop_tx.clone()),
+            at_hold: hold_at(ChildStop::Held, stop_tx.clone()),
             at_exec: hold_at(ChildStop::Exec, stop_tx),
         };
         let exit = child.supervise(hooks)?;
@@ -109,7 +118,7 @@ impl TargetHandle {
         match self {
             TargetHandle::Spawned { stops, exit, .. } => tokio::select! {
                 biased;
-                Some((stop, resume)) = stops.recv() => TargetEvent::Stopped(stop, resume),
+                Some(held) = stops.recv() => TargetEvent::Stopped(held),
                 result = exit => TargetEvent::Exited(result.ok().and_then(|r| r.ok())),
             },
             TargetHandle::Attached { exit, .. } => {
@@ -157,10 +166,10 @@ impl TargetHandle {
 
 /// The hook the tracer thread runs at a stop: tell the session, wait until
 /// it has read what it needs (bounded), then let the child go on.
-fn hold_at(stop: ChildStop, to_session: mpsc::UnboundedSender<(ChildStop, Resume)>) -> Box<dyn FnMut() + Send> {
+fn hold_at(stop: ChildStop, to_session: mpsc::UnboundedSender<HeldStop>) -> Box<dyn FnMut() + Send> {
     Box::new(move || {
         let (resume, resumed) = std::sync::mpsc::sync_channel(1);
-        if to_session.send((stop, resume)).is_ok() {
+        if to_session.send(HeldStop { stop, since: std::time::Instant::now(), resume }).is_ok() {
             let _ = resumed.recv_timeout(CHILD_STOP_TIMEOUT);
         }
     })

@@ -1,10 +1,10 @@
 //! Keeps the eBPF unwinder's tables in step with the target: each
-//! executable file it maps is compiled once (by file identity) and its rows
-//! appended to UNWIND_ROWS; the mappings (with their load bias) are
+//! executable file it maps is compiled once (by file identity) into a table
+//! of its own in UNWIND_TABLES; the mappings (with their load bias) are
 //! rewritten into UNWIND_MAPPINGS whenever /proc shows them changed.
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
-use memtrace_common::{ExecMapping, ExecMappings, MAX_EXEC_MAPPINGS, UNWIND_ROWS_MAX};
+use memtrace_common::{ExecMapping, ExecMappings, MAX_EXEC_MAPPINGS, UNWIND_TABLES_MAX, UNWIND_TABLE_ROWS_MAX};
 
 use crate::{
     kernel::probes::Probes,
@@ -14,50 +14,88 @@ use crate::{
     warnings::Warnings,
 };
 
-/// One file's place in UNWIND_ROWS and its segments (for the bias).
+/// One file's table in UNWIND_TABLES and its segments (for the bias).
 struct LoadedFile {
-    first_row: u32,
-    /// 0: no table (none in the file, unreadable, or UNWIND_ROWS full).
+    table: u32,
+    /// 0: no table (none in the file, unreadable, or UNWIND_TABLES full).
     rows: u32,
     segments: Vec<Segment>,
 }
 
-#[derive(Default)]
 pub struct UnwindTables {
+    /// `--unwind dwarf`: otherwise nothing is loaded.
+    enabled: bool,
     files: HashMap<FileId, LoadedFile>,
-    next_row: u32,
+    /// Tables loaded so far (the next free index in UNWIND_TABLES).
+    tables: u32,
     /// The mappings last written (not rewritten when unchanged).
     written: Vec<ExecMapping>,
-    /// Files whose table did not fit in UNWIND_ROWS.
-    pub files_not_loaded: u32,
+    pub stats: crate::trace::UnwindStats,
+    /// Each mapping start written, with its file: names the modules of STACK_CUTS.
+    modules: HashMap<u64, String>,
     too_many_warned: bool,
 }
 
 impl UnwindTables {
+    pub fn new(how: crate::cli::Unwind) -> UnwindTables {
+        let enabled = how == crate::cli::Unwind::Dwarf;
+        let method = if enabled { "dwarf" } else { "fp" };
+        UnwindTables {
+            enabled,
+            files: HashMap::new(),
+            tables: 0,
+            written: Vec::new(),
+            stats: crate::trace::UnwindStats { method: method.into(), ..Default::default() },
+            modules: HashMap::new(),
+            too_many_warned: false,
+        }
+    }
+
+    /// The target was held for `held` while its tables were brought up to date.
+    pub fn held(&mut self, held: std::time::Duration) {
+        if !self.enabled {
+            return;
+        }
+        self.stats.holds += 1;
+        self.stats.held_ms += held.as_secs_f64() * 1e3;
+    }
+
+    /// Reads the stacks the unwinder cut short into `stats.cuts`, named by module.
+    pub fn collect_cuts(&mut self, probes: &Probes) {
+        let Ok(cuts) = probes.stack_cuts() else { return };
+        self.stats.cuts = name_cuts(&cuts, &self.modules);
+    }
+
     /// Re-reads the target's executable mappings; compiles and loads the
     /// tables of files not seen before; rewrites the mapping list if it changed.
     pub fn refresh(&mut self, pid: u32, probes: &mut Probes, warnings: &mut Warnings) {
+        if !self.enabled {
+            return;
+        }
         let maps = procfs::exec_file_mappings(pid);
         if maps.is_empty() {
             return; // gone or exiting: keep what the unwinder has
         }
+        // New files first, loaded together: each update of UNWIND_TABLES
+        // waits for the kernel's RCU grace period (5-15 ms here), once per
+        // batch rather than once per file.
+        let mut new: Vec<&ExecFileMapping> = Vec::new();
+        for m in &maps {
+            if !self.files.contains_key(&m.id) && !new.iter().any(|n| n.id == m.id) {
+                new.push(m);
+            }
+        }
+        if !new.is_empty() {
+            self.load(&new, probes, warnings);
+        }
         let mut entries = Vec::new();
         for m in &maps {
-            if !self.files.contains_key(&m.id) {
-                let loaded = self.load(m, probes, warnings);
-                self.files.insert(m.id, loaded);
-            }
-            let file = &self.files[&m.id];
+            let Some(file) = self.files.get(&m.id) else { continue };
             // Without a bias the rows cannot be placed: frame pointers there.
             let bias = unwind::bias(&file.segments, m.start, m.offset);
             let rows = if bias.is_some() { file.rows } else { 0 };
-            entries.push(ExecMapping {
-                start: m.start,
-                end: m.end,
-                bias: bias.unwrap_or(0),
-                first_row: file.first_row,
-                rows,
-            });
+            entries.push(ExecMapping { start: m.start, end: m.end, bias: bias.unwrap_or(0), table: file.table, rows });
+            self.modules.insert(m.start, m.path.clone());
         }
         entries.sort_by_key(|e| e.start);
         if entries.len() > MAX_EXEC_MAPPINGS {
@@ -82,29 +120,138 @@ impl UnwindTables {
         }
     }
 
-    fn load(&mut self, m: &ExecFileMapping, probes: &mut Probes, warnings: &mut Warnings) -> LoadedFile {
-        let none = |segments| LoadedFile { first_row: 0, rows: 0, segments };
-        // The mapped file itself, even if replaced on disk or in another mount namespace.
-        let Ok(data) = std::fs::read(&m.link).or_else(|_| std::fs::read(&m.path)) else { return none(Vec::new()) };
-        let Ok(segments) = unwind::segments(&data) else { return none(Vec::new()) };
-        // No unwind information (or unreadable): frame pointers there.
-        let Ok(table) = unwind::compile(&data) else { return none(segments) };
-        let rows = table.rows.len() as u32;
-        if UNWIND_ROWS_MAX - self.next_row < rows {
-            self.files_not_loaded += 1;
-            warnings.warn(format!(
-                "the unwind table of {} ({rows} rows) does not fit in UNWIND_ROWS ({} of {UNWIND_ROWS_MAX} rows taken): \
-                 stacks through it are walked with frame pointers",
-                m.path, self.next_row
-            ));
-            return none(segments);
+    /// Compiles the files' tables and loads them into the kernel in one
+    /// batch; records each file (with no table where it has none or it
+    /// could not be loaded: frame pointers there).
+    fn load(&mut self, files: &[&ExecFileMapping], probes: &mut Probes, warnings: &mut Warnings) {
+        let began = Instant::now();
+        let mut compiled = Vec::new();
+        for m in files {
+            let (segments, table) = compile(m);
+            let table = match table {
+                Ok(t) => t,
+                Err(Missing::Table) => {
+                    self.stats.files_without_table.push(m.path.clone());
+                    self.files.insert(m.id, LoadedFile { table: 0, rows: 0, segments });
+                    continue;
+                }
+                Err(Missing::Room(why)) => {
+                    self.not_loaded(m, segments, &why, warnings);
+                    continue;
+                }
+            };
+            let slot = self.tables + compiled.len() as u32;
+            if slot >= UNWIND_TABLES_MAX {
+                self.not_loaded(m, segments, &format!("UNWIND_TABLES is full ({UNWIND_TABLES_MAX} files)"), warnings);
+                continue;
+            }
+            compiled.push((m, segments, slot, table));
         }
-        if let Err(e) = probes.write_unwind_rows(self.next_row, &table.rows) {
-            warnings.warn(format!("the unwind table of {} could not be loaded: {e:#}", m.path));
-            return none(segments);
+        if compiled.is_empty() {
+            return;
         }
-        let first_row = self.next_row;
-        self.next_row += rows;
-        LoadedFile { first_row, rows, segments }
+        let tables: Vec<(u32, &[memtrace_common::UnwindRow])> =
+            compiled.iter().map(|(_, _, slot, t)| (*slot, &t.rows[..])).collect();
+        match probes.load_unwind_tables(&tables) {
+            Ok(bytes) => {
+                self.tables += compiled.len() as u32;
+                self.stats.files += compiled.len() as u64;
+                self.stats.map_bytes += bytes;
+                for (m, segments, slot, table) in compiled {
+                    self.stats.rows += table.rows.len() as u64;
+                    self.files.insert(m.id, LoadedFile { table: slot, rows: table.rows.len() as u32, segments });
+                }
+            }
+            Err(e) => {
+                for (m, segments, _, _) in compiled {
+                    self.not_loaded(m, segments, &format!("{e:#}"), warnings);
+                }
+            }
+        }
+        self.stats.build_ms += began.elapsed().as_secs_f64() * 1e3;
+    }
+
+    fn not_loaded(&mut self, m: &ExecFileMapping, segments: Vec<Segment>, why: &str, warnings: &mut Warnings) {
+        warnings.warn(format!(
+            "the unwind table of {} was not loaded: {why}; stacks through it are walked with frame pointers",
+            m.path
+        ));
+        self.stats.files_not_loaded.push(m.path.clone());
+        self.files.insert(m.id, LoadedFile { table: 0, rows: 0, segments });
+    }
+}
+
+/// Why a file gets no table.
+enum Missing {
+    /// It has no unwind information, is unreadable or no ELF file.
+    Table,
+    /// Its table is too large for the eBPF search.
+    Room(String),
+}
+
+/// Reads a mapped file (the mapped file itself, through map_files, even if
+/// replaced on disk or in another mount namespace) and compiles its table.
+fn compile(m: &ExecFileMapping) -> (Vec<Segment>, Result<unwind::UnwindTable, Missing>) {
+    let Ok(data) = std::fs::read(&m.link).or_else(|_| std::fs::read(&m.path)) else {
+        return (Vec::new(), Err(Missing::Table));
+    };
+    let Ok(segments) = unwind::segments(&data) else { return (Vec::new(), Err(Missing::Table)) };
+    let table = match unwind::compile(&data) {
+        Ok(t) if t.rows.is_empty() => Err(Missing::Table),
+        Ok(t) if t.rows.len() > UNWIND_TABLE_ROWS_MAX as usize => {
+            Err(Missing::Room(format!("its {} rows are more than {UNWIND_TABLE_ROWS_MAX}", t.rows.len())))
+        }
+        Ok(t) => Ok(t),
+        Err(_) => Err(Missing::Table),
+    };
+    (segments, table)
+}
+
+/// STACK_CUTS entries as the trace shows them: the module by its mapping
+/// start, the reason by name; most stacks first.
+fn name_cuts(cuts: &[(u64, u64)], modules: &HashMap<u64, String>) -> Vec<crate::trace::UnwindCut> {
+    use memtrace_common::StackCut;
+    let mut named: Vec<_> = cuts
+        .iter()
+        .filter_map(|&(key, stacks)| {
+            let (start, reason) = StackCut::from_key(key)?;
+            let reason = match reason {
+                StackCut::NoTable => "no_table",
+                StackCut::Unsupported => "unsupported",
+                StackCut::Unreadable => "unreadable",
+                StackCut::Depth => "depth",
+            };
+            let module = (start != 0).then(|| modules.get(&start).cloned()).flatten();
+            Some(crate::trace::UnwindCut { module, reason: reason.into(), stacks })
+        })
+        .collect();
+    named.sort_by(|a, b| b.stacks.cmp(&a.stacks).then_with(|| a.module.cmp(&b.module)));
+    named
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memtrace_common::{stack_cut_key, StackCut};
+
+    #[test]
+    fn cuts_are_named_by_module_and_reason_most_first() {
+        let modules = HashMap::from([(0x7f00_0000_1000, "/usr/lib/libfoo.so".to_string())]);
+        let cuts = [
+            (stack_cut_key(0x7f00_0000_1000, StackCut::NoTable), 3),
+            (stack_cut_key(0, StackCut::NoTable), 5),
+            (stack_cut_key(0x7f00_0000_1000, StackCut::Depth), 1),
+            (0x7f00_0000_1000, 9), // no reason in the key: not a cut
+        ];
+        let named = name_cuts(&cuts, &modules);
+        let view: Vec<_> = named.iter().map(|c| (c.module.as_deref(), c.reason.as_str(), c.stacks)).collect();
+        assert_eq!(
+            view,
+            [
+                (None, "no_table", 5),
+                (Some("/usr/lib/libfoo.so"), "no_table", 3),
+                (Some("/usr/lib/libfoo.so"), "depth", 1)
+            ]
+        );
     }
 }

@@ -83,17 +83,18 @@ pub type StopHook = Box<dyn FnMut() + Send>;
 pub struct Hooks {
     /// At its exit, memory still mapped.
     pub at_exit: StopHook,
-    /// At a phase marker, where memtrace's eBPF sent the main thread a
-    /// SIGSTOP (`--phase-truth`); the signal is then suppressed.
-    pub at_marker: StopHook,
-    /// After a later execve (`env VAR=x prog`), the new image loaded and
-    /// not yet run: its own probes go in before its first instruction.
+    /// Where memtrace's eBPF sent the main thread a SIGSTOP (at a phase
+    /// marker with `--phase-truth`, after a mapping of code with `--unwind
+    /// dwarf`); the signal is then suppressed.
+    pub at_hold: StopHook,
+    /// After an execve, the new image loaded and not yet run: its own
+    /// probes and unwind tables go in before its first instruction.
     pub at_exec: StopHook,
 }
 
 impl Hooks {
     pub fn none() -> Hooks {
-        Hooks { at_exit: Box::new(|| {}), at_marker: Box::new(|| {}), at_exec: Box::new(|| {}) }
+        Hooks { at_exit: Box::new(|| {}), at_hold: Box::new(|| {}), at_exec: Box::new(|| {}) }
     }
 }
 
@@ -248,11 +249,12 @@ fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
                     (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as usize as *mut libc::c_void,
                 )
             };
+            (hooks.at_exec)();
             cont(0);
         } else if sig == libc::SIGSTOP && sent_by_kernel(pid) {
-            // memtrace's eBPF stopped it at a phase marker (nobody else
-            // sends SIGSTOP with SI_KERNEL): read the truth, swallow the signal.
-            (hooks.at_marker)();
+            // memtrace's eBPF held it (nobody else sends SIGSTOP with
+            // SI_KERNEL): let the session act, swallow the signal.
+            (hooks.at_hold)();
             cont(0);
         } else {
             cont(sig); // the child's own signal: deliver it

@@ -274,8 +274,51 @@ pub struct Heap {
     /// The kernel's side: the program break and anonymous mappings
     /// (measured, syscall tracepoints).
     pub kernel: KernelHeapSummary,
+    /// How allocation stacks were walked, and the unwind tables loaded.
+    #[serde(default)]
+    pub unwind: UnwindStats,
     /// `--events`: where the full stream went.
     pub events: Option<HeapEvents>,
+}
+
+/// The eBPF unwinder's tables (`--unwind dwarf`): what was loaded, what it
+/// cost, and the files stacks were walked through with frame pointers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct UnwindStats {
+    /// `fp` or `dwarf` (`--unwind`).
+    pub method: String,
+    /// Executable files whose tables were loaded, their rows and the map
+    /// memory they take (16 bytes a row).
+    pub files: u64,
+    pub rows: u64,
+    pub map_bytes: u64,
+    /// Reading and compiling the tables and loading them into the kernel.
+    pub build_ms: f64,
+    /// Run mode: times the target was held (its main thread stopped, right
+    /// after an exec or a mapping of code) until the new file's table was in,
+    /// and for how long in all.
+    pub holds: u64,
+    pub held_ms: f64,
+    /// Files with no unwind information (or unreadable): walked with frame pointers.
+    pub files_without_table: Vec<String>,
+    /// Files whose tables could not be loaded: walked with frame pointers.
+    pub files_not_loaded: Vec<String>,
+    /// Stacks cut short, by the module of the last frame reached and why
+    /// (measured, eBPF; the totals are the heap's `stacks_cut_*`), most first.
+    #[serde(default)]
+    pub cuts: Vec<UnwindCut>,
+}
+
+/// Stacks the unwinder cut short in one module for one reason.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct UnwindCut {
+    /// The file whose code the last frame reached is in; null: in no file
+    /// mapping memtrace knew (JIT code, the vDSO, a mapping already gone).
+    pub module: Option<String>,
+    /// `no_table`, `unsupported`, `unreadable` or `depth`.
+    pub reason: String,
+    /// Allocations whose stack was cut there.
+    pub stacks: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]

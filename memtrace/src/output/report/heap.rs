@@ -14,6 +14,63 @@ use crate::{
 const FRAMES_SHOWN: usize = 8;
 const LEAKS_SHOWN: usize = 10;
 
+/// How stacks were walked, what the tables cost, and where stacks were cut.
+fn render_unwind(o: &mut String, u: &crate::trace::UnwindStats) {
+    match u.method.as_str() {
+        "dwarf" => {
+            let held = if u.holds > 0 {
+                format!(
+                    "; the target was held {} times, {:.0} ms in all, until each new file's table was in",
+                    u.holds, u.held_ms
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                o,
+                "  stacks: unwound with .eh_frame tables of {} files ({} rows, {} of map), built in {:.0} ms{held}",
+                u.files,
+                thousands(u.rows),
+                bytes(u.map_bytes),
+                u.build_ms
+            );
+        }
+        "fp" => {
+            let _ = writeln!(o, "  stacks: frame pointers only (--unwind fp): cut short in code built without them");
+        }
+        _ => {}
+    }
+    let mut without: Vec<&str> = u.files_without_table.iter().chain(&u.files_not_loaded).map(String::as_str).collect();
+    without.dedup();
+    if !without.is_empty() {
+        let _ = writeln!(o, "  walked with frame pointers (no unwind table): {}", without.join(", "));
+    }
+    if !u.cuts.is_empty() {
+        let shown: Vec<String> = u
+            .cuts
+            .iter()
+            .take(5)
+            .map(|c| {
+                let why = match c.reason.as_str() {
+                    "no_table" => "no unwind info",
+                    "unsupported" => "a rule not followed",
+                    "unreadable" => "stack unreadable",
+                    "depth" => "depth limit",
+                    other => other,
+                };
+                format!(
+                    "{} ({why} in {})",
+                    thousands(c.stacks),
+                    c.module.as_deref().unwrap_or("code outside any mapped file")
+                )
+            })
+            .collect();
+        let more =
+            if u.cuts.len() > 5 { format!(", and {} more in the JSON", u.cuts.len() - 5) } else { String::new() };
+        let _ = writeln!(o, "  stacks cut short: {}{more}", shown.join(", "));
+    }
+}
+
 pub fn render_heap(o: &mut String, t: &Trace) {
     let Some(h) = &t.heap else { return };
     let _ = writeln!(o, "Heap [measured: uprobes on the malloc family; requested bytes, not allocator overhead]");
@@ -63,6 +120,7 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         thousands(h.open_calls_at_stop),
         thousands(h.totals.failed_allocs)
     );
+    render_unwind(o, &h.unwind);
     if h.released_by_exec_allocs > 0 {
         let _ = writeln!(
             o,
