@@ -416,7 +416,41 @@ pub struct ExecMapping {
 #[derive(Clone, Copy, Debug)]
 pub struct ExecMappings {
     pub count: u64,
+    /// Bumped at each rewrite: the rows the unwinder cached by address
+    /// (`UNWIND_CACHE`) are keyed with it, so none outlives its mapping.
+    pub generation: u64,
     pub entries: [ExecMapping; MAX_EXEC_MAPPINGS],
+}
+
+/// Slots of `UNWIND_CACHE`, a direct-mapped cache per CPU of the row in
+/// force at a code address: the call sites allocations come from repeat,
+/// and a hit is one array lookup where a miss is two binary searches of
+/// ~20 steps each (measured: ~590 ns a frame without it, AMD EPYC).
+pub const UNWIND_CACHE_SLOTS: u32 = 1 << 13;
+const _: () = assert!(UNWIND_CACHE_SLOTS.is_power_of_two());
+
+/// One `UNWIND_CACHE` slot: the key (`unwind_cache_key`; 0: empty) and the
+/// row found for it (`cfa` None: no table covers the address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CachedRow {
+    pub key: u64,
+    pub row: UnwindRow,
+}
+
+/// The `UNWIND_CACHE` slot of a key (Fibonacci hashing: the top bits of
+/// key × 2^64/φ, spread well for nearby addresses).
+#[inline(always)]
+pub const fn unwind_cache_slot(key: u64) -> u32 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - UNWIND_CACHE_SLOTS.trailing_zeros())) as u32
+}
+
+/// An `UNWIND_CACHE` key: a code address (below 2^48 in user space) and the
+/// mapping generation it was resolved in (its low 16 bits: a stale entry
+/// would have to go unevicted through 65,536 rewrites to be found again).
+#[inline(always)]
+pub const fn unwind_cache_key(pc: u64, generation: u64) -> u64 {
+    (pc & ((1 << 48) - 1)) | (generation << 48)
 }
 
 /// `LIVE_ALLOCS` capacity unless the loader overrides it.

@@ -9,11 +9,12 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_probe_read_user, generated::bpf_loop},
     macros::{btf_map, map},
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use memtrace_common::{
-    stack_cut_key, CfaBase, ExecMapping, ExecMappings, RbpRule, StackCut, UnwindRow, BPF_F_INNER_MAP,
-    MAX_EXEC_MAPPINGS, STACK_CUTS_MAX, UNWIND_DEPTH, UNWIND_TABLES_MAX,
+    stack_cut_key, unwind_cache_key, unwind_cache_slot, CachedRow, CfaBase, ExecMapping, ExecMappings, RbpRule,
+    StackCut, UnwindRow, BPF_F_INNER_MAP, MAX_EXEC_MAPPINGS, STACK_CUTS_MAX, UNWIND_CACHE_SLOTS, UNWIND_DEPTH,
+    UNWIND_TABLES_MAX,
 };
 
 use crate::{
@@ -35,6 +36,12 @@ static UNWIND_TABLES: ArrayOfMaps<
 /// they change.
 #[map]
 static UNWIND_MAPPINGS: Array<ExecMappings> = Array::with_max_entries(1, 0);
+
+/// The row in force at code addresses walked lately, per CPU, direct-mapped
+/// by `unwind_cache_slot`: one array lookup per frame instead of the two
+/// searches (an LRU hash map instead cost ~100 ns a frame more).
+#[map]
+static UNWIND_CACHE: PerCpuArray<CachedRow> = PerCpuArray::with_max_entries(UNWIND_CACHE_SLOTS, 0);
 
 /// Stacks cut short, by the module of the last frame reached and the reason
 /// (`stack_cut_key`): "no unwind table in libfoo.so" names what to fix.
@@ -119,6 +126,13 @@ fn row_at(table: u32, rows: u32, pc: u64) -> Option<UnwindRow> {
     UNWIND_TABLES.get_value(table, &last).copied()
 }
 
+/// Two words of the target's stack in one helper call.
+#[inline(always)]
+fn read_pair(addr: u64) -> Option<[u64; 2]> {
+    // SAFETY: reads 16 bytes of the target's memory; a fault returns an error.
+    unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok()
+}
+
 #[inline(always)]
 fn read(addr: u64) -> Option<u64> {
     // SAFETY: reads 8 bytes of the target's memory; a fault returns an error.
@@ -198,6 +212,26 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
+/// The row in force at `pc` (`cfa` None where no table covers it), from
+/// UNWIND_CACHE or found with the searches and cached.
+#[inline(always)]
+fn cached_row(m: &ExecMappings, pc: u64) -> Option<UnwindRow> {
+    let key = unwind_cache_key(pc, m.generation);
+    let slot = UNWIND_CACHE.get_ptr_mut(unwind_cache_slot(key))?;
+    // SAFETY: this CPU's slot, ours for this program run.
+    let cached = unsafe { &mut *slot };
+    if cached.key == key {
+        return Some(cached.row);
+    }
+    let none = UnwindRow { pc, cfa_offset: 0, rbp_offset: 0, cfa: CfaBase::None as u8, rbp: 0 };
+    let row = mapping_of(m, pc)
+        .filter(|e| e.rows != 0)
+        .and_then(|e| row_at(e.table, e.rows, pc.wrapping_sub(e.bias)))
+        .unwrap_or(none);
+    *cached = CachedRow { key, row };
+    Some(row)
+}
+
 /// Records frame number `index` (at `w.ip`) and steps to its caller; Some
 /// (`COMPLETE` or a `StackCut`) when the walk ends. Every call but the last adds one frame, so the
 /// frame's slot is the loop's index: the verifier sees an unknown index it
@@ -219,17 +253,14 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
     // A return address points after its call, possibly at the next
     // function's first byte: the call itself is one byte earlier.
     let pc = if i == 0 { ip } else { ip - 1 };
-    let row = mapping_of(m, pc)
-        .filter(|e| e.rows != 0)
-        .and_then(|e| row_at(e.table, e.rows, pc.wrapping_sub(e.bias)))
-        .filter(|r| r.cfa != CfaBase::None as u8);
+    let row = cached_row(m, pc).filter(|r| r.cfa != CfaBase::None as u8);
     let Some(row) = row else {
         // No table here: one frame-pointer step. rbp == 0 is where
         // frame-pointer code ends its chain (`_start` clears it).
         if w.bp == 0 {
             return Some(COMPLETE);
         }
-        let (Some(ra), Some(next)) = (read(w.bp.wrapping_add(8)), read(w.bp)) else {
+        let Some([next, ra]) = read_pair(w.bp) else {
             return Some(StackCut::NoTable as u32);
         };
         (w.ip, w.sp, w.bp) = (ra, w.bp.wrapping_add(16), next);
@@ -244,15 +275,31 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
         c if c == CfaBase::Outermost as u8 => return Some(COMPLETE),
         _ => return Some(StackCut::Unsupported as u32),
     };
-    let Some(ra) = read(cfa.wrapping_sub(8)) else { return Some(StackCut::Unreadable as u32) };
-    match row.rbp {
-        r if r == RbpRule::Unchanged as u8 => {}
-        r if r == RbpRule::AtCfa as u8 => match read(cfa.wrapping_add(row.rbp_offset as i64 as u64)) {
-            Some(saved) => w.bp = saved,
-            None => return Some(StackCut::Unreadable as u32),
-        },
+    let ra = match row.rbp {
+        // rbp saved just below the return address (a frame-pointer
+        // prologue, the usual case): both in one read.
+        r if r == RbpRule::AtCfa as u8 && row.rbp_offset == -16 => {
+            let Some([saved, ra]) = read_pair(cfa.wrapping_sub(16)) else {
+                return Some(StackCut::Unreadable as u32);
+            };
+            w.bp = saved;
+            ra
+        }
+        r if r == RbpRule::AtCfa as u8 => {
+            let (Some(ra), Some(saved)) =
+                (read(cfa.wrapping_sub(8)), read(cfa.wrapping_add(row.rbp_offset as i64 as u64)))
+            else {
+                return Some(StackCut::Unreadable as u32);
+            };
+            w.bp = saved;
+            ra
+        }
+        r if r == RbpRule::Unchanged as u8 => {
+            let Some(ra) = read(cfa.wrapping_sub(8)) else { return Some(StackCut::Unreadable as u32) };
+            ra
+        }
         _ => return Some(StackCut::Unsupported as u32),
-    }
+    };
     (w.ip, w.sp) = (ra, cfa);
     None
 }

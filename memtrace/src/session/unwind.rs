@@ -28,8 +28,10 @@ pub struct UnwindTables {
     files: HashMap<FileId, LoadedFile>,
     /// Tables loaded so far (the next free index in UNWIND_TABLES).
     tables: u32,
-    /// The mappings last written (not rewritten when unchanged).
+    /// The mappings last written (not rewritten when unchanged), and how
+    /// many times they were (the eBPF row cache is keyed by it).
     written: Vec<ExecMapping>,
+    generation: u64,
     pub stats: crate::trace::UnwindStats,
     /// Each mapping start written, with its file: names the modules of STACK_CUTS.
     modules: HashMap<u64, String>,
@@ -45,6 +47,7 @@ impl UnwindTables {
             files: HashMap::new(),
             tables: 0,
             written: Vec::new(),
+            generation: 0,
             stats: crate::trace::UnwindStats { method: method.into(), ..Default::default() },
             modules: HashMap::new(),
             too_many_warned: false,
@@ -111,8 +114,12 @@ impl UnwindTables {
         if entries == self.written {
             return;
         }
-        let mut value =
-            ExecMappings { count: entries.len() as u64, entries: [ExecMapping::default(); MAX_EXEC_MAPPINGS] };
+        self.generation += 1;
+        let mut value = ExecMappings {
+            count: entries.len() as u64,
+            generation: self.generation,
+            entries: [ExecMapping::default(); MAX_EXEC_MAPPINGS],
+        };
         value.entries[..entries.len()].copy_from_slice(&entries);
         match probes.set_exec_mappings(&value) {
             Ok(()) => self.written = entries,
@@ -126,8 +133,7 @@ impl UnwindTables {
     fn load(&mut self, files: &[&ExecFileMapping], probes: &mut Probes, warnings: &mut Warnings) {
         let began = Instant::now();
         let mut compiled = Vec::new();
-        for m in files {
-            let (segments, table) = compile(m);
+        for (m, (segments, table)) in files.iter().zip(compile_all(files)) {
             let table = match table {
                 Ok(t) => t,
                 Err(Missing::Table) => {
@@ -187,6 +193,24 @@ enum Missing {
     Table,
     /// Its table is too large for the eBPF search.
     Room(String),
+}
+
+/// Compiles the files' tables on as many threads as there are CPUs (an
+/// attach to a Python process with a few dozen extension modules, or an
+/// exec's executable and loader, is several files at once).
+fn compile_all(files: &[&ExecFileMapping]) -> Vec<(Vec<Segment>, Result<unwind::UnwindTable, Missing>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut out = Vec::with_capacity(files.len());
+    for chunk in files.chunks(threads) {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = chunk.iter().map(|m| scope.spawn(|| compile(m))).collect();
+            for handle in running {
+                // A panic in the compiler is that file's problem only: no table.
+                out.push(handle.join().unwrap_or_else(|_| (Vec::new(), Err(Missing::Table))));
+            }
+        });
+    }
+    out
 }
 
 /// Reads a mapped file (the mapped file itself, through map_files, even if
