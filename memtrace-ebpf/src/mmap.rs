@@ -74,24 +74,44 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
     if let Some(args) = finish(&ctx, tid) {
         let [ret, len, prot, flags, fd, offset] = args;
         let (result, fd) = (ret as i64, fd as i64);
+        let mut file = None;
         if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 {
             if let Some((dev, ino)) = file_of_fd(fd as u64) {
+                let key = FileKey { ino, s_dev: dev, _pad: 0 };
+                file = Some(key);
                 // Watch its evictions from now on, not from when userspace
                 // gets to this event.
-                if WATCHED_FILES.insert(FileKey { ino, s_dev: dev, _pad: 0 }, 1, 0).is_err() {
+                if WATCHED_FILES.insert(key, 1, 0).is_err() {
                     count(Counter::WatchFull);
                 }
                 emit(tid, MmapFileEvent { result, ino, s_dev: dev, _pad: 0 });
             }
         }
         emit(tid, MmapEvent { result, len, prot, flags, fd, offset });
-        // A file's code, mapped (the loader mapping a library): its unwind
-        // table goes in before any of it runs.
-        if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 && prot & PROT_EXEC != 0 {
+        // A file's code, mapped for the first time (the loader mapping a
+        // library): its unwind table goes in before any of it runs.
+        if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 && prot & PROT_EXEC != 0 && first_code_mapping(file) {
             hold(tid, Hold::CodeMapped);
         }
     }
     0
+}
+
+/// Files whose code the target mapped: the hold for a file's unwind table
+/// is needed once (a JIT mapping code from one memfd again and again is not
+/// stopped each time; a library mapped again gets its new place in the
+/// mapping list at the next drain).
+#[map]
+static CODE_FILES: HashMap<FileKey, u8> = HashMap::with_max_entries(8192, 0);
+
+/// Whether this is the first mapping of this file's code (true when the
+/// file is unknown or the set is full: hold rather than miss a table).
+#[inline(always)]
+fn first_code_mapping(file: Option<FileKey>) -> bool {
+    const BPF_NOEXIST: u64 = 1;
+    const EEXIST: i32 = 17;
+    let Some(key) = file else { return true };
+    !matches!(CODE_FILES.insert(key, 1, BPF_NOEXIST), Err(e) if e == -EEXIST)
 }
 
 #[tracepoint]

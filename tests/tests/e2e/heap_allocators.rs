@@ -213,11 +213,12 @@ fn frees_by_glibc_at_thread_exit_are_allocator_internal_not_unknown() {
     assert!(has_frame(&leak.stack, "worker"), "{leak:#?}");
     // Everything else still live is glibc's cache of thread stacks: the
     // TLS vectors ld.so allocated for them (allocate_dtv, in pthread_create).
-    // Its stack is one frame here: ld.so has no frame pointers, and threads.c
-    // starts its threads before memtrace has loaded the unwind tables (with
-    // a 300 ms wait first, the stack runs through ld.so down to `_start`).
+    // ld.so and glibc have no frame pointers: unwound with their tables
+    // (in before threads.c's first instruction), the stack runs through
+    // them to the program's pthread_create call in main.
     let others: Vec<&Leak> = trace.leaks.iter().filter(|l| top_function(&l.stack) != "leak_in_thread").collect();
     assert!(others.iter().all(|l| top_function(&l.stack) == "allocate_dtv"), "{others:#?}");
+    assert!(others.iter().all(|l| has_frame(&l.stack, "pthread_create") && has_frame(&l.stack, "main")), "{others:#?}");
     let kept: u64 = others.iter().map(|l| l.bytes).sum();
     assert_eq!(heap.live_bytes, 8000 + kept as i64, "{heap:#?}");
 }
