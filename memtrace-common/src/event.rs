@@ -30,6 +30,7 @@ pub enum EventKind {
     Brk = 16,
     Alloc = 17,
     Free = 18,
+    MmapPath = 19,
 }
 
 impl EventKind {
@@ -56,6 +57,7 @@ impl EventKind {
             16 => Brk,
             17 => Alloc,
             18 => Free,
+            19 => MmapPath,
             _ => return None,
         })
     }
@@ -237,7 +239,24 @@ bodies! {
         result: i64,
         ino: u64,
         s_dev: u32,
-        _pad: u32,
+        /// 1 when the fd is a character device: its mmap handler may map a
+        /// file of its own (`/dev/zero` maps a shmem file), which /proc names.
+        char_device: u32,
+    }
+    /// The mapped file's path as the kernel knows it at `sys_exit_mmap`
+    /// (just before its MmapFile event): the dentry names from the file up
+    /// towards its filesystem's root, innermost first, one per slot
+    /// (NUL-terminated). Relative to the filesystem, not to a mount: memtrace
+    /// places it under the mount points /proc/PID/mountinfo lists for that
+    /// device and checks the result with stat.
+    MmapPathEvent = MmapPath {
+        /// The mapped address.
+        result: i64,
+        /// Names captured.
+        depth: u32,
+        /// 1 when the walk reached the filesystem's root with every name whole.
+        complete: u32,
+        names: [[u8; crate::PATH_NAME_MAX]; crate::PATH_DEPTH_MAX],
     }
     /// The heap totals right after a phase boundary (same sequence number).
     HeapMarkEvent = HeapMark {

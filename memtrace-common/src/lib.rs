@@ -15,6 +15,14 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// Longest phase name sent from the kernel, including its NUL.
 pub const PHASE_NAME_MAX: usize = 40;
+
+/// Bytes of one path component an `MmapPathEvent` carries (with its NUL):
+/// a longer name marks the path incomplete.
+pub const PATH_NAME_MAX: usize = 128;
+
+/// Path components an `MmapPathEvent` carries: a deeper file's path is
+/// incomplete (and named from /proc when its identity matches there).
+pub const PATH_DEPTH_MAX: usize = 16;
 /// Set in the sequence numbers of phase boundaries made from userspace
 /// (`memtrace mark`), which cannot take the eBPF side's numbers atomically:
 /// the two never share a number.
@@ -129,6 +137,12 @@ pub struct KernelOffsets {
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,
     pub super_block_s_dev: u32,
+    /// `file.f_path.dentry` (the two offsets added).
+    pub file_f_path_dentry: u32,
+    pub dentry_d_parent: u32,
+    /// `dentry.d_name.name` (the two offsets added).
+    pub dentry_d_name_name: u32,
+    pub inode_i_mode: u32,
 }
 
 /// Allocator entry points, as recorded between a call's entry and return

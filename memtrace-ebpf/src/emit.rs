@@ -132,3 +132,28 @@ pub fn emit<B: EventBody>(tid: u32, body: B) {
         None => count(Counter::RingbufDrops),
     }
 }
+
+/// Sends one event whose body is too large for the BPF stack (512 bytes):
+/// reserves its record and lets `fill` write the body in the ring buffer
+/// itself; `fill` returning false discards the record.
+#[inline(always)]
+pub fn emit_in_place<B: EventBody>(tid: u32, fill: impl FnOnce(&mut B) -> bool) {
+    let Some(mut entry) = EVENTS.reserve::<Record<B>>(0) else {
+        count(Counter::RingbufDrops);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: the helper only reads the clock; `record` is the reserved
+    // space, ours until submitted or discarded, and `fill` sets the body
+    // (all integers: any bytes are a valid value).
+    let filled = unsafe {
+        let ts_ns = bpf_ktime_get_ns();
+        (&raw mut (*record).header).write(EventHeader { kind: B::KIND as u32, tid, ts_ns });
+        fill(&mut (*record).body)
+    };
+    if filled {
+        entry.submit(wakeup_flags(B::KIND));
+    } else {
+        entry.discard(0);
+    }
+}

@@ -7,15 +7,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use memtrace_common::{
-    event::{BrkEvent, MadviseEvent, MmapEvent, MmapFileEvent, MremapEvent, MunmapEvent, RangeEnterEvent, RangeOp},
+    event::{
+        BrkEvent, MadviseEvent, MmapEvent, MmapFileEvent, MmapPathEvent, MremapEvent, MunmapEvent, RangeEnterEvent,
+        RangeOp,
+    },
     Counter, FileKey,
 };
 
 use crate::{
-    emit::{count, emit, offsets, target_tid},
+    emit::{count, emit, emit_in_place, offsets, target_tid},
     filemap::WATCHED_FILES,
     hold::{hold, Hold},
-    mmap_file::file_of_fd,
+    mmap_file::{file_of_fd, fill_path, identity},
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -76,7 +79,8 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
         let (result, fd) = (ret as i64, fd as i64);
         let mut file = None;
         if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 {
-            if let Some((dev, ino)) = file_of_fd(fd as u64) {
+            let opened = file_of_fd(fd as u64);
+            if let Some((f, (dev, ino, char_device))) = opened.and_then(|f| Some((f, identity(f)?))) {
                 let key = FileKey { ino, s_dev: dev, _pad: 0 };
                 file = Some(key);
                 // Watch its evictions from now on, not from when userspace
@@ -84,7 +88,13 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
                 if WATCHED_FILES.insert(key, 1, 0).is_err() {
                     count(Counter::WatchFull);
                 }
-                emit(tid, MmapFileEvent { result, ino, s_dev: dev, _pad: 0 });
+                // Its path now: by the time userspace reads /proc, another
+                // file may be mapped at this address.
+                emit_in_place(tid, |e: &mut MmapPathEvent| {
+                    e.result = result;
+                    fill_path(f, e)
+                });
+                emit(tid, MmapFileEvent { result, ino, s_dev: dev, char_device: char_device as u32 });
             }
         }
         emit(tid, MmapEvent { result, len, prot, flags, fd, offset });

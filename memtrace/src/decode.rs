@@ -108,6 +108,18 @@ pub enum Event {
         tid: u32,
         result: i64,
         file: FileId,
+        /// The fd is a character device (its mmap may map a file of its own).
+        char_device: bool,
+    },
+    /// The mapped file's path within its filesystem, read in the kernel at
+    /// sys_exit_mmap (sent just before its MmapFile event): "/a/b/name".
+    MmapPath {
+        ts_ns: u64,
+        tid: u32,
+        result: i64,
+        path: String,
+        /// Every component was read, up to the filesystem's root.
+        complete: bool,
     },
     Mremap {
         ts_ns: u64,
@@ -192,6 +204,21 @@ impl FaultAccess {
 pub enum DecodeError {
     Size(usize),
     Kind(u32),
+    /// A field out of its range (a path deeper than its slots).
+    Field(&'static str),
+}
+
+/// An MmapPath event's names as a path within the filesystem,
+/// outermost first; whether it is whole.
+fn fs_path(e: &event::MmapPathEvent) -> Result<(String, bool), DecodeError> {
+    let names = e.names.get(..e.depth as usize).ok_or(DecodeError::Field("MmapPath.depth"))?;
+    let mut path = String::new();
+    for name in names.iter().rev() {
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(&name[..end]));
+    }
+    Ok((path, e.complete != 0 && !names.is_empty()))
 }
 
 fn file(s_dev: u32, ino: u64) -> FileId {
@@ -313,7 +340,18 @@ impl Event {
             }
             EventKind::MmapFile => {
                 let e: event::MmapFileEvent = body(bytes)?;
-                Event::MmapFile { ts_ns, tid, result: e.result, file: file(e.s_dev, e.ino) }
+                Event::MmapFile {
+                    ts_ns,
+                    tid,
+                    result: e.result,
+                    file: file(e.s_dev, e.ino),
+                    char_device: e.char_device != 0,
+                }
+            }
+            EventKind::MmapPath => {
+                let e: event::MmapPathEvent = body(bytes)?;
+                let (path, complete) = fs_path(&e)?;
+                Event::MmapPath { ts_ns, tid, result: e.result, path, complete }
             }
             EventKind::Mremap => {
                 let e: event::MremapEvent = body(bytes)?;
@@ -473,8 +511,35 @@ mod tests {
             Event::decode(&bytes(r)).unwrap(),
             Event::FilemapMapPages { ts_ns: 99, tid: 7, file, first: 16, last: 31 }
         );
-        let r = MmapFileEvent { result: 0x7f00_0000, ino: 9, s_dev: (254 << 20) | 1, _pad: 0 };
-        assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::MmapFile { ts_ns: 99, tid: 7, result: 0x7f00_0000, file });
+        let r = MmapFileEvent { result: 0x7f00_0000, ino: 9, s_dev: (254 << 20) | 1, char_device: 0 };
+        assert_eq!(
+            Event::decode(&bytes(r)).unwrap(),
+            Event::MmapFile { ts_ns: 99, tid: 7, result: 0x7f00_0000, file, char_device: false }
+        );
+    }
+
+    #[test]
+    fn a_path_is_its_names_outermost_first_and_incomplete_without_the_root() {
+        let mut names = [[0u8; memtrace_common::PATH_NAME_MAX]; memtrace_common::PATH_DEPTH_MAX];
+        for (slot, name) in names.iter_mut().zip(["index.faiss", "data", "srv"]) {
+            slot[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        let r = MmapPathEvent { result: 0x7f00_0000, depth: 3, complete: 1, names };
+        assert_eq!(
+            Event::decode(&bytes(r)).unwrap(),
+            Event::MmapPath {
+                ts_ns: 99,
+                tid: 7,
+                result: 0x7f00_0000,
+                path: "/srv/data/index.faiss".into(),
+                complete: true
+            }
+        );
+        let r = MmapPathEvent { result: 0x7f00_0000, depth: 2, complete: 0, names };
+        assert!(matches!(Event::decode(&bytes(r)).unwrap(), Event::MmapPath { complete: false, .. }));
+        // A depth past the slots is malformed, not trusted.
+        let r = MmapPathEvent { result: 0x7f00_0000, depth: 99, complete: 1, names };
+        assert!(Event::decode(&bytes(r)).is_err());
     }
 
     #[test]

@@ -131,6 +131,10 @@ fn kernel_offsets() -> Result<KernelOffsets> {
         inode_i_ino: btf.member_offset("inode", "i_ino")?,
         inode_i_sb: btf.member_offset("inode", "i_sb")?,
         super_block_s_dev: btf.member_offset("super_block", "s_dev")?,
+        file_f_path_dentry: btf.member_offset("file", "f_path")? + btf.member_offset("path", "dentry")?,
+        dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_d_name_name: btf.member_offset("dentry", "d_name")? + btf.member_offset("qstr", "name")?,
+        inode_i_mode: btf.member_offset("inode", "i_mode")?,
     })
 }
 

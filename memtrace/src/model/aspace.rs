@@ -24,6 +24,14 @@ impl FileId {
     pub fn from_kernel_dev(s_dev: u32, inode: u64) -> FileId {
         FileId { major: s_dev >> 20, minor: s_dev & 0xfffff, inode }
     }
+
+    /// From stat's `st_dev` (the userspace dev_t encoding) and `st_ino`.
+    pub fn from_user_dev(st_dev: u64, inode: u64) -> FileId {
+        // glibc's gnu_dev_major/minor.
+        let major = ((st_dev >> 32) & 0xffff_f000) | ((st_dev >> 8) & 0xfff);
+        let minor = ((st_dev >> 12) & 0xffff_ff00) | (st_dev & 0xff);
+        FileId { major: major as u32, minor: minor as u32, inode }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,36 +57,56 @@ pub struct Removed {
 
 #[derive(Default, Debug)]
 pub struct AddressSpace {
-    /// start -> (end, region); ranges never overlap.
-    vmas: BTreeMap<u64, (u64, Region)>,
+    /// start -> (end, region, when it was mapped: the mmap event's
+    /// monotonic ns, 0 when learnt from /proc); ranges never overlap.
+    vmas: BTreeMap<u64, (u64, Region, u64)>,
 }
 
 impl AddressSpace {
     /// Adds a mapping, replacing whatever overlapped it (MAP_FIXED semantics).
     /// Returns the pieces it replaced.
     pub fn map(&mut self, start: u64, end: u64, region: Region) -> Vec<Removed> {
+        self.map_since(start, end, region, 0)
+    }
+
+    /// `map`, for a mapping made at monotonic time `since`.
+    pub fn map_since(&mut self, start: u64, end: u64, region: Region, since: u64) -> Vec<Removed> {
         let removed = self.unmap(start, end);
         if end > start {
-            self.vmas.insert(start, (end, region));
+            self.vmas.insert(start, (end, region, since));
         }
         removed
     }
 
     /// Removes [start, end), splitting mappings that straddle its edges.
     pub fn unmap(&mut self, start: u64, end: u64) -> Vec<Removed> {
+        self.unmap_older(start, end, u64::MAX)
+    }
+
+    /// Removes the parts of [start, end) mapped before `before`: an munmap
+    /// that began then cannot have removed a mapping made later (another
+    /// thread's mmap that got the freed addresses, whose event can reach
+    /// the ring buffer before the munmap's own exit event).
+    pub fn unmap_older(&mut self, start: u64, end: u64, before: u64) -> Vec<Removed> {
         let mut removed = Vec::new();
         if end <= start {
             return removed;
         }
-        let overlapping: Vec<u64> =
-            self.vmas.range(..end).rev().take_while(|(_, (e, _))| *e > start).map(|(s, _)| *s).collect();
+        let overlapping: Vec<u64> = self
+            .vmas
+            .range(..end)
+            .rev()
+            .take_while(|(_, (e, ..))| *e > start)
+            .filter(|(_, (_, _, since))| *since < before)
+            .map(|(s, _)| *s)
+            .collect();
         for s in overlapping {
-            let (e, region) = self.vmas.remove(&s).expect("key just listed");
+            let (e, region, since) = self.vmas.remove(&s).expect("key just listed");
             if s < start {
-                self.vmas.insert(s, (start, region.clone()));
+                self.vmas.insert(s, (start, region.clone(), since));
             }
             if e > end {
-                self.vmas.insert(end, (e, region.clone()));
+                self.vmas.insert(end, (e, region.clone(), since));
             }
             removed.push(Removed { start: s.max(start), end: e.min(end), region });
         }
@@ -87,12 +115,12 @@ impl AddressSpace {
     }
 
     pub fn find(&self, addr: u64) -> Option<&Region> {
-        self.vmas.range(..=addr).next_back().filter(|(_, (end, _))| addr < *end).map(|(_, (_, region))| region)
+        self.vmas.range(..=addr).next_back().filter(|(_, (end, ..))| addr < *end).map(|(_, (_, region, _))| region)
     }
 
     /// Regions of the mappings overlapping [start, end), by a range query.
     pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Region> {
-        self.vmas.range(..end).rev().take_while(move |(_, (e, _))| *e > start).map(|(_, (_, r))| r)
+        self.vmas.range(..end).rev().take_while(move |(_, (e, ..))| *e > start).map(|(_, (_, r, _))| r)
     }
 
     pub fn clear(&mut self) {
@@ -101,7 +129,7 @@ impl AddressSpace {
 
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &Region)> {
-        self.vmas.iter().map(|(s, (e, r))| (*s, *e, r))
+        self.vmas.iter().map(|(s, (e, r, _))| (*s, *e, r))
     }
 }
 
@@ -173,5 +201,19 @@ mod tests {
         assert!(a.unmap(0x8000, 0x9000).is_empty());
         assert!(a.unmap(0x1000, 0x1000).is_empty());
         assert_eq!(a.find(0x1000), Some(&Region::Heap));
+    }
+
+    #[test]
+    fn an_munmap_keeps_what_was_mapped_after_it_began() {
+        let mut a = AddressSpace::default();
+        a.map_since(0x1000, 0x3000, file(1), 10);
+        // Another thread's mmap got [0x1000, 0x3000) after the munmap (begun
+        // at 20) freed it, and its event came first.
+        a.map_since(0x1000, 0x3000, file(2), 30);
+        assert!(a.unmap_older(0x1000, 0x3000, 20).is_empty());
+        assert_eq!(a.find(0x1000), Some(&file(2)));
+        // An munmap begun after it removes it.
+        assert_eq!(a.unmap_older(0x1000, 0x3000, 40).len(), 1);
+        assert_eq!(a.find(0x1000), None);
     }
 }

@@ -107,7 +107,8 @@ fn count_region(regions: &mut BTreeMap<String, FaultCounts>, label: &str, access
 }
 
 impl TraceStats {
-    pub fn on_mmap(&mut self, result: i64, len: u64, flags: u64, fd: i32, file: Option<FileInfo>) {
+    /// A finished mmap, at monotonic time `ts_ns` (its exit event's).
+    pub fn on_mmap(&mut self, ts_ns: u64, result: i64, len: u64, flags: u64, fd: i32, file: Option<FileInfo>) {
         self.mmap_calls += 1;
         if result < 0 {
             self.mmap_failed += 1;
@@ -125,7 +126,7 @@ impl TraceStats {
             Region::Special(UNRESOLVED.into())
         };
         let end = page_end(start, len);
-        let removed = self.aspace.map(start, end, region.clone());
+        let removed = self.aspace.map_since(start, end, region.clone(), ts_ns);
         self.kernel_heap.on_anon_unmap(anon_bytes(&removed));
         if region == Region::Anon {
             self.kernel_heap.on_anon_map(end - start);
@@ -134,13 +135,15 @@ impl TraceStats {
         self.account(&region, end - start, true);
     }
 
-    pub fn on_munmap(&mut self, addr: u64, len: u64, result: i64) {
+    /// A finished munmap that began at monotonic time `entered_ns` (its
+    /// enter event's; None: unknown, everything in the range goes).
+    pub fn on_munmap(&mut self, addr: u64, len: u64, result: i64, entered_ns: Option<u64>) {
         self.munmap_calls += 1;
         if result < 0 {
             self.munmap_failed += 1;
             return;
         }
-        let removed = self.aspace.unmap(addr, page_end(addr, len));
+        let removed = self.aspace.unmap_older(addr, page_end(addr, len), entered_ns.unwrap_or(u64::MAX));
         self.kernel_heap.on_anon_unmap(anon_bytes(&removed));
         self.forget(&removed);
     }
@@ -326,8 +329,8 @@ mod tests {
     #[test]
     fn faults_are_attributed_to_the_mapping_that_holds_them() {
         let mut s = TraceStats::default();
-        s.on_mmap(0x10000, 10_000, 0x1, 3, arrow());
-        s.on_mmap(0x40000, 8192, 0x22, -1, None);
+        s.on_mmap(0, 0x10000, 10_000, 0x1, 3, arrow());
+        s.on_mmap(0, 0x40000, 8192, 0x22, -1, None);
         s.on_fault(0x10010, FaultAccess::Read);
         s.on_fault(0x12fff, FaultAccess::Read); // last page, rounded up from 10,000 bytes
         s.on_fault(0x40000, FaultAccess::Write);
@@ -343,8 +346,8 @@ mod tests {
     #[test]
     fn failed_calls_are_counted_but_map_nothing() {
         let mut s = TraceStats::default();
-        s.on_mmap(-12, 4096, 0x1, 3, arrow());
-        s.on_munmap(0x1000, 4096, -22);
+        s.on_mmap(0, -12, 4096, 0x1, 3, arrow());
+        s.on_munmap(0x1000, 4096, -22, None);
         assert_eq!((s.mmap_calls, s.mmap_failed, s.munmap_calls, s.munmap_failed), (1, 1, 1, 1));
         assert!(s.files.is_empty());
         assert!(!s.knows(0));
@@ -353,9 +356,9 @@ mod tests {
     #[test]
     fn a_file_mapped_twice_keeps_its_peak_after_a_partial_unmap() {
         let mut s = TraceStats::default();
-        s.on_mmap(0x100000, 8192, 0x1, 3, arrow());
-        s.on_mmap(0x200000, 8192, 0x1, 4, arrow());
-        s.on_munmap(0x100000, 4096, 0);
+        s.on_mmap(0, 0x100000, 8192, 0x1, 3, arrow());
+        s.on_mmap(0, 0x200000, 8192, 0x1, 4, arrow());
+        s.on_munmap(0x100000, 4096, 0, None);
         let f = &s.files[&ARROW];
         assert_eq!((f.mmap_calls, f.mapped_peak, f.mapped_now), (2, 16384, 12288));
         s.on_fault(0x100000, FaultAccess::Read);
@@ -365,7 +368,7 @@ mod tests {
     #[test]
     fn mremap_moves_and_grows_a_file_mapping() {
         let mut s = TraceStats::default();
-        s.on_mmap(0x100000, 8192, 0x1, 3, arrow());
+        s.on_mmap(0, 0x100000, 8192, 0x1, 3, arrow());
         s.on_mremap(0x100000, 8192, 16384, 0x900000);
         assert!(!s.knows(0x100000));
         s.on_fault(0x903000, FaultAccess::Read);
@@ -378,7 +381,7 @@ mod tests {
     #[test]
     fn an_unidentified_file_mapping_is_counted_not_guessed() {
         let mut s = TraceStats::default();
-        s.on_mmap(0x100000, 4096, 0x1, 3, None);
+        s.on_mmap(0, 0x100000, 4096, 0x1, 3, None);
         s.on_fault(0x100000, FaultAccess::Read);
         assert_eq!(s.unresolved_file_mappings, 1);
         assert_eq!(s.regions["[unresolved file]"].total, 1);
@@ -388,7 +391,7 @@ mod tests {
     #[test]
     fn exec_and_sync_replace_the_model() {
         let mut s = TraceStats::default();
-        s.on_mmap(0x100000, 4096, 0x1, 3, arrow());
+        s.on_mmap(0, 0x100000, 4096, 0x1, 3, arrow());
         s.on_exec();
         assert!(!s.knows(0x100000));
         assert_eq!(s.files[&ARROW].mapped_now, 0);

@@ -4,6 +4,7 @@
 //! `model` types, nothing above them.
 mod maps;
 mod mem;
+mod paths;
 mod resident;
 mod status;
 
@@ -12,5 +13,6 @@ pub use maps::{
     Snapshot,
 };
 pub use mem::read_c_string;
+pub use paths::resolve as resolve_file;
 pub use resident::{file_pagemap, file_rss};
 pub use status::{command_line, kernel_faults, rss_counters};

@@ -47,8 +47,9 @@ pub struct Parts<'a> {
     pub capture: &'a StopCapture,
     /// Attach mode: per-file kernel truth when tracing began.
     pub start_truth: Option<&'a KernelTruth>,
-    /// Attach mode: the kernel's fault counters, last read before the stop.
-    pub stat_faults: Option<(u64, u64)>,
+    /// The kernel's count of the target's own faults over the traced
+    /// interval: (minor, major, source).
+    pub own_faults: Option<(u64, u64, &'static str)>,
     /// `--phase-truth` was in force (run mode).
     pub phase_truth: bool,
     pub boundaries: &'a BoundaryTruth,
@@ -91,7 +92,7 @@ pub fn trace(p: Parts) -> Trace {
         duration_s: p.traced_s,
         stop_reason: p.stop.reason(),
         counters: counters(c, p.counters),
-        kernel: kernel_faults(p.stop, p.stat_faults),
+        kernel: kernel_faults(p.stop, p.own_faults),
         regions: c.stats.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect(),
         rss: c.loading.rss_start.map(|start| RssSummary {
             start: rss(start),
@@ -144,18 +145,20 @@ pub fn trace(p: Parts) -> Trace {
 }
 
 /// The kernel's own fault accounting, to check the measured faults against.
-fn kernel_faults(stop: &Stop, stat_faults: Option<(u64, u64)>) -> Option<KernelFaults> {
-    match stop {
-        Stop::Exited(Some(e)) => Some(KernelFaults {
-            source: "wait4 rusage of the child".into(),
+/// Like with like: the target's own faults over the traced interval; wait4's
+/// rusage (which adds the children the target reaped) only when /proc could
+/// not be read at the exit stop.
+fn kernel_faults(stop: &Stop, own: Option<(u64, u64, &'static str)>) -> Option<KernelFaults> {
+    match (own, stop) {
+        (Some((minor, major, source)), _) => {
+            Some(KernelFaults { source: source.into(), minor_faults: minor, major_faults: major })
+        }
+        (None, Stop::Exited(Some(e))) => Some(KernelFaults {
+            source: "wait4 rusage of the child (includes the children it reaped)".into(),
             minor_faults: e.minflt,
             major_faults: e.majflt,
         }),
-        _ => stat_faults.map(|(minor, major)| KernelFaults {
-            source: "/proc/PID/stat, whole process lifetime, last read before stop".into(),
-            minor_faults: minor,
-            major_faults: major,
-        }),
+        (None, _) => None,
     }
 }
 
@@ -432,6 +435,15 @@ mod tests {
     use crate::target::child::ChildExit;
 
     fn assemble(capture: &StopCapture, stop: &Stop, heap: HeapSetup) -> Trace {
+        assemble_with(capture, stop, heap, None)
+    }
+
+    fn assemble_with(
+        capture: &StopCapture,
+        stop: &Stop,
+        heap: HeapSetup,
+        own_faults: Option<(u64, u64, &'static str)>,
+    ) -> Trace {
         let (mut c, _) = recorded::consumer();
         for e in recorded::events() {
             c.on_event(e);
@@ -452,7 +464,7 @@ mod tests {
             counters: &counters,
             capture,
             start_truth: None,
-            stat_faults: Some((1, 1)),
+            own_faults,
             phase_truth: false,
             boundaries: &BoundaryTruth::default(),
             phase_markers: "attached".into(),
@@ -490,8 +502,16 @@ mod tests {
         );
         assert_eq!(
             t.kernel.as_ref().map(|k| (k.source.as_str(), k.minor_faults)),
-            Some(("wait4 rusage of the child", 10))
+            Some(("wait4 rusage of the child (includes the children it reaped)", 10))
         );
+        // With its own count read at the exit stop, that is the kernel's count.
+        let own = assemble_with(
+            &exit_capture(),
+            &Stop::Exited(Some(exit)),
+            Ok(vec![]),
+            Some((7, 1, "/proc/PID/stat at the exit stop")),
+        );
+        assert_eq!(own.kernel.map(|k| (k.source, k.minor_faults)), Some(("/proc/PID/stat at the exit stop".into(), 7)));
         assert_eq!((t.counters.page_faults, t.counters.ringbuf_drops, t.counters.page_faults_seen), (2, 7, 2));
         let f = &t.files[0];
         assert_eq!(
@@ -516,9 +536,14 @@ mod tests {
     #[test]
     fn without_an_exit_stop_there_is_no_truth_and_the_kernel_counts_come_from_stat() {
         let capture = StopCapture { moment: Moment::AfterExit, truth: None, rss_at_truth: None, heap: None };
-        let t = assemble(&capture, &Stop::Exited(None), Ok(vec![]));
+        let t = assemble_with(
+            &capture,
+            &Stop::Exited(None),
+            Ok(vec![]),
+            Some((5, 0, "/proc/PID/stat: the change while traced")),
+        );
         assert!(t.final_truth.starts_with("none: the target exited"), "{}", t.final_truth);
-        assert_eq!(t.kernel.unwrap().source, "/proc/PID/stat, whole process lifetime, last read before stop");
+        assert_eq!(t.kernel.unwrap().source, "/proc/PID/stat: the change while traced");
         let f = &t.files[0];
         assert_eq!((f.kernel_rss_bytes, f.estimates.reference.as_str()), (None, "peak_resident_bytes"));
         let heap = t.heap.unwrap();

@@ -35,6 +35,9 @@ pub trait ProcReader {
     fn c_string(&self, addr: u64, max: usize) -> Option<String>;
     /// The kernel's (minor, major) fault counts so far.
     fn faults(&self) -> Option<(u64, u64)>;
+    /// The file `id` named from its path within its filesystem (read in
+    /// eBPF at mmap time), checked to be that very file.
+    fn resolve_file(&self, id: FileId, fs_path: &str) -> Option<FileInfo>;
 }
 
 /// The live target's /proc.
@@ -56,6 +59,9 @@ impl ProcReader for LiveProc {
     fn faults(&self) -> Option<(u64, u64)> {
         procfs::kernel_faults(self.0)
     }
+    fn resolve_file(&self, id: FileId, fs_path: &str) -> Option<FileInfo> {
+        procfs::resolve_file(self.0, id, fs_path)
+    }
 }
 
 pub struct Consumer {
@@ -65,8 +71,12 @@ pub struct Consumer {
     pub loading: Loading,
     pub phases: Phases,
     pub heap_marks: HeapMarks,
-    /// The kernel's file identity of each thread's mmap in progress.
-    mmap_file: HashMap<u32, (i64, FileId)>,
+    /// The kernel's file identity of each thread's mmap in progress (and
+    /// whether the fd is a character device), and its path in its filesystem.
+    mmap_file: HashMap<u32, (i64, FileId, bool)>,
+    mmap_path: HashMap<u32, (i64, String, bool)>,
+    /// When each thread's munmap, madvise or mremap in progress began.
+    range_entered_ns: HashMap<u32, u64>,
     /// Pages found outside every mapping at the latest /proc re-read: another
     /// fault there does not trigger a new re-read (mappings the events did
     /// not describe, e.g. the kernel's own in execve).
@@ -98,6 +108,8 @@ impl Consumer {
             phases: Phases::default(),
             heap_marks: HeapMarks::default(),
             mmap_file: HashMap::new(),
+            mmap_path: HashMap::new(),
+            range_entered_ns: HashMap::new(),
             unknown_pages: HashSet::new(),
             last_main_marker_ns: None,
             events,
@@ -136,40 +148,51 @@ impl Consumer {
     /// One decoded event into the aggregators.
     pub fn on_event(&mut self, event: Event) {
         match event {
-            Event::MmapFile { tid, result, file, .. } => {
-                self.mmap_file.insert(tid, (result, file));
+            Event::MmapPath { tid, result, path, complete, .. } => {
+                self.mmap_path.insert(tid, (result, path, complete));
             }
-            Event::Mmap { tid, result, len, prot, flags, fd, .. } => {
+            Event::MmapFile { tid, result, file, char_device, .. } => {
+                self.mmap_file.insert(tid, (result, file, char_device));
+            }
+            Event::Mmap { ts_ns, tid, result, len, prot, flags, fd, .. } => {
                 const PROT_EXEC: u64 = 4;
                 self.exec_mapped |= result >= 0 && fd >= 0 && prot & PROT_EXEC != 0;
-                // The kernel named the file as the mapping was made; /proc
-                // adds the path when the mapping is still there. Never
-                // /proc/PID/fd/FD: by now the fd may name another file.
-                let ident = self.mmap_file.remove(&tid).filter(|(r, _)| *r == result).map(|(_, id)| id);
+                // The kernel named the file as the mapping was made (device,
+                // inode, path in its filesystem). /proc names it only if the
+                // same file is still there: by now another may be mapped at
+                // the address. Never /proc/PID/fd/FD: the fd may name another file.
+                let ident = self.mmap_file.remove(&tid).filter(|(r, ..)| *r == result);
+                let kernel_path =
+                    self.mmap_path.remove(&tid).filter(|(r, _, complete)| *r == result && *complete).map(|(_, p, _)| p);
                 let from_proc = (result >= 0 && fd >= 0).then(|| self.proc.file_at(result as u64)).flatten();
-                // /proc names what is mapped (for a shared /dev/zero mapping,
-                // a shmem file, not the fd's device); the fd's identity serves
-                // when the mapping has already moved or gone.
                 let file = match (from_proc, ident) {
-                    (Some(info), _) => Some(info),
-                    (None, Some(id)) => Some(self.known_file(id)),
+                    (Some(info), None) => Some(info),
+                    (Some(info), Some((_, id, _))) if info.id == id => Some(info),
+                    // A device's mmap may map a file of its own (a shared
+                    // /dev/zero mapping is a shmem file): /proc names what is mapped.
+                    (Some(info), Some((_, _, true))) => Some(info),
+                    (_, Some((_, id, _))) => Some(self.named_file(id, kernel_path.as_deref())),
                     (None, None) => None,
                 };
-                self.stats.on_mmap(result, len, flags, fd, file);
+                self.stats.on_mmap(ts_ns, result, len, flags, fd, file);
             }
-            Event::RangeEnter { tid, addr, len, .. } => {
+            Event::RangeEnter { ts_ns, tid, addr, len, .. } => {
+                self.range_entered_ns.insert(tid, ts_ns);
                 self.loading.on_range_enter(tid, self.stats.files_in(addr, len));
             }
             Event::Mremap { tid, old_addr, old_len, new_len, result, .. } => {
+                self.range_entered_ns.remove(&tid);
                 self.stats.on_mremap(old_addr, old_len, new_len, result);
                 self.loading.on_range_exit(tid);
             }
             Event::Madvise { tid, result, .. } => {
+                self.range_entered_ns.remove(&tid);
                 self.stats.on_madvise(result);
                 self.loading.on_range_exit(tid);
             }
             Event::Munmap { tid, addr, len, result, .. } => {
-                self.stats.on_munmap(addr, len, result);
+                let entered = self.range_entered_ns.remove(&tid);
+                self.stats.on_munmap(addr, len, result, entered);
                 self.loading.on_range_exit(tid);
             }
             Event::PageFault { tid, address, access, .. } => self.on_fault(tid, address, access),
@@ -245,6 +268,16 @@ impl Consumer {
 
     /// A file known by identity only: its path if seen before, else its
     /// device and inode until /proc shows its name.
+    /// The file `id`, named as known, else from the path the kernel gave
+    /// at mmap time, else by device and inode.
+    fn named_file(&self, id: FileId, kernel_path: Option<&str>) -> FileInfo {
+        let known = self.known_file(id);
+        if known.path != id.placeholder_name() {
+            return known;
+        }
+        kernel_path.and_then(|p| self.proc.resolve_file(id, p)).unwrap_or(known)
+    }
+
     pub fn known_file(&self, id: FileId) -> FileInfo {
         match self.stats.files.get(&id) {
             Some(f) => FileInfo { id, path: f.path.clone(), size_bytes: f.size_bytes },
@@ -348,7 +381,15 @@ pub(crate) mod recorded {
         fn faults(&self) -> Option<(u64, u64)> {
             Some((100, 1))
         }
+        fn resolve_file(&self, id: FileId, fs_path: &str) -> Option<FileInfo> {
+            (fs_path == OTHER_PATH).then(|| FileInfo { id, path: OTHER_PATH.into(), size_bytes: Some(LEN) })
+        }
     }
+
+    /// Another file the recorded program maps at START after FILE is gone
+    /// (/proc, read late, still shows FILE there).
+    pub const OTHER: FileId = FileId { major: 254, minor: 1, inode: 77 };
+    pub const OTHER_PATH: &str = "/data/other.arrow";
 
     pub fn consumer() -> (Consumer, std::rc::Rc<RecordedProc>) {
         let proc = std::rc::Rc::new(RecordedProc::default());
@@ -368,7 +409,7 @@ pub(crate) mod recorded {
             access: crate::decode::FaultAccess::Read,
         };
         vec![
-            Event::MmapFile { ts_ns: ts, tid: pid, result: START as i64, file: FILE },
+            Event::MmapFile { ts_ns: ts, tid: pid, result: START as i64, file: FILE, char_device: false },
             Event::Mmap { ts_ns: ts, tid: pid, result: START as i64, len: LEN, prot: 1, flags: 1, fd: 3, offset: 0 },
             Event::Phase {
                 ts_ns: ts + 10,
@@ -417,6 +458,38 @@ mod tests {
         assert_eq!(phase.files[&FILE].loaded, 64 << 10, "only the fault inside the phase");
         assert_eq!(c.last_main_marker_ns, Some(1_030));
         assert_eq!(proc.snapshots.get(), 0, "every fault was inside a mapping the events described");
+    }
+
+    /// A file mapped where /proc, read after the fact, shows another: the
+    /// kernel's identity and path win, and its faults are its own.
+    #[test]
+    fn a_file_mapped_where_another_was_is_named_by_the_kernel_not_by_proc() {
+        let (mut c, _) = consumer();
+        let mmap = |file, path: &str| {
+            [
+                Event::MmapPath { ts_ns: 1, tid: PID, result: START as i64, path: path.into(), complete: true },
+                Event::MmapFile { ts_ns: 1, tid: PID, result: START as i64, file, char_device: false },
+                Event::Mmap { ts_ns: 1, tid: PID, result: START as i64, len: LEN, prot: 1, flags: 1, fd: 3, offset: 0 },
+            ]
+        };
+        for e in mmap(OTHER, OTHER_PATH) {
+            c.on_event(e);
+        }
+        c.on_event(Event::PageFault {
+            ts_ns: 2,
+            tid: PID,
+            address: START,
+            ip: 0x40_1000,
+            access: crate::decode::FaultAccess::Read,
+        });
+        assert_eq!(c.stats.files[&OTHER].path, OTHER_PATH);
+        assert_eq!(c.stats.files[&OTHER].faults.total, 1);
+        assert!(!c.stats.files.contains_key(&FILE), "/proc's file at the address was not this mapping's");
+        // The same identity as /proc's: /proc names it.
+        for e in mmap(FILE, "/elsewhere") {
+            c.on_event(e);
+        }
+        assert_eq!(c.stats.files[&FILE].path, PATH);
     }
 
     #[test]

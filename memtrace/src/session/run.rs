@@ -66,6 +66,7 @@ impl Session {
     fn on_child_stop(&mut self, HeldStop { stop, since, resume }: HeldStop) {
         match stop {
             ChildStop::Exit => {
+                self.target.refresh_stat_faults(self.pid);
                 self.capture(Moment::ExitStop);
                 self.consumer.loading.on_exit();
             }

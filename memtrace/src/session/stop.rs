@@ -176,10 +176,7 @@ impl Session {
             eprintln!("memtrace: stopped tracing; PID {} keeps running", self.pid);
         }
         let traced_s = self.clock.elapsed().as_secs_f64();
-        let stat_faults = match &self.target {
-            super::target::TargetHandle::Attached { stat_faults, .. } => *stat_faults,
-            super::target::TargetHandle::Spawned { .. } => None,
-        };
+        let own_faults = self.target.own_faults();
         let capture = self.capture.take().expect("capture_at_stop ran");
         let trace = assemble::trace(Parts {
             pid: self.pid,
@@ -193,7 +190,7 @@ impl Session {
             counters: &counters,
             capture: &capture,
             start_truth: self.start_truth.as_ref(),
-            stat_faults,
+            own_faults,
             phase_truth: self.phase_truth,
             boundaries: &self.boundaries,
             phase_markers: self.phase_markers,

@@ -77,12 +77,17 @@ pub enum TargetHandle {
         exit: oneshot::Receiver<Result<ChildExit>>,
         /// Set when a signal was forwarded: tracing ends by then at the latest.
         grace: Option<tokio::time::Instant>,
+        /// The child's own fault counters (/proc/PID/stat) at its exit stop:
+        /// wait4's rusage adds those of the children it reaped.
+        own_faults: Option<(u64, u64)>,
     },
     /// `memtrace -p PID`: readable once the process has exited.
     Attached {
         exit: AsyncFd<OwnedFd>,
-        /// The kernel's fault counters (/proc/PID/stat), re-read while tracing:
-        /// the last reading before the target exits is what the trace shows.
+        /// The kernel's fault counters (/proc/PID/stat) when tracing began,
+        /// and re-read while tracing: the change up to the last reading
+        /// before the target exits is what the trace shows.
+        stat_faults_at_start: Option<(u64, u64)>,
         stat_faults: Option<(u64, u64)>,
     },
 }
@@ -98,12 +103,13 @@ impl TargetHandle {
             at_exec: hold_at(ChildStop::Exec, stop_tx),
         };
         let exit = child.supervise(hooks)?;
-        Ok(TargetHandle::Spawned { pid: child.pid, stops, exit, grace: None })
+        Ok(TargetHandle::Spawned { pid: child.pid, stops, exit, grace: None, own_faults: None })
     }
 
     pub fn attached(pid: u32) -> Result<TargetHandle> {
         let exit = super::readable(pidfd(pid)?).context("polling the target's pidfd")?;
-        Ok(TargetHandle::Attached { exit, stat_faults: crate::procfs::kernel_faults(pid) })
+        let now = crate::procfs::kernel_faults(pid);
+        Ok(TargetHandle::Attached { exit, stat_faults_at_start: now, stat_faults: now })
     }
 
     pub fn mode(&self) -> Mode {
@@ -176,10 +182,34 @@ fn hold_at(stop: ChildStop, to_session: mpsc::UnboundedSender<HeldStop>) -> Box<
 }
 
 impl TargetHandle {
-    /// Attach mode: re-reads the kernel's fault counters while the target lives.
+    /// Re-reads the kernel's fault counters while the target lives (attach
+    /// mode), or at the child's exit stop (run mode).
     pub fn refresh_stat_faults(&mut self, pid: u32) {
-        if let TargetHandle::Attached { stat_faults, .. } = self {
-            *stat_faults = crate::procfs::kernel_faults(pid).or(*stat_faults);
+        match self {
+            TargetHandle::Attached { stat_faults, .. } => {
+                *stat_faults = crate::procfs::kernel_faults(pid).or(*stat_faults)
+            }
+            TargetHandle::Spawned { own_faults, .. } => *own_faults = crate::procfs::kernel_faults(pid),
+        }
+    }
+
+    /// The kernel's count of the target's own faults over what was traced:
+    /// (minor, major, where it comes from).
+    pub fn own_faults(&self) -> Option<(u64, u64, &'static str)> {
+        match self {
+            TargetHandle::Spawned { own_faults, .. } => own_faults.map(|(minor, major)| {
+                (
+                    minor,
+                    major,
+                    "/proc/PID/stat at the exit stop: the process's own faults, its reaped children's not included",
+                )
+            }),
+            TargetHandle::Attached { stat_faults_at_start: Some(start), stat_faults: Some(last), .. } => Some((
+                last.0.saturating_sub(start.0),
+                last.1.saturating_sub(start.1),
+                "/proc/PID/stat: the change while traced (last read before the stop)",
+            )),
+            TargetHandle::Attached { .. } => None,
         }
     }
 }

@@ -459,7 +459,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.size_bytes", "kernel truth (stat of /proc/PID/map_files)"),
         ("files.mapped_bytes", "measured (mmap/munmap events) with /proc/PID/maps snapshots"),
         ("files.page_faults", "measured (page-fault events)"),
-        ("kernel", "kernel truth (wait4 rusage in run mode; /proc/PID/stat in attach mode)"),
+        ("kernel", "kernel truth (/proc/PID/stat: run mode at the exit stop, the process's own; attach mode, the change while traced)"),
         ("rss", "kernel truth (kmem:rss_stat counter values; /proc/PID/status at attach)"),
         ("files.measured_loaded_bytes", "measured (kmem:rss_stat file-page changes attributed to the faulting file)"),
         ("files.fault_around_bytes", "measured (changes followed by filemap:mm_filemap_map_pages)"),

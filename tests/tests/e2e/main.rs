@@ -3,6 +3,7 @@
 //! binary; a module per concern, helpers and the command builders in `common`.
 mod common;
 
+mod address_reuse;
 mod attach_loading;
 mod attach_mode;
 mod bad_input;
