@@ -54,8 +54,10 @@ pub enum Command {
         #[command(flatten)]
         trace: TraceArgs,
 
-        /// The command to run, after `--`
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        /// The command to run, after `--`. Everything from its first word on
+        /// is the command's; an option before it is memtrace's (an unknown
+        /// one is refused, with the closest known one suggested)
+        #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
         command: Vec<String>,
     },
     /// Mark a phase in a running trace from another shell: `memtrace mark

@@ -40,13 +40,16 @@ struct StackLine<'a> {
 impl EventLog {
     pub fn create(path: &Path, start_ns: u64) -> Result<EventLog> {
         use std::os::unix::fs::OpenOptionsExt;
+        // O_NOFOLLOW: as root, a symlink planted at the path is never followed.
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .with_context(|| format!("--events {}", path.display()))?;
+        crate::trace::give_to_invoking_user(&file);
         Ok(EventLog {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, file),

@@ -15,4 +15,4 @@ pub use maps::{
 pub use mem::read_c_string;
 pub use paths::resolve as resolve_file;
 pub use resident::{file_pagemap, file_rss};
-pub use status::{command_line, kernel_faults, rss_counters};
+pub use status::{command_line, kernel_faults, rss_counters, thread_group};

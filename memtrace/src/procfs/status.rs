@@ -8,6 +8,12 @@ pub fn kernel_faults(pid: u32) -> Option<(u64, u64)> {
     Some((stat.minflt, stat.majflt))
 }
 
+/// The thread group (process) a PID belongs to: itself for a process, the
+/// process for one of its threads (/proc/PID/status Tgid).
+pub fn thread_group(pid: u32) -> Option<u32> {
+    Some(Process::new(pid as i32).ok()?.status().ok()?.tgid as u32)
+}
+
 /// The command line, arguments joined by spaces (none for a kernel thread).
 pub fn command_line(pid: u32) -> Option<String> {
     let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;

@@ -334,6 +334,26 @@ pub fn check_pid(pid: u32) -> Result<String> {
     if pid == std::process::id() {
         bail!("memtrace cannot trace itself (PID {pid})");
     }
+    if pid == std::os::unix::process::parent_id() {
+        bail!("PID {pid} is memtrace's own parent (the shell or sudo that started it): trace it from another shell");
+    }
+    let stat = procfs::process::Process::new(pid as i32).and_then(|p| p.stat());
+    let Ok(stat) = stat else { bail!("no process with PID {pid}") };
+    // PF_KTHREAD: a kernel thread has no user memory, mappings or heap.
+    const PF_KTHREAD: u32 = 0x0020_0000;
+    if stat.flags & PF_KTHREAD != 0 {
+        bail!("PID {pid} ({}) is a kernel thread: it has no user memory to trace", stat.comm);
+    }
+    match stat.state {
+        'Z' | 'X' => {
+            bail!("PID {pid} ({}) has exited (a zombie waiting for its parent): nothing left to trace", stat.comm)
+        }
+        _ => {}
+    }
+    let tgid = crate::procfs::thread_group(pid);
+    if let Some(tgid) = tgid.filter(|t| *t != pid) {
+        bail!("PID {pid} is a thread of process {tgid}: trace the process with -p {tgid}");
+    }
     Ok(crate::procfs::command_line(pid).unwrap_or_else(|| format!("[pid {pid}]")))
 }
 
@@ -355,6 +375,30 @@ pub fn pidfd(pid: u32) -> Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_threads_zombies_threads_and_memtraces_parent_are_refused_with_the_reason() {
+        let err = |pid| check_pid(pid).unwrap_err().to_string();
+        // kthreadd is PID 2 on every Linux.
+        assert!(err(2).contains("is a kernel thread"), "{}", err(2));
+        assert!(err(std::os::unix::process::parent_id()).contains("own parent"));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let stat = format!("/proc/{}/stat", child.id());
+        while !std::fs::read_to_string(&stat).unwrap().contains(") Z ") {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(err(child.id()).contains("has exited"), "{}", err(child.id()));
+        child.wait().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+        let tid = rx.recv().unwrap();
+        assert!(err(tid).contains(&format!("is a thread of process {}", std::process::id())), "{}", err(tid));
+        thread.join().unwrap();
+    }
 
     #[test]
     fn resolves_commands_in_path_and_rejects_missing_ones() {

@@ -28,6 +28,7 @@ pub fn write_atomically(flag: &str, path: &Path, fill: impl FnOnce(&mut std::fs:
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("{flag}: cannot create {}", tmp.display()))?;
+        give_to_invoking_user(&file);
         fill(&mut file)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
@@ -36,6 +37,27 @@ pub fn write_atomically(flag: &str, path: &Path, fill: impl FnOnce(&mut std::fs:
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The user who ran `sudo memtrace ...` (SUDO_UID, SUDO_GID), when memtrace
+/// runs as root through sudo: the owner of the files it writes.
+pub fn invoking_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let id = |var| std::env::var(var).ok()?.parse::<u32>().ok();
+    Some((id("SUDO_UID")?, id("SUDO_GID")?))
+}
+
+/// Makes a file memtrace created (mode 0600) the invoking user's under sudo,
+/// so who asked for it can read it. Best effort: a failure leaves it root's.
+pub fn give_to_invoking_user(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    if let Some((uid, gid)) = invoking_user() {
+        // SAFETY: fchown on a file descriptor we own.
+        unsafe { libc::fchown(file.as_raw_fd(), uid, gid) };
+    }
 }
 
 /// Checks before tracing that the output file `path`, given as `flag`, can

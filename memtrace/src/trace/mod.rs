@@ -5,7 +5,7 @@ mod schema;
 
 use std::collections::BTreeMap;
 
-pub use io::{check_writable, read_json, write_atomically, write_json};
+pub use io::{check_writable, give_to_invoking_user, invoking_user, read_json, write_atomically, write_json};
 pub use schema::json_schema;
 use serde::{Deserialize, Serialize};
 

@@ -15,8 +15,16 @@ fn assert_refused(cases: &[(&str, Memtrace, &[&str])]) {
 #[test]
 fn bad_arguments() {
     let own_pid = std::process::id();
+    // A zombie: a child that exited and was not waited for yet.
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    let stat = format!("/proc/{}/stat", zombie.id());
+    while !std::fs::read_to_string(&stat).unwrap().contains(") Z ") {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_refused(&[
         ("unknown PID", Memtrace::attach(999999), &["no process with PID 999999"]),
+        ("a kernel thread", Memtrace::attach(2), &["PID 2", "is a kernel thread"]),
+        ("a zombie", Memtrace::attach(zombie.id()), &["has exited"]),
         (
             "command not found",
             Memtrace::run().target(["memtrace-no-such-command", "x"]),
@@ -29,6 +37,17 @@ fn bad_arguments() {
             &["--phase-truth needs run mode"],
         ),
     ]);
+    zombie.wait().unwrap();
+    // An option `run` does not know, before the command: refused by the
+    // parser (exit 2), the closest known one suggested; never run as the command.
+    for (flag, suggested) in [("--phase-trut", "--phase-truth"), ("--no-such-flag", "")] {
+        let out = Memtrace::run().arg(flag).target(["true"]).output();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", describe(&out));
+        assert!(err.contains(&format!("unexpected argument '{flag}'")), "{err}");
+        assert!(err.contains(suggested), "{flag}: no suggestion of {suggested}: {err}");
+        assert!(!err.contains("command not found"), "{err}");
+    }
 }
 
 /// Refused before tracing, as root (or as nobody, which needs root to become).

@@ -222,3 +222,39 @@ fn frees_by_glibc_at_thread_exit_are_allocator_internal_not_unknown() {
     let kept: u64 = others.iter().map(|l| l.bytes).sum();
     assert_eq!(heap.live_bytes, 8000 + kept as i64, "{heap:#?}");
 }
+
+/// Four memtraces at once, each tracing its own busy 8-thread program
+/// (tests/c/busy_threads.c), while their probes share glibc's functions:
+/// every trace counts exactly what the same program counts traced alone.
+#[test]
+fn several_memtraces_at_once_each_count_only_their_own_target() {
+    let _root = require_root_alone();
+    let dir = scratch("heap_several");
+    let program = build_c("busy_threads", &dir);
+    let figures = |trace: &memtrace::trace::Trace| {
+        let heap = heap(trace);
+        let kept = group(trace, "worker");
+        (heap.totals.allocs, heap.totals.frees, heap.live_bytes, kept.count, kept.bytes)
+    };
+    let alone = figures(&Memtrace::run().json(dir.join("alone.json")).target([&program]).traced().trace);
+    assert_eq!((alone.3, alone.4), (8, 8 * 1136), "{alone:?}");
+    assert!(alone.0 >= 8008 && alone.1 >= 8000, "{alone:?}");
+    // All four traced from their first instruction, their threads started together.
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let sessions: Vec<_> = (0..4)
+        .map(|i| {
+            Memtrace::run().json(dir.join(format!("at_once_{i}.json"))).target([program.as_os_str(), go.as_os_str()])
+        })
+        .collect();
+    let running: Vec<_> = sessions.iter().map(|m| m.spawn()).collect();
+    std::fs::write(&go, b"go").unwrap();
+    for (i, mut session) in running.into_iter().enumerate() {
+        assert!(session.wait().success(), "memtrace {i}");
+        let trace = session.trace();
+        assert_eq!(figures(&trace), alone, "memtrace {i} of 4 at once");
+        for (counter, value) in heap_losses(heap(&trace)) {
+            assert_eq!(value, 0, "memtrace {i}: {counter}");
+        }
+    }
+}

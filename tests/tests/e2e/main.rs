@@ -19,5 +19,6 @@ mod phase_fn;
 mod report_cmd;
 mod run_mode;
 mod schema;
+mod security;
 mod timeline;
 mod unwind;
