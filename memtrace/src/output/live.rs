@@ -31,7 +31,8 @@ pub struct LiveView {
 
 impl LiveView {
     pub fn new(tty: bool) -> LiveView {
-        LiveView { tty, drawn: 0, last: None }
+        // From the start: the first line's rate is over the time traced so far.
+        LiveView { tty, drawn: 0, last: Some((0.0, 0)) }
     }
 
     /// The text for this refresh (with the escape codes that replace the
@@ -101,7 +102,8 @@ mod tests {
     #[test]
     fn without_a_terminal_each_refresh_is_one_plain_line() {
         let mut v = LiveView::new(false);
-        v.render(&status(1.0, 100));
+        let first = v.render(&status(1.0, 100));
+        assert!(first.contains("faults/s (measured) 100"), "the first line's rate is since the start: {first}");
         let line = v.render(&status(2.0, 1100));
         assert_eq!(line.lines().count(), 1);
         assert!(!line.contains('\x1b'));
