@@ -59,6 +59,9 @@ pub enum Event {
         address: u64,
         ip: u64,
         access: FaultAccess,
+        /// Taken in kernel mode on a user address (the kernel copying into
+        /// or out of the target's memory for it: read(), write(), ...).
+        kernel_mode: bool,
     },
     Exec {
         ts_ns: u64,
@@ -290,6 +293,8 @@ impl Event {
                     address: e.address,
                     ip: e.ip,
                     access: FaultAccess::from_error_code(e.error_code),
+                    // x86 error code bit 2: the fault came from user mode.
+                    kernel_mode: e.error_code & 4 == 0,
                 }
             }
             EventKind::Exec => {

@@ -33,7 +33,7 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// (program name in the object, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 16] = [
+const TRACEPOINTS: [(&str, &str, &str); 17] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
@@ -45,6 +45,7 @@ const TRACEPOINTS: [(&str, &str, &str); 16] = [
     ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
     ("sys_exit_brk", "syscalls", "sys_exit_brk"),
     ("page_fault_user", "exceptions", "page_fault_user"),
+    ("page_fault_kernel", "exceptions", "page_fault_kernel"),
     ("rss_stat", "kmem", "rss_stat"),
     ("mm_filemap_fault", "filemap", "mm_filemap_fault"),
     ("mm_filemap_map_pages", "filemap", "mm_filemap_map_pages"),

@@ -99,6 +99,9 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_madvise", "ret"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_mremap", "ret"),
         ("syscalls/sys_exit_mmap", "syscalls/sys_exit_brk", "ret"),
+        ("exceptions/page_fault_user", "exceptions/page_fault_kernel", "address"),
+        ("exceptions/page_fault_user", "exceptions/page_fault_kernel", "ip"),
+        ("exceptions/page_fault_user", "exceptions/page_fault_kernel", "error_code"),
     ] {
         let size = if field == "s_dev" {
             4

@@ -61,8 +61,12 @@ pub struct TraceStats {
     pub files: BTreeMap<FileId, FileStats>,
     /// Faults by kind of region ("file", "[heap]", "[anon]", ...).
     pub regions: BTreeMap<String, FaultCounts>,
-    /// Faults seen through events (the eBPF counter is the exact total).
+    /// Faults seen through events (the eBPF counter is the exact total of
+    /// the user-mode ones).
     pub faults: FaultCounts,
+    /// Of those, faults the kernel took in kernel mode on the target's user
+    /// memory (copying into or out of it for read(), write(), ...).
+    pub kernel_mode_faults: u64,
     /// Faults at addresses outside every known mapping.
     pub unattributed_faults: u64,
     pub mmap_calls: u64,

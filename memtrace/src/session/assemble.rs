@@ -174,6 +174,7 @@ fn counters(c: &Consumer, k: &KernelCounters) -> Counters {
         mremap_failed: s.mremap_failed,
         ringbuf_drops: k[Counter::RingbufDrops],
         page_faults_seen: s.faults.total,
+        page_faults_kernel_mode: s.kernel_mode_faults,
         page_faults_read: s.faults.read,
         page_faults_write: s.faults.write,
         page_faults_exec: s.faults.exec,

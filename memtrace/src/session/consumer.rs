@@ -195,7 +195,12 @@ impl Consumer {
                 self.stats.on_munmap(addr, len, result, entered);
                 self.loading.on_range_exit(tid);
             }
-            Event::PageFault { tid, address, access, .. } => self.on_fault(tid, address, access),
+            Event::PageFault { tid, address, access, kernel_mode, .. } => {
+                if kernel_mode {
+                    self.stats.kernel_mode_faults += 1;
+                }
+                self.on_fault(tid, address, access);
+            }
             Event::Exec { ts_ns, .. } => {
                 self.last_exec_ns = ts_ns;
                 self.exec_mapped = true;
@@ -407,6 +412,7 @@ pub(crate) mod recorded {
             address,
             ip: 0x40_1000,
             access: crate::decode::FaultAccess::Read,
+            kernel_mode: false,
         };
         vec![
             Event::MmapFile { ts_ns: ts, tid: pid, result: START as i64, file: FILE, char_device: false },
@@ -481,6 +487,7 @@ mod tests {
             address: START,
             ip: 0x40_1000,
             access: crate::decode::FaultAccess::Read,
+            kernel_mode: false,
         });
         assert_eq!(c.stats.files[&OTHER].path, OTHER_PATH);
         assert_eq!(c.stats.files[&OTHER].faults.total, 1);
@@ -501,6 +508,7 @@ mod tests {
             address,
             ip: 0,
             access: crate::decode::FaultAccess::Write,
+            kernel_mode: false,
         };
         // The kernel's own mapping in execve: no mmap event described it.
         c.on_event(fault(START + 8));

@@ -108,8 +108,14 @@ pub struct Counters {
     pub madvise_calls: u64,
     pub mremap_calls: u64,
     pub ringbuf_drops: u64,
-    /// Faults that reached userspace as events (page_faults - drops).
+    /// Faults that reached userspace as events (page_faults - drops, plus
+    /// the kernel-mode ones).
     pub page_faults_seen: u64,
+    /// Faults the kernel took in kernel mode on the target's user memory
+    /// (exceptions:page_fault_kernel at a user address: read() copying into
+    /// the target's pages, ...): in the kernel's count, not in `page_faults`.
+    #[serde(default)]
+    pub page_faults_kernel_mode: u64,
     pub page_faults_read: u64,
     pub page_faults_write: u64,
     pub page_faults_exec: u64,

@@ -12,6 +12,7 @@ mod file_loading;
 mod heap;
 mod heap_allocators;
 mod html_report;
+mod kernel_faults;
 mod live_view;
 mod mapping_cases;
 mod mark;

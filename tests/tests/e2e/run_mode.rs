@@ -24,15 +24,20 @@ fn traces_the_workload_and_agrees_with_the_kernels_fault_count() {
     let mode = std::fs::metadata(workload.trace_path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "traces are private to root");
 
-    // Our count of user-mode faults against the kernel's own (rusage). The
-    // kernel also counts faults it takes on the target's memory inside
-    // syscalls (copy_to_user, execve), so ours may be lower, but the same order.
+    // Our count against the kernel's own (/proc/PID/stat at the exit stop):
+    // user-mode faults plus those the kernel took on the target's memory in
+    // kernel mode. The kernel also counts faults taken through
+    // get_user_pages (execve copying the arguments), which raise no fault
+    // tracepoint: ours may be a little lower, never higher.
     let c = &trace.counters;
-    let measured = c.page_faults;
+    let measured = c.page_faults + c.page_faults_kernel_mode;
     let k = trace.kernel.as_ref().expect("the kernel's fault counts");
     let kernel = k.minor_faults + k.major_faults;
-    assert!(measured > 100, "{c:#?}");
-    assert!(measured * 2 >= kernel && measured <= kernel * 2, "measured {measured} faults, kernel counted {kernel}");
+    assert!(c.page_faults > 100, "{c:#?}");
+    assert!(
+        measured <= kernel && (kernel - measured) * 50 <= kernel,
+        "measured {measured} faults, kernel counted {kernel}"
+    );
     assert_eq!(c.ringbuf_drops, 0, "{c:#?}");
     assert_eq!(c.page_faults_seen, measured, "every counted fault reached userspace");
     assert!(c.mmap_calls >= 1 && c.munmap_calls >= 1, "{c:#?}");

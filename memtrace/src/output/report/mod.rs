@@ -56,6 +56,14 @@ pub fn render(t: &Trace) -> String {
         thousands(c.page_faults_write),
         thousands(c.page_faults_exec)
     );
+    if c.page_faults_kernel_mode > 0 {
+        let _ = writeln!(
+            o,
+            "  + in kernel mode {:>12}   (on the target's memory, e.g. read() copying into it; together {})",
+            thousands(c.page_faults_kernel_mode),
+            thousands(c.page_faults + c.page_faults_kernel_mode)
+        );
+    }
     if let Some(k) = &t.kernel {
         let _ = writeln!(
             o,
