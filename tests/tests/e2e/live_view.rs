@@ -38,3 +38,37 @@ fn on_a_terminal_the_view_redraws_in_place_and_is_erased_before_the_report() {
     assert!(erase_then_report.is_some_and(|(erase, report)| erase < report), "{text:?}");
     assert!(text.matches("\x1b[J").count() >= 2, "redrawn, then erased: {text:?}");
 }
+
+/// Under load (the workload's build phase faulting ~100,000 pages a second
+/// for several seconds), each live line's faults/s agrees with the
+/// timeline of the same run: the faults the kernel counted in that second.
+#[test]
+fn under_load_the_live_faults_per_second_agree_with_the_timeline() {
+    let _root = require_root();
+    let dir = scratch("live_view_load");
+    let out = Workload::in_dir(&dir).size_mib(16).heap_mib(1200).traced(Vec::<&str>::new());
+    let err = stderr(&out.out);
+    let timeline = &out.trace.timeline.samples;
+    let rate = |line: &str| -> (f64, u64) {
+        let t: f64 = line["memtrace: ".len()..].split(" s ").next().unwrap().parse().unwrap();
+        let after = line.split("faults/s (measured) ").nth(1).unwrap();
+        (t, after.split_whitespace().next().unwrap().replace(',', "").parse().unwrap())
+    };
+    let mut compared = 0;
+    for line in live_lines(&err).into_iter().filter(|l| l.contains("phase build")) {
+        let (t, live) = rate(line);
+        // The timeline's faults in the second before the live line.
+        let second: u64 = timeline
+            .iter()
+            .filter(|s| s.t_s > t - 1.0 && s.t_s <= t)
+            .map(|s| s.minor_faults.unwrap_or(0) + s.major_faults.unwrap_or(0))
+            .sum();
+        if second < 10_000 {
+            continue; // the phase began or ended within this second
+        }
+        compared += 1;
+        let ratio = live as f64 / second as f64;
+        assert!((0.6..1.6).contains(&ratio), "at {t} s: live {live} faults/s, timeline {second}: {line}");
+    }
+    assert!(compared >= 2, "at least two loaded seconds to compare: {err}");
+}
