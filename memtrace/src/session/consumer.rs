@@ -271,8 +271,6 @@ impl Consumer {
         self.heap_marks.on_marker(seq, self.phases.current_path());
     }
 
-    /// A file known by identity only: its path if seen before, else its
-    /// device and inode until /proc shows its name.
     /// The file `id`, named as known, else from the path the kernel gave
     /// at mmap time, else by device and inode.
     fn named_file(&self, id: FileId, kernel_path: Option<&str>) -> FileInfo {
@@ -283,6 +281,8 @@ impl Consumer {
         kernel_path.and_then(|p| self.proc.resolve_file(id, p)).unwrap_or(known)
     }
 
+    /// A file known by identity only: its path if seen before, else its
+    /// device and inode until /proc shows its name.
     pub fn known_file(&self, id: FileId) -> FileInfo {
         match self.stats.files.get(&id) {
             Some(f) => FileInfo { id, path: f.path.clone(), size_bytes: f.size_bytes },
