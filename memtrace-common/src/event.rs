@@ -31,6 +31,8 @@ pub enum EventKind {
     Alloc = 17,
     Free = 18,
     MmapPath = 19,
+    ProcessFork = 20,
+    ProcessExit = 21,
 }
 
 impl EventKind {
@@ -58,22 +60,29 @@ impl EventKind {
             17 => Alloc,
             18 => Free,
             19 => MmapPath,
+            20 => ProcessFork,
+            21 => ProcessExit,
             _ => return None,
         })
     }
 }
 
-/// The first 16 bytes of every record.
+/// The first 24 bytes of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
     /// An [`EventKind`] as `u32` (a raw integer: userspace must not assume
     /// the kernel side only writes values it knows).
     pub kind: u32,
-    /// Kernel thread id (userspace "TID") of the thread that caused the event.
+    /// Kernel thread id (userspace "TID") of the thread that caused the
+    /// event; 0 for another task acting on a traced process (reclaim).
     pub tid: u32,
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
+    /// The traced process (thread group id, userspace "PID") the event
+    /// belongs to: with a process tree traced, events are routed by it.
+    pub pid: u32,
+    pub _pad: u32,
 }
 
 /// One ring-buffer record: the header, then the body of `B::KIND`.
@@ -263,6 +272,17 @@ bodies! {
         totals: crate::HeapTotals,
         seq: u32,
         _pad: u32,
+    }
+    /// A traced process forked (or cloned without CLONE_THREAD) a child,
+    /// which is traced from now on; sent by the parent (header `pid`).
+    ProcessForkEvent = ProcessFork {
+        child: u32,
+        _pad: u32,
+    }
+    /// The last thread of a traced process exited (header `pid`): its heap
+    /// totals at that moment; it is no longer traced.
+    ProcessExitEvent = ProcessExit {
+        totals: crate::HeapTotals,
     }
     /// A finished `brk`.
     BrkEvent = Brk {

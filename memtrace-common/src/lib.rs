@@ -38,6 +38,44 @@ pub struct FileKey {
     pub _pad: u32,
 }
 
+/// Key of `CODE_FILES`: a file whose code one traced process mapped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CodeFileKey {
+    pub ino: u64,
+    pub s_dev: u32,
+    pub pid: u32,
+}
+
+/// Most processes traced at once (`TRACED`).
+pub const MAX_TRACED: u32 = 4096;
+
+/// One traced process (`TRACED`, by thread group id): written by userspace
+/// for the processes it names, by the fork program for their children.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracedProcess {
+    /// This process's own allocator totals (HEAP_TOTALS holds the scope's).
+    pub heap: HeapTotals,
+    /// The mm_id its rss_stat events carry (0: none seen yet).
+    pub mm_id: u32,
+    /// `TRACED_HOLDABLE`: memtrace is its ptrace tracer, so eBPF may hold it.
+    pub flags: u32,
+}
+
+/// `TracedProcess::flags`: the process is ptraced by memtrace (run mode):
+/// its main thread may be held with a SIGSTOP that memtrace swallows.
+pub const TRACED_HOLDABLE: u32 = 1;
+
+/// Key of `LIVE_ALLOCS`: the address in its process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    pub address: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+
 /// Slots of the per-CPU `COUNTERS` array; userspace sums the CPUs. The
 /// values are the slots: never renumber one.
 #[repr(u32)]
@@ -56,11 +94,16 @@ pub enum Counter {
     /// Mapped files the kernel side could not add to WATCHED_FILES (map full):
     /// their evictions are not seen.
     WatchFull = 7,
+    /// New processes of the traced tree not traced: `TRACED` was full.
+    TracedFull = 8,
+    /// New tasks the fork program could not read (no kernel BTF offsets):
+    /// children are not followed.
+    ForkUnread = 9,
 }
 
 impl Counter {
     /// Number of counters (the `COUNTERS` array's size).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 10;
     /// Every counter, in slot order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PageFaults,
@@ -71,6 +114,8 @@ impl Counter {
         Counter::MadviseCalls,
         Counter::MremapCalls,
         Counter::WatchFull,
+        Counter::TracedFull,
+        Counter::ForkUnread,
     ];
 }
 
@@ -122,6 +167,10 @@ pub struct TracepointOffsets {
     pub cache_index: u32,
     pub cache_dev: u32,
     pub cache_order: u32,
+    /// `group_dead` of sched_process_exit (0: the kernel has no such field,
+    /// before Linux 6.9; then the main thread's exit ends the process).
+    pub exit_group_dead: u32,
+    pub _pad: u32,
 }
 
 /// Byte offsets of kernel struct members the fexit program follows, read
@@ -143,6 +192,14 @@ pub struct KernelOffsets {
     /// `dentry.d_name.name` (the two offsets added).
     pub dentry_d_name_name: u32,
     pub inode_i_mode: u32,
+    /// `task_struct.pid` and `.tgid` (the fork program tells a new process
+    /// from a new thread by them).
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `task_struct.exit_signal`: SIGCHLD for fork and vfork children, which
+    /// ptrace's fork options make traced (and so holdable) too.
+    pub task_exit_signal: u32,
+    pub _pad: u32,
 }
 
 /// Allocator entry points, as recorded between a call's entry and return
@@ -233,6 +290,9 @@ pub struct StackStats {
     pub allocs: u64,
     pub allocated_bytes: u64,
     pub freed_bytes: u64,
+    /// The process the stack is in (stack ids hash it with the frames).
+    pub pid: u32,
+    pub _pad: u32,
 }
 
 /// Heap totals (`HEAP_TOTALS[0]`), updated atomically in eBPF; sent at
@@ -406,6 +466,10 @@ impl StackCut {
     }
 }
 
+/// Mapping lists `UNWIND_MAPPINGS` holds: distinct address-space layouts
+/// traced at once (forked children share their parent's).
+pub const UNWIND_MAPPING_SLOTS: u32 = 256;
+
 /// Executable file mappings the eBPF unwinder knows at once.
 pub const MAX_EXEC_MAPPINGS: usize = 256;
 
@@ -424,7 +488,7 @@ pub struct ExecMapping {
     pub rows: u32,
 }
 
-/// The target's executable file mappings (`UNWIND_MAPPINGS[0]`), sorted by
+/// A process's executable file mappings (`UNWIND_MAPPINGS[pid]`), sorted by
 /// `start`. `count == 0`: no tables loaded, stacks are frame-pointer walks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -485,4 +549,7 @@ mod pod {
     unsafe impl aya::Pod for super::UnwindRow {}
     unsafe impl aya::Pod for super::ExecMapping {}
     unsafe impl aya::Pod for super::ExecMappings {}
+    unsafe impl aya::Pod for super::TracedProcess {}
+    unsafe impl aya::Pod for super::AllocKey {}
+    unsafe impl aya::Pod for super::CodeFileKey {}
 }

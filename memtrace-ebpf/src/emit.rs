@@ -1,18 +1,21 @@
-//! Shared state of all programs: the target filter, counters and the event ring buffer.
+//! Shared state of all programs: the traced processes, counters and the event ring buffer.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     Global,
 };
 use memtrace_common::{
     event::{EventBody, EventHeader, EventKind, Record},
-    Counter, TracepointOffsets,
+    Counter, TracedProcess, TracepointOffsets, MAX_TRACED,
 };
 
-/// Thread group (userspace PID) being traced; written by the loader.
-#[no_mangle]
-static TARGET_TGID: Global<u32> = Global::new(0);
+/// The traced processes by thread group id (userspace PID): the scope.
+/// Userspace writes the ones it names; the fork program adds their
+/// children; the exit program removes each when its last thread exits (so
+/// a recycled PID is never traced by mistake).
+#[map]
+pub(crate) static TRACED: HashMap<u32, TracedProcess> = HashMap::with_max_entries(MAX_TRACED, 0);
 
 /// Tracepoint field offsets read from tracefs by the loader.
 #[no_mangle]
@@ -48,6 +51,8 @@ static OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
     cache_index: 24,
     cache_dev: 32,
     cache_order: 36,
+    exit_group_dead: 0,
+    _pad: 0,
 });
 
 /// 16 MiB: about 350k page-fault records (40 bytes + the ring buffer's 8-byte
@@ -64,20 +69,40 @@ pub fn offsets() -> TracepointOffsets {
     OFFSETS.load()
 }
 
-#[inline(always)]
-pub fn target_tgid() -> u32 {
-    TARGET_TGID.load()
+/// The thread an event comes from and the traced process it belongs to.
+#[derive(Clone, Copy)]
+pub struct Task {
+    pub tid: u32,
+    pub pid: u32,
 }
 
-/// Returns the current thread id when the current task belongs to the target.
-#[inline(always)]
-pub fn target_tid() -> Option<u32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == TARGET_TGID.load() {
-        Some(pid_tgid as u32)
-    } else {
-        None
+impl Task {
+    /// Another task acting on a traced process (reclaim, exit teardown).
+    pub const fn on_behalf_of(pid: u32) -> Task {
+        Task { tid: 0, pid }
     }
+
+    /// The process's main thread (the one ptrace holds in run mode).
+    pub const fn is_main_thread(&self) -> bool {
+        self.tid == self.pid
+    }
+}
+
+/// The current task, when its process is traced.
+#[inline(always)]
+pub fn traced() -> Option<Task> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: read-only lookup of a plain value.
+    unsafe { TRACED.get(pid) }.map(|_| Task { tid: pid_tgid as u32, pid })
+}
+
+/// The current task and its process's entry, when its process is traced.
+#[inline(always)]
+pub fn traced_process() -> Option<(Task, *mut TracedProcess)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    TRACED.get_ptr_mut(pid).map(|p| (Task { tid: pid_tgid as u32, pid }, p))
 }
 
 #[inline(always)]
@@ -121,12 +146,12 @@ fn wakeup_flags(kind: EventKind) -> u64 {
 /// constant size the verifier can check) and fills it. Every program sends
 /// through here; a full ring buffer is counted, never silent.
 #[inline(always)]
-pub fn emit<B: EventBody>(tid: u32, body: B) {
+pub fn emit<B: EventBody>(task: Task, body: B) {
     match EVENTS.reserve::<Record<B>>(0) {
         Some(mut entry) => {
             // SAFETY: the helper only reads the clock.
             let ts_ns = unsafe { bpf_ktime_get_ns() };
-            entry.write(Record { header: EventHeader { kind: B::KIND as u32, tid, ts_ns }, body });
+            entry.write(Record { header: header(B::KIND, task, ts_ns), body });
             entry.submit(wakeup_flags(B::KIND));
         }
         None => count(Counter::RingbufDrops),
@@ -137,7 +162,7 @@ pub fn emit<B: EventBody>(tid: u32, body: B) {
 /// reserves its record and lets `fill` write the body in the ring buffer
 /// itself; `fill` returning false discards the record.
 #[inline(always)]
-pub fn emit_in_place<B: EventBody>(tid: u32, fill: impl FnOnce(&mut B) -> bool) {
+pub fn emit_in_place<B: EventBody>(task: Task, fill: impl FnOnce(&mut B) -> bool) {
     let Some(mut entry) = EVENTS.reserve::<Record<B>>(0) else {
         count(Counter::RingbufDrops);
         return;
@@ -148,7 +173,7 @@ pub fn emit_in_place<B: EventBody>(tid: u32, fill: impl FnOnce(&mut B) -> bool) 
     // (all integers: any bytes are a valid value).
     let filled = unsafe {
         let ts_ns = bpf_ktime_get_ns();
-        (&raw mut (*record).header).write(EventHeader { kind: B::KIND as u32, tid, ts_ns });
+        (&raw mut (*record).header).write(header(B::KIND, task, ts_ns));
         fill(&mut (*record).body)
     };
     if filled {
@@ -156,4 +181,9 @@ pub fn emit_in_place<B: EventBody>(tid: u32, fill: impl FnOnce(&mut B) -> bool) 
     } else {
         entry.discard(0);
     }
+}
+
+#[inline(always)]
+fn header(kind: EventKind, task: Task, ts_ns: u64) -> EventHeader {
+    EventHeader { kind: kind as u32, tid: task.tid, ts_ns, pid: task.pid, _pad: 0 }
 }

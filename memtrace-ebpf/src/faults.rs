@@ -2,14 +2,14 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use memtrace_common::{event::PageFaultEvent, Counter};
 
-use crate::emit::{count, emit, offsets, target_tid};
+use crate::emit::{count, emit, offsets, traced};
 
 /// `exceptions:page_fault_user`: every fault the target takes in user mode.
 /// The exact total lives in a counter; the event carries the address so
 /// userspace can attribute the fault to a mapping.
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     count(Counter::PageFaults);
     let off = offsets();
     // SAFETY: offsets come from this kernel's tracefs format file.
@@ -20,7 +20,7 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
             ctx.read_at::<u64>(off.fault_error_code as usize).unwrap_or(0),
         )
     };
-    emit(tid, PageFaultEvent { address, ip, error_code });
+    emit(task, PageFaultEvent { address, ip, error_code });
     0
 }
 
@@ -35,7 +35,7 @@ const USER_END: u64 = 1 << 47;
 /// error code (no user-mode bit). Same record layout as page_fault_user.
 #[tracepoint]
 pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let off = offsets();
     // SAFETY: as above (the two events share their format).
     let (address, ip, error_code) = unsafe {
@@ -48,6 +48,6 @@ pub fn page_fault_kernel(ctx: TracePointContext) -> u32 {
     if address >= USER_END {
         return 0;
     }
-    emit(tid, PageFaultEvent { address, ip, error_code: error_code & !4 });
+    emit(task, PageFaultEvent { address, ip, error_code: error_code & !4 });
     0
 }

@@ -3,25 +3,26 @@
 //! and the exact RSS counter values that say how many pages each step mapped.
 use aya_ebpf::{
     macros::{map, tracepoint},
-    maps::{Array, HashMap},
+    maps::HashMap,
     programs::TracePointContext,
 };
 use memtrace_common::{
     event::{FilemapFaultEvent, FilemapMapPagesEvent, PageCacheAddEvent, PageCacheDeleteEvent, RssStatEvent},
-    FileKey,
+    FileKey, MAX_TRACED,
 };
 
-use crate::emit::{emit, offsets, target_tid};
+use crate::emit::{emit, offsets, traced, traced_process, Task};
 
 /// Files the target maps (written by userspace): evictions of other files are
 /// not the target's business and are not sent.
 #[map]
 pub(crate) static WATCHED_FILES: HashMap<FileKey, u8> = HashMap::with_max_entries(4096, 0);
 
-/// The target's mm_id (a hash of its mm pointer) as seen in rss_stat from its
-/// own threads; lets reclaim, which runs in other tasks, be attributed too.
+/// Each traced process's mm_id (a hash of its mm pointer) as seen in
+/// rss_stat from its own threads: lets reclaim, which runs in other tasks,
+/// be attributed too. Removed with the process (exit program).
 #[map]
-static TARGET_MM: Array<u32> = Array::with_max_entries(1, 0);
+pub(crate) static MM_OWNERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
 
 #[inline(always)]
 unsafe fn read<T>(ctx: &TracePointContext, offset: u32) -> T
@@ -43,23 +44,28 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
             read::<i64>(&ctx, off.rss_size),
         )
     };
-    let tid = match target_tid() {
-        Some(tid) if curr == 1 => {
-            if let Some(slot) = TARGET_MM.get_ptr_mut(0) {
-                // SAFETY: single u32 slot; a racing write stores the same value.
-                unsafe { *slot = mm_id };
+    let task = match traced_process() {
+        Some((task, process)) if curr == 1 => {
+            // SAFETY: map value pointer; a racing write stores the same value.
+            let known = unsafe { (*process).mm_id };
+            if known != mm_id {
+                // New (first event, or a new image after exec).
+                let _ = MM_OWNERS.remove(known);
+                let _ = MM_OWNERS.insert(mm_id, task.pid, 0);
+                unsafe { (*process).mm_id = mm_id };
             }
-            tid
+            task
         }
         _ => {
-            // Another task changing the target's counters (reclaim, exit).
-            match TARGET_MM.get(0) {
-                Some(&target) if target != 0 && target == mm_id => 0,
-                _ => return 0,
+            // Another task changing a traced process's counters (reclaim, exit).
+            // SAFETY: read-only lookup of a plain value.
+            match unsafe { MM_OWNERS.get(mm_id) } {
+                Some(&pid) => Task::on_behalf_of(pid),
+                None => return 0,
             }
         }
     };
-    emit(tid, RssStatEvent { bytes: size as u64, member: member as u32, curr, mm_id, _pad: 0 });
+    emit(task, RssStatEvent { bytes: size as u64, member: member as u32, curr, mm_id, _pad: 0 });
     0
 }
 
@@ -72,18 +78,18 @@ fn fault_fields(ctx: &TracePointContext) -> (u64, u32, u64) {
 
 #[tracepoint]
 pub fn mm_filemap_fault(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let (ino, s_dev, index) = fault_fields(&ctx);
-    emit(tid, FilemapFaultEvent { ino, index, s_dev, _pad: 0 });
+    emit(task, FilemapFaultEvent { ino, index, s_dev, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn mm_filemap_map_pages(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let (ino, s_dev, first) = fault_fields(&ctx);
     let last = unsafe { read::<u64>(&ctx, offsets().map_pages_last) };
-    emit(tid, FilemapMapPagesEvent { ino, first, last, s_dev, _pad: 0 });
+    emit(task, FilemapMapPagesEvent { ino, first, last, s_dev, _pad: 0 });
     0
 }
 
@@ -102,9 +108,9 @@ fn cache_fields(ctx: &TracePointContext) -> (u64, u32, u64, u8) {
 
 #[tracepoint]
 pub fn mm_filemap_add_to_page_cache(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let (ino, s_dev, index, order) = cache_fields(&ctx);
-    emit(tid, PageCacheAddEvent { ino, index, s_dev, order: order as u32 });
+    emit(task, PageCacheAddEvent { ino, index, s_dev, order: order as u32 });
     0
 }
 
@@ -116,7 +122,8 @@ pub fn mm_filemap_delete_from_page_cache(ctx: TracePointContext) -> u32 {
     if unsafe { WATCHED_FILES.get(key) }.is_none() {
         return 0;
     }
-    let tid = target_tid().unwrap_or(0);
-    emit(tid, PageCacheDeleteEvent { ino, index, s_dev: dev, order: order as u32 });
+    // Evictions mostly run in other tasks (reclaim): header pid 0 then.
+    let task = traced().unwrap_or(Task::on_behalf_of(0));
+    emit(task, PageCacheDeleteEvent { ino, index, s_dev: dev, order: order as u32 });
     0
 }

@@ -18,12 +18,12 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     event::{AllocEvent, FreeEvent},
-    AllocKind, HeapTotals, LiveAlloc, PendingAlloc, StackCut, StackFrames, StackStats, DEFAULT_MAX_LIVE_ALLOCS,
-    MAX_STACK_DEPTH,
+    AllocKey, AllocKind, HeapTotals, LiveAlloc, PendingAlloc, StackCut, StackFrames, StackStats, TracedProcess,
+    DEFAULT_MAX_LIVE_ALLOCS, MAX_STACK_DEPTH,
 };
 
 use crate::{
-    emit::{emit, target_tid},
+    emit::{emit, traced_process, Task},
     phases,
     regs::{instruction_pointer, stack_pointer, RETURN_SP_OFFSET},
     unwind,
@@ -46,9 +46,10 @@ const BPF_F_USER_STACK: u64 = 1 << 8;
 #[map]
 static ALLOC_PENDING: HashMap<u32, PendingAlloc> = HashMap::with_max_entries(16384, 0);
 
-/// Live allocations by address. Not preallocated: memory grows with use.
+/// Live allocations by process and address. Not preallocated: memory grows with use.
 #[map]
-static LIVE_ALLOCS: HashMap<u64, LiveAlloc> = HashMap::with_max_entries(DEFAULT_MAX_LIVE_ALLOCS, BPF_F_NO_PREALLOC);
+static LIVE_ALLOCS: HashMap<AllocKey, LiveAlloc> =
+    HashMap::with_max_entries(DEFAULT_MAX_LIVE_ALLOCS, BPF_F_NO_PREALLOC);
 
 /// User stacks of allocation sites (frame-pointer walks), keyed by a hash
 /// of their frames. Not the kernel's stack-trace map: that one keys stacks
@@ -65,8 +66,22 @@ pub(crate) static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_ma
 #[map]
 static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(65537, 0);
 
+/// The scope's heap totals (every traced process's); each process's own
+/// are in its TRACED entry.
 #[map]
 static HEAP_TOTALS: Array<HeapTotals> = Array::with_max_entries(1, 0);
+
+/// The calling process: its thread and pid, and its TRACED entry.
+#[derive(Clone, Copy)]
+struct Caller {
+    task: Task,
+    process: *mut TracedProcess,
+}
+
+#[inline(always)]
+fn caller() -> Option<Caller> {
+    traced_process().map(|(task, process)| Caller { task, process })
+}
 
 #[inline(always)]
 fn add(field: *mut u64, v: u64) {
@@ -82,28 +97,35 @@ fn totals() -> Option<*mut HeapTotals> {
     HEAP_TOTALS.get_ptr_mut(0)
 }
 
-/// Bumps one heap total, chosen by `pick`.
+/// Adds to one heap total, chosen by `pick`: the scope's and the process's.
 #[inline(always)]
-fn bump(pick: fn(*mut HeapTotals) -> *mut u64) {
+fn add_to(c: Caller, pick: fn(*mut HeapTotals) -> *mut u64, v: u64) {
     if let Some(t) = totals() {
-        add(pick(t), 1);
+        add(pick(t), v);
     }
+    // SAFETY: the TRACED entry's pointer, valid for this program run.
+    add(pick(unsafe { &raw mut (*c.process).heap }), v);
+}
+
+#[inline(always)]
+fn bump(c: Caller, pick: fn(*mut HeapTotals) -> *mut u64) {
+    add_to(c, pick, 1);
 }
 
 /// Takes the current user stack; returns its key in STACKS (0: none).
 #[inline(always)]
-fn user_stack(ctx: &RetProbeContext) -> u64 {
+fn user_stack(c: Caller, ctx: &RetProbeContext) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // With the target's unwind tables loaded, unwind with them (code built
     // without frame pointers); else the kernel's frame-pointer walk.
-    let len = match unwind::walk(ctx.regs) {
+    let len = match unwind::walk(c.task.pid, ctx.regs) {
         Some((len, cut)) => {
             match cut {
                 None => {}
-                Some(StackCut::NoTable) => bump(|t| unsafe { &raw mut (*t).stacks_cut_no_table }),
-                Some(StackCut::Unsupported) => bump(|t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
-                Some(StackCut::Unreadable) => bump(|t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
-                Some(StackCut::Depth) => bump(|t| unsafe { &raw mut (*t).stacks_cut_depth }),
+                Some(StackCut::NoTable) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_no_table }),
+                Some(StackCut::Unsupported) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
+                Some(StackCut::Unreadable) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
+                Some(StackCut::Depth) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_depth }),
             }
             len as u64
         }
@@ -126,8 +148,10 @@ fn user_stack(ctx: &RetProbeContext) -> u64 {
     if len == 0 {
         return 0;
     }
-    // FNV-1a over the frames (the buffer past `len` holds stale frames).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    // FNV-1a over the process and the frames (the buffer past `len` holds
+    // stale frames): the same frames in two processes are two stacks, each
+    // symbolized with its own process's mappings and counted for it.
+    let mut hash: u64 = (0xcbf2_9ce4_8422_2325 ^ c.task.pid as u64).wrapping_mul(0x0000_0100_0000_01b3);
     for i in 0..MAX_STACK_DEPTH {
         if i as u64 >= len {
             break;
@@ -152,18 +176,19 @@ fn user_stack(ctx: &RetProbeContext) -> u64 {
 }
 
 #[inline(always)]
-fn stack_stats(stack_id: u64) -> Option<*mut StackStats> {
+fn stack_stats(pid: u32, stack_id: u64) -> Option<*mut StackStats> {
     if let Some(s) = STACK_STATS.get_ptr_mut(stack_id) {
         return Some(s);
     }
-    let _ = STACK_STATS.insert(stack_id, StackStats::default(), BPF_NOEXIST as u64);
+    let _ = STACK_STATS.insert(stack_id, StackStats { pid, ..StackStats::default() }, BPF_NOEXIST as u64);
     STACK_STATS.get_ptr_mut(stack_id)
 }
 
 /// Records an allocation call's entry, unless it runs inside another one.
 #[inline(always)]
 fn enter(ctx: &ProbeContext, kind: AllocKind, size: u64, arg: u64) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(c) = caller() else { return 0 };
+    let tid = c.task.tid;
     let sp = stack_pointer(ctx.regs);
     let ip = instruction_pointer(ctx.regs);
     if let Some(outer) = ALLOC_PENDING.get_ptr(tid) {
@@ -177,37 +202,32 @@ fn enter(ctx: &ProbeContext, kind: AllocKind, size: u64, arg: u64) -> u32 {
         // replaces the record. Anything else: the open call's return went
         // unseen (longjmp, the kernel's return-probe limit).
         if sp > outer_sp || ip == outer_ip {
-            bump(|t| unsafe { &raw mut (*t).abandoned_calls });
+            bump(c, |t| unsafe { &raw mut (*t).abandoned_calls });
         }
     }
     let pending = PendingAlloc { kind: kind as u32, _pad: 0, size, arg, sp, ip };
     if ALLOC_PENDING.insert(tid, pending, 0).is_err() {
-        bump(|t| unsafe { &raw mut (*t).lost_calls });
+        bump(c, |t| unsafe { &raw mut (*t).lost_calls });
     }
     0
 }
 
 /// Takes `ptr` out of the live map. Returns false when it was not there.
 #[inline(always)]
-fn release(ptr: u64) -> bool {
-    let Some(live) = LIVE_ALLOCS.get_ptr(ptr) else { return false };
+fn release(c: Caller, ptr: u64) -> bool {
+    let key = AllocKey { address: ptr, pid: c.task.pid, _pad: 0 };
+    let Some(live) = LIVE_ALLOCS.get_ptr(key) else { return false };
     // SAFETY: map value pointer, copied before the entry is removed.
     let live = unsafe { *live };
-    if LIVE_ALLOCS.remove(ptr).is_err() {
+    if LIVE_ALLOCS.remove(key).is_err() {
         return false; // another thread took it first
     }
     if streaming() {
-        if let Some(tid) = target_tid() {
-            emit(tid, FreeEvent { address: ptr, size: live.size, stack_id: live.stack_id });
-        }
+        emit(c.task, FreeEvent { address: ptr, size: live.size, stack_id: live.stack_id });
     }
-    if let Some(t) = totals() {
-        unsafe {
-            add(&raw mut (*t).frees, 1);
-            add(&raw mut (*t).freed_bytes, live.size);
-        }
-    }
-    if let Some(s) = stack_stats(live.stack_id) {
+    bump(c, |t| unsafe { &raw mut (*t).frees });
+    add_to(c, |t| unsafe { &raw mut (*t).freed_bytes }, live.size);
+    if let Some(s) = stack_stats(c.task.pid, live.stack_id) {
         unsafe {
             add(&raw mut (*s).live_count, u64::MAX); // wrapping add of -1
             add(&raw mut (*s).live_bytes, live.size.wrapping_neg());
@@ -218,37 +238,32 @@ fn release(ptr: u64) -> bool {
 }
 
 #[inline(always)]
-fn record(ctx: &RetProbeContext, ptr: u64, size: u64) {
+fn record(c: Caller, ctx: &RetProbeContext, ptr: u64, size: u64) {
     // Still live here means its free went by unseen: retire the old block.
-    if release(ptr) {
-        bump(|t| unsafe { &raw mut (*t).missed_frees });
+    if release(c, ptr) {
+        bump(c, |t| unsafe { &raw mut (*t).missed_frees });
     }
     // Taken at the return: the frame-pointer walk then starts in the caller
     // (at malloc's entry it would skip the caller's own frame).
-    let stack_id = user_stack(ctx);
+    let stack_id = user_stack(c, ctx);
     if stack_id == 0 {
-        bump(|t| unsafe { &raw mut (*t).lost_stacks });
+        bump(c, |t| unsafe { &raw mut (*t).lost_stacks });
     }
     let phase_seq = phases::current_seq();
     let live = LiveAlloc { size, ts_ns: unsafe { bpf_ktime_get_ns() }, stack_id, phase_seq, _pad: 0 };
-    if LIVE_ALLOCS.insert(ptr, live, 0).is_err() {
+    let key = AllocKey { address: ptr, pid: c.task.pid, _pad: 0 };
+    if LIVE_ALLOCS.insert(key, live, 0).is_err() {
         // Not counted as allocated either: its free will be unknown, and
         // live = allocated - freed stays right.
-        bump(|t| unsafe { &raw mut (*t).dropped_allocs });
+        bump(c, |t| unsafe { &raw mut (*t).dropped_allocs });
         return;
     }
-    if let Some(t) = totals() {
-        unsafe {
-            add(&raw mut (*t).allocs, 1);
-            add(&raw mut (*t).allocated_bytes, size);
-        }
-    }
+    bump(c, |t| unsafe { &raw mut (*t).allocs });
+    add_to(c, |t| unsafe { &raw mut (*t).allocated_bytes }, size);
     if streaming() {
-        if let Some(tid) = target_tid() {
-            emit(tid, AllocEvent { address: ptr, size, stack_id, phase_seq, _pad: 0 });
-        }
+        emit(c.task, AllocEvent { address: ptr, size, stack_id, phase_seq, _pad: 0 });
     }
-    if let Some(s) = stack_stats(stack_id) {
+    if let Some(s) = stack_stats(c.task.pid, stack_id) {
         unsafe {
             add(&raw mut (*s).live_count, 1);
             add(&raw mut (*s).live_bytes, size);
@@ -302,7 +317,8 @@ pub fn valloc_enter(ctx: ProbeContext) -> u32 {
 /// The return of every allocation function.
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(c) = caller() else { return 0 };
+    let tid = c.task.tid;
     let Some(pending) = ALLOC_PENDING.get_ptr(tid) else { return 0 };
     // SAFETY: map value pointer, copied before the entry is removed.
     let p = unsafe { *pending };
@@ -316,50 +332,51 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     match AllocKind::from_u32(p.kind) {
         Some(AllocKind::PosixMemalign) => {
             if ret as u32 != 0 {
-                bump(|t| unsafe { &raw mut (*t).failed_allocs });
+                bump(c, |t| unsafe { &raw mut (*t).failed_allocs });
                 return 0;
             }
             // SAFETY: reads the pointer the call stored at `memptr`.
             match unsafe { bpf_probe_read_user(p.arg as *const u64) } {
-                Ok(ptr) if ptr != 0 => record(&ctx, ptr, p.size),
-                _ => bump(|t| unsafe { &raw mut (*t).failed_allocs }),
+                Ok(ptr) if ptr != 0 => record(c, &ctx, ptr, p.size),
+                _ => bump(c, |t| unsafe { &raw mut (*t).failed_allocs }),
             }
         }
         // realloc(NULL, n) is malloc(n); a failed realloc leaves p alive.
         Some(AllocKind::Realloc) if ret != 0 => {
             // The old block is gone (moved) or renewed in place (resized).
-            if p.arg != 0 && !release(p.arg) {
-                unknown_free(tid, p.arg);
+            if p.arg != 0 && !release(c, p.arg) {
+                unknown_free(c, p.arg);
             }
-            record(&ctx, ret, p.size);
+            record(c, &ctx, ret, p.size);
         }
         // realloc(p, 0) returning NULL freed p (glibc). Its free of p, made
         // inside this call, was left to this return (see free_enter), so p
         // is released here; otherwise it stayed live and was later counted
         // as a missed free and a false leak.
         Some(AllocKind::Realloc) if p.size == 0 => {
-            if p.arg != 0 && !release(p.arg) {
-                unknown_free(tid, p.arg);
+            if p.arg != 0 && !release(c, p.arg) {
+                unknown_free(c, p.arg);
             }
         }
-        _ if ret != 0 => record(&ctx, ret, p.size),
-        _ => bump(|t| unsafe { &raw mut (*t).failed_allocs }),
+        _ if ret != 0 => record(c, &ctx, ret, p.size),
+        _ => bump(c, |t| unsafe { &raw mut (*t).failed_allocs }),
     }
     0
 }
 
 /// Counts a free of an address memtrace never saw allocated.
 #[inline(always)]
-fn unknown_free(tid: u32, ptr: u64) {
-    bump(|t| unsafe { &raw mut (*t).unknown_frees });
+fn unknown_free(c: Caller, ptr: u64) {
+    bump(c, |t| unsafe { &raw mut (*t).unknown_frees });
     if streaming() {
-        emit(tid, FreeEvent { address: ptr, size: 0, stack_id: 0 });
+        emit(c.task, FreeEvent { address: ptr, size: 0, stack_id: 0 });
     }
 }
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(c) = caller() else { return 0 };
+    let tid = c.task.tid;
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     if ptr == 0 {
         return 0;
@@ -374,11 +391,11 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
             return 0;
         }
     }
-    if !release(ptr) {
+    if !release(c, ptr) {
         if called_from_allocator(&ctx) {
-            bump(|t| unsafe { &raw mut (*t).internal_frees });
+            bump(c, |t| unsafe { &raw mut (*t).internal_frees });
         } else {
-            unknown_free(tid, ptr);
+            unknown_free(c, ptr);
         }
     }
     0

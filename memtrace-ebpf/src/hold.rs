@@ -4,7 +4,7 @@
 //! marker (`--phase-truth`), or load the unwind table of code just mapped.
 use aya_ebpf::{helpers::generated::bpf_send_signal_thread, Global};
 
-use crate::emit::target_tgid;
+use crate::emit::Task;
 
 /// Set by the loader for `--phase-truth`: hold at each phase marker.
 #[no_mangle]
@@ -24,17 +24,17 @@ pub enum Hold {
     CodeMapped,
 }
 
-/// Holds the target's main thread on its return to user mode, if the
-/// loader asked for holds of this kind. Only the main thread is ptraced:
+/// Holds the traced process's main thread on its return to user mode, if
+/// the loader asked for holds of this kind. Only main threads are ptraced:
 /// a SIGSTOP to another thread would stop the whole group behind the
 /// tracer's back.
 #[inline(always)]
-pub fn hold(tid: u32, why: Hold) {
+pub fn hold(task: Task, why: Hold) {
     let wanted = match why {
         Hold::PhaseMarker => PHASE_STOP.load(),
         Hold::CodeMapped => CODE_STOP.load(),
     };
-    if wanted != 0 && tid == target_tgid() {
+    if wanted != 0 && task.is_main_thread() {
         // SAFETY: the helper queues a signal for the current thread; it is
         // delivered (as a ptrace signal-delivery stop) on return to user mode.
         unsafe { bpf_send_signal_thread(SIGSTOP) };

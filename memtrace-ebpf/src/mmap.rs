@@ -11,11 +11,11 @@ use memtrace_common::{
         BrkEvent, MadviseEvent, MmapEvent, MmapFileEvent, MmapPathEvent, MremapEvent, MunmapEvent, RangeEnterEvent,
         RangeOp,
     },
-    Counter, FileKey,
+    CodeFileKey, Counter, FileKey,
 };
 
 use crate::{
-    emit::{count, emit, emit_in_place, offsets, target_tid},
+    emit::{count, emit, emit_in_place, offsets, traced, Task},
     filemap::WATCHED_FILES,
     hold::{hold, Hold},
     mmap_file::{file_of_fd, fill_path, identity},
@@ -56,7 +56,7 @@ fn finish(ctx: &TracePointContext, tid: u32) -> Option<[u64; 6]> {
 
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let off = offsets();
     let args = [
         read(&ctx, off.mmap_addr),
@@ -66,15 +66,15 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
         read(&ctx, off.mmap_fd),
         read(&ctx, off.mmap_off),
     ];
-    stash(tid, args);
+    stash(task.tid, args);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     count(Counter::MmapCalls);
-    if let Some(args) = finish(&ctx, tid) {
+    if let Some(args) = finish(&ctx, task.tid) {
         let [ret, len, prot, flags, fd, offset] = args;
         let (result, fd) = (ret as i64, fd as i64);
         let mut file = None;
@@ -90,104 +90,112 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
                 }
                 // Its path now: by the time userspace reads /proc, another
                 // file may be mapped at this address.
-                emit_in_place(tid, |e: &mut MmapPathEvent| {
+                emit_in_place(task, |e: &mut MmapPathEvent| {
                     e.result = result;
                     fill_path(f, e)
                 });
-                emit(tid, MmapFileEvent { result, ino, s_dev: dev, char_device: char_device as u32 });
+                emit(task, MmapFileEvent { result, ino, s_dev: dev, char_device: char_device as u32 });
             }
         }
-        emit(tid, MmapEvent { result, len, prot, flags, fd, offset });
+        emit(task, MmapEvent { result, len, prot, flags, fd, offset });
         // A file's code, mapped for the first time (the loader mapping a
         // library): its unwind table goes in before any of it runs.
-        if result >= 0 && fd >= 0 && flags & MAP_ANONYMOUS == 0 && prot & PROT_EXEC != 0 && first_code_mapping(file) {
-            hold(tid, Hold::CodeMapped);
+        if result >= 0
+            && fd >= 0
+            && flags & MAP_ANONYMOUS == 0
+            && prot & PROT_EXEC != 0
+            && first_code_mapping(task, file)
+        {
+            hold(task, Hold::CodeMapped);
         }
     }
     0
 }
 
-/// Files whose code the target mapped: the hold for a file's unwind table
+/// Files whose code each traced process mapped: the hold for a file's unwind table
 /// is needed once (a JIT mapping code from one memfd again and again is not
 /// stopped each time; a library mapped again gets its new place in the
 /// mapping list at the next drain).
 #[map]
-static CODE_FILES: HashMap<FileKey, u8> = HashMap::with_max_entries(8192, 0);
+static CODE_FILES: HashMap<CodeFileKey, u8> = HashMap::with_max_entries(8192, 0);
 
 /// Whether this is the first mapping of this file's code (true when the
 /// file is unknown or the set is full: hold rather than miss a table).
 #[inline(always)]
-fn first_code_mapping(file: Option<FileKey>) -> bool {
+fn first_code_mapping(task: Task, file: Option<FileKey>) -> bool {
     const BPF_NOEXIST: u64 = 1;
     const EEXIST: i32 = 17;
-    let Some(key) = file else { return true };
+    let Some(file) = file else { return true };
+    // Per process: a child that execs maps libc again into an address space
+    // whose unwinder mapping list does not have it yet.
+    let key = CodeFileKey { ino: file.ino, s_dev: file.s_dev, pid: task.pid };
     !matches!(CODE_FILES.insert(key, 1, BPF_NOEXIST), Err(e) if e == -EEXIST)
 }
 
 #[tracepoint]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let off = offsets();
     // Slot 0 is overwritten by the result at exit; the address goes to slot 1 too.
     let addr = read(&ctx, off.munmap_addr);
     let len = read(&ctx, off.munmap_len);
-    stash(tid, [addr, addr, len, 0, 0, 0]);
+    stash(task.tid, [addr, addr, len, 0, 0, 0]);
     // RSS changes until the exit event are pages of this range being unmapped.
-    emit(tid, RangeEnterEvent { addr, len, behavior: 0, op: RangeOp::Munmap as u32, _pad: 0 });
+    emit(task, RangeEnterEvent { addr, len, behavior: 0, op: RangeOp::Munmap as u32, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     count(Counter::MunmapCalls);
-    if let Some(a) = finish(&ctx, tid) {
-        emit(tid, MunmapEvent { addr: a[1], len: a[2], result: a[0] as i64 });
+    if let Some(a) = finish(&ctx, task.tid) {
+        emit(task, MunmapEvent { addr: a[1], len: a[2], result: a[0] as i64 });
     }
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let off = offsets();
     let (addr, len, behavior) =
         (read(&ctx, off.madvise_start), read(&ctx, off.madvise_len), read(&ctx, off.madvise_behavior));
-    stash(tid, [addr, addr, len, behavior, 0, 0]);
+    stash(task.tid, [addr, addr, len, behavior, 0, 0]);
     // MADV_DONTNEED, MADV_PAGEOUT, ... drop pages: RSS changes until the exit
     // event belong to this range.
-    emit(tid, RangeEnterEvent { addr, len, behavior, op: RangeOp::Madvise as u32, _pad: 0 });
+    emit(task, RangeEnterEvent { addr, len, behavior, op: RangeOp::Madvise as u32, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_madvise(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     count(Counter::MadviseCalls);
-    if let Some(a) = finish(&ctx, tid) {
-        emit(tid, MadviseEvent { addr: a[1], len: a[2], behavior: a[3], result: a[0] as i64 });
+    if let Some(a) = finish(&ctx, task.tid) {
+        emit(task, MadviseEvent { addr: a[1], len: a[2], behavior: a[3], result: a[0] as i64 });
     }
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let off = offsets();
     let addr = read(&ctx, off.mremap_addr);
     let old_len = read(&ctx, off.mremap_old_len);
-    stash(tid, [addr, addr, old_len, read(&ctx, off.mremap_new_len), read(&ctx, off.mremap_flags), 0]);
+    stash(task.tid, [addr, addr, old_len, read(&ctx, off.mremap_new_len), read(&ctx, off.mremap_flags), 0]);
     // Shrinking unmaps the tail: RSS changes until the exit event belong here.
-    emit(tid, RangeEnterEvent { addr, len: old_len, behavior: 0, op: RangeOp::Mremap as u32, _pad: 0 });
+    emit(task, RangeEnterEvent { addr, len: old_len, behavior: 0, op: RangeOp::Mremap as u32, _pad: 0 });
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     count(Counter::MremapCalls);
-    if let Some(a) = finish(&ctx, tid) {
-        emit(tid, MremapEvent { old_addr: a[1], old_len: a[2], new_len: a[3], flags: a[4], result: a[0] as i64 });
+    if let Some(a) = finish(&ctx, task.tid) {
+        emit(task, MremapEvent { old_addr: a[1], old_len: a[2], new_len: a[3], flags: a[4], result: a[0] as i64 });
     }
     0
 }
@@ -196,7 +204,7 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
 /// through it); no entry stash needed, the result is the whole story.
 #[tracepoint]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
-    emit(tid, BrkEvent { brk: read(&ctx, offsets().exit_ret) });
+    let Some(task) = traced() else { return 0 };
+    emit(task, BrkEvent { brk: read(&ctx, offsets().exit_ret) });
     0
 }

@@ -13,7 +13,7 @@ use memtrace_common::{event::MmapPathEvent, KernelOffsets, PATH_DEPTH_MAX, PATH_
 /// Struct member offsets from the kernel's BTF, written by the loader; all
 /// zero when BTF could not be read, which disables the lookup.
 #[no_mangle]
-static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+pub(crate) static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_files: 0,
     files_fdt: 0,
     fdtable_max_fds: 0,
@@ -26,10 +26,14 @@ static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     dentry_d_parent: 0,
     dentry_d_name_name: 0,
     inode_i_mode: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    task_exit_signal: 0,
+    _pad: 0,
 });
 
 #[inline(always)]
-unsafe fn field<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
+pub(crate) unsafe fn field<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
     if base.is_null() {
         return None;
     }

@@ -17,7 +17,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    emit::{emit, target_tid},
+    emit::{emit, traced, Task},
     heap,
     hold::{hold, Hold},
     regs::{stack_pointer, RETURN_SP_OFFSET},
@@ -74,20 +74,20 @@ fn unnamed(begin: bool, function: u32) -> PhaseEvent {
 /// A phase boundary: the event (its sequence number is taken here), the
 /// heap totals at that instant, and the `--phase-truth` stop.
 #[inline(always)]
-fn boundary(tid: u32, mut event: PhaseEvent) -> u32 {
+fn boundary(task: Task, mut event: PhaseEvent) -> u32 {
     // Allocations made from now on carry this marker's sequence number.
     let seq = next_phase_seq();
     event.seq = seq;
-    emit(tid, event);
-    emit(tid, HeapMarkEvent { totals: heap::snapshot(), seq, _pad: 0 });
+    emit(task, event);
+    emit(task, HeapMarkEvent { totals: heap::snapshot(), seq, _pad: 0 });
     // `--phase-truth`: memtrace reads the kernel truth before the marker runs.
-    hold(tid, Hold::PhaseMarker);
+    hold(task, Hold::PhaseMarker);
     0
 }
 
 #[inline(always)]
 fn marker(ctx: &ProbeContext, begin: bool) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
+    let Some(task) = traced() else { return 0 };
     let mut event = unnamed(begin, 0);
     if let Some(name) = ctx.arg::<*const u8>(0) {
         // SAFETY: reads at most PHASE_NAME_MAX bytes of user memory.
@@ -98,7 +98,7 @@ fn marker(ctx: &ProbeContext, begin: bool) -> u32 {
             event.name_ptr = name as u64;
         }
     }
-    boundary(tid, event)
+    boundary(task, event)
 }
 
 #[inline(always)]
@@ -114,18 +114,18 @@ fn phase_fn_key<C: EbpfContext>(ctx: &C, tid: u32) -> (u64, u32) {
 /// that phase ends and a new one begins.
 #[uprobe]
 pub fn phase_fn_enter(ctx: ProbeContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
-    let (key, function) = phase_fn_key(&ctx, tid);
+    let Some(task) = traced() else { return 0 };
+    let (key, function) = phase_fn_key(&ctx, task.tid);
     let sp = stack_pointer(ctx.regs);
     if let Some(open) = PHASE_FN_OPEN.get_ptr(key) {
         // SAFETY: map value pointer, valid for this program run.
         if sp < unsafe { *open } {
             return 0;
         }
-        boundary(tid, unnamed(false, function));
+        boundary(task, unnamed(false, function));
     }
     let _ = PHASE_FN_OPEN.insert(key, sp, 0);
-    boundary(tid, unnamed(true, function))
+    boundary(task, unnamed(true, function))
 }
 
 /// Return of a `--phase-fn` function: the outermost call's return (stack
@@ -133,15 +133,15 @@ pub fn phase_fn_enter(ctx: ProbeContext) -> u32 {
 /// returns do not.
 #[uretprobe]
 pub fn phase_fn_exit(ctx: RetProbeContext) -> u32 {
-    let Some(tid) = target_tid() else { return 0 };
-    let (key, function) = phase_fn_key(&ctx, tid);
+    let Some(task) = traced() else { return 0 };
+    let (key, function) = phase_fn_key(&ctx, task.tid);
     let Some(open) = PHASE_FN_OPEN.get_ptr(key) else { return 0 };
     // SAFETY: map value pointer, copied before the entry is removed.
     if stack_pointer(ctx.regs) < unsafe { *open }.wrapping_add(RETURN_SP_OFFSET) {
         return 0;
     }
     let _ = PHASE_FN_OPEN.remove(key);
-    boundary(tid, unnamed(false, function))
+    boundary(task, unnamed(false, function))
 }
 
 #[uprobe]

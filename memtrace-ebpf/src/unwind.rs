@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     stack_cut_key, unwind_cache_key, unwind_cache_slot, CachedRow, CfaBase, ExecMapping, ExecMappings, RbpRule,
-    StackCut, UnwindRow, BPF_F_INNER_MAP, MAX_EXEC_MAPPINGS, STACK_CUTS_MAX, UNWIND_CACHE_SLOTS, UNWIND_DEPTH,
-    UNWIND_TABLES_MAX,
+    StackCut, UnwindRow, BPF_F_INNER_MAP, MAX_EXEC_MAPPINGS, MAX_TRACED, STACK_CUTS_MAX, UNWIND_CACHE_SLOTS,
+    UNWIND_DEPTH, UNWIND_MAPPING_SLOTS, UNWIND_TABLES_MAX,
 };
 
 use crate::{
@@ -32,10 +32,31 @@ static UNWIND_TABLES: ArrayOfMaps<
     { UNWIND_TABLES_MAX as usize },
 > = ArrayOfMaps::new();
 
-/// The target's executable file mappings, rewritten by userspace whenever
-/// they change.
+/// Executable file mapping lists, one per address-space layout, rewritten
+/// by userspace whenever a process's code mappings change. A forked child
+/// shares its parent's slot until it maps code of its own (userspace then
+/// gives it one).
 #[map]
-static UNWIND_MAPPINGS: Array<ExecMappings> = Array::with_max_entries(1, 0);
+static UNWIND_MAPPINGS: Array<ExecMappings> = Array::with_max_entries(UNWIND_MAPPING_SLOTS, 0);
+
+/// Each traced process's slot in UNWIND_MAPPINGS (none: frame pointers).
+#[map]
+static UNWIND_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACED, 0);
+
+/// A new child walks with its parent's mapping list (same code, same addresses).
+#[inline(always)]
+pub fn inherit(parent: u32, child: u32) {
+    // SAFETY: read-only lookup of a plain value.
+    if let Some(&slot) = unsafe { UNWIND_SLOTS.get(parent) } {
+        let _ = UNWIND_SLOTS.insert(child, slot, 0);
+    }
+}
+
+/// A process that exited walks no more.
+#[inline(always)]
+pub fn forget(pid: u32) {
+    let _ = UNWIND_SLOTS.remove(pid);
+}
 
 /// The row in force at code addresses walked lately, per CPU, direct-mapped
 /// by `unwind_cache_slot`: one array lookup per frame instead of the two
@@ -65,8 +86,9 @@ struct Search {
     lo: u32,
     hi: u32,
     key: u64,
-    /// The row search's table in UNWIND_TABLES.
-    table: u32,
+    /// The mapping search's list in UNWIND_MAPPINGS, or the row search's
+    /// table in UNWIND_TABLES.
+    index: u32,
 }
 
 /// bpf_loop callback: one step of the search for the mapping holding `key`.
@@ -78,7 +100,7 @@ extern "C" fn mapping_step(_index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     let mid = s.lo + (s.hi - s.lo) / 2;
-    let Some(m) = UNWIND_MAPPINGS.get(0) else { return 1 };
+    let Some(m) = UNWIND_MAPPINGS.get(s.index) else { return 1 };
     let Some(e) = m.entries.get(mid as usize) else { return 1 };
     if e.start <= s.key {
         s.lo = mid + 1;
@@ -97,7 +119,7 @@ extern "C" fn row_step(_index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     let mid = s.lo + (s.hi - s.lo) / 2;
-    let Some(r) = UNWIND_TABLES.get_value(s.table, &mid) else { return 1 };
+    let Some(r) = UNWIND_TABLES.get_value(s.index, &mid) else { return 1 };
     if r.pc <= s.key {
         s.lo = mid + 1;
     } else {
@@ -108,8 +130,8 @@ extern "C" fn row_step(_index: u64, ctx: *mut c_void) -> i64 {
 
 /// The mapping holding `ip`: the last one starting at or below it.
 #[inline(always)]
-fn mapping_of(m: &ExecMappings, ip: u64) -> Option<ExecMapping> {
-    let mut s = Search { lo: 0, hi: (m.count as u32).min(MAX_EXEC_MAPPINGS as u32), key: ip, table: 0 };
+fn mapping_of(slot: u32, m: &ExecMappings, ip: u64) -> Option<ExecMapping> {
+    let mut s = Search { lo: 0, hi: (m.count as u32).min(MAX_EXEC_MAPPINGS as u32), key: ip, index: slot };
     // SAFETY: a callback with bpf_loop's signature; `s` outlives the call.
     unsafe { bpf_loop(MAPPING_STEPS + 1, mapping_step as *mut c_void, (&raw mut s).cast(), 0) };
     let e = *m.entries.get((s.lo as usize).checked_sub(1)?)?;
@@ -119,7 +141,7 @@ fn mapping_of(m: &ExecMappings, ip: u64) -> Option<ExecMapping> {
 /// The row in force at file address `pc` in a table of `rows` rows.
 #[inline(always)]
 fn row_at(table: u32, rows: u32, pc: u64) -> Option<UnwindRow> {
-    let mut s = Search { lo: 0, hi: rows, key: pc, table };
+    let mut s = Search { lo: 0, hi: rows, key: pc, index: table };
     // SAFETY: as above.
     unsafe { bpf_loop(ROW_STEPS + 1, row_step as *mut c_void, (&raw mut s).cast(), 0) };
     let last = s.lo.checked_sub(1)?;
@@ -149,6 +171,8 @@ struct Walk {
     n: u64,
     /// `COMPLETE` or a `StackCut` once the walk is over, else `RUNNING`.
     end: u32,
+    /// The process's mapping list in UNWIND_MAPPINGS.
+    slot: u32,
 }
 
 const RUNNING: u32 = u32::MAX;
@@ -164,13 +188,21 @@ const RUNNING: u32 = u32::MAX;
 /// rather than a loop in this program: unrolled by the verifier, 64 frames
 /// of two binary searches passed its limit of 1,000,000 instructions.
 #[inline(always)]
-pub fn walk(regs: *const pt_regs) -> Option<(usize, Option<StackCut>)> {
-    let mappings = UNWIND_MAPPINGS.get(0)?;
+pub fn walk(pid: u32, regs: *const pt_regs) -> Option<(usize, Option<StackCut>)> {
+    // SAFETY: read-only lookup of a plain value.
+    let slot = *unsafe { UNWIND_SLOTS.get(pid) }?;
+    let mappings = UNWIND_MAPPINGS.get(slot)?;
     if mappings.count == 0 {
         return None;
     }
-    let mut w =
-        Walk { ip: instruction_pointer(regs), sp: stack_pointer(regs), bp: frame_pointer(regs), n: 0, end: RUNNING };
+    let mut w = Walk {
+        ip: instruction_pointer(regs),
+        sp: stack_pointer(regs),
+        bp: frame_pointer(regs),
+        n: 0,
+        end: RUNNING,
+        slot,
+    };
     // SAFETY: `step` has the callback signature bpf_loop expects, and `w`
     // outlives the call.
     unsafe { bpf_loop(UNWIND_DEPTH as u32, step as *mut c_void, (&raw mut w).cast(), 0) };
@@ -185,7 +217,7 @@ pub fn walk(regs: *const pt_regs) -> Option<(usize, Option<StackCut>)> {
     if let Some(reason) = cut {
         // The module of the last frame reached: the one without a table,
         // with the rule, or whose stack could not be read.
-        let start = mapping_of(mappings, w.ip.wrapping_sub(1)).map_or(0, |e| e.start);
+        let start = mapping_of(slot, mappings, w.ip.wrapping_sub(1)).map_or(0, |e| e.start);
         let key = stack_cut_key(start, reason);
         match STACK_CUTS.get_ptr_mut(key) {
             // SAFETY: a map value pointer, valid for this program run.
@@ -215,7 +247,7 @@ extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
 /// The row in force at `pc` (`cfa` None where no table covers it), from
 /// UNWIND_CACHE or found with the searches and cached.
 #[inline(always)]
-fn cached_row(m: &ExecMappings, pc: u64) -> Option<UnwindRow> {
+fn cached_row(list: u32, m: &ExecMappings, pc: u64) -> Option<UnwindRow> {
     let key = unwind_cache_key(pc, m.generation);
     let slot = UNWIND_CACHE.get_ptr_mut(unwind_cache_slot(key))?;
     // SAFETY: this CPU's slot, ours for this program run.
@@ -224,7 +256,7 @@ fn cached_row(m: &ExecMappings, pc: u64) -> Option<UnwindRow> {
         return Some(cached.row);
     }
     let none = UnwindRow { pc, cfa_offset: 0, rbp_offset: 0, cfa: CfaBase::None as u8, rbp: 0 };
-    let row = mapping_of(m, pc)
+    let row = mapping_of(list, m, pc)
         .filter(|e| e.rows != 0)
         .and_then(|e| row_at(e.table, e.rows, pc.wrapping_sub(e.bias)))
         .unwrap_or(none);
@@ -249,11 +281,11 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
     let Some(slot) = (unsafe { (*scratch).ips.get_mut(i) }) else { return Some(StackCut::Depth as u32) };
     *slot = ip;
     w.n = index + 1;
-    let Some(m) = UNWIND_MAPPINGS.get(0) else { return Some(COMPLETE) };
+    let Some(m) = UNWIND_MAPPINGS.get(w.slot) else { return Some(COMPLETE) };
     // A return address points after its call, possibly at the next
     // function's first byte: the call itself is one byte earlier.
     let pc = if i == 0 { ip } else { ip - 1 };
-    let row = cached_row(m, pc).filter(|r| r.cfa != CfaBase::None as u8);
+    let row = cached_row(w.slot, m, pc).filter(|r| r.cfa != CfaBase::None as u8);
     let Some(row) = row else {
         // No table here: one frame-pointer step. rbp == 0 is where
         // frame-pointer code ends its chain (`_start` clears it).

@@ -114,6 +114,12 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<f64>,
 
+    /// Run mode: trace only the command's own process, not the processes
+    /// it forks (by default every process of its tree is traced, from its
+    /// first instruction, each with its own figures)
+    #[arg(long)]
+    pub no_follow: bool,
+
     /// Run mode: stop the target's main thread at each phase marker for a
     /// moment to read /proc/PID/smaps, so every phase has kernel truth for
     /// its per-file RSS change (adds a few ms per marker to the phase times)

@@ -173,6 +173,24 @@ pub enum Event {
         index: u64,
         pages: u64,
     },
+    /// The process forked `child`, which is traced from its first instruction.
+    ProcessFork {
+        ts_ns: u64,
+        tid: u32,
+        child: u32,
+    },
+    /// The process's last thread exited: its heap totals then.
+    ProcessExit {
+        ts_ns: u64,
+        tid: u32,
+        totals: HeapTotals,
+    },
+}
+
+/// The traced process a record belongs to (its header's `pid`; 0 for an
+/// eviction by another task of a file some traced process maps).
+pub fn pid_of(bytes: &[u8]) -> Option<u32> {
+    header(bytes).ok().map(|h| h.pid)
 }
 
 /// The kernel's mm counters (include/linux/mm_types_task.h).
@@ -265,7 +283,7 @@ impl Event {
     /// from the wire body to the variant; kept in one match so the whole
     /// mapping from the wire to `Event` reads as one table.
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-        let EventHeader { kind, tid, ts_ns } = header(bytes)?;
+        let EventHeader { kind, tid, ts_ns, .. } = header(bytes)?;
         let kind = EventKind::from_u32(kind).ok_or(DecodeError::Kind(kind))?;
         Ok(match kind {
             EventKind::Mmap => {
@@ -399,6 +417,14 @@ impl Event {
                     pages: folio_pages(e.order),
                 }
             }
+            EventKind::ProcessFork => {
+                let e: event::ProcessForkEvent = body(bytes)?;
+                Event::ProcessFork { ts_ns, tid, child: e.child }
+            }
+            EventKind::ProcessExit => {
+                let e: event::ProcessExitEvent = body(bytes)?;
+                Event::ProcessExit { ts_ns, tid, totals: e.totals }
+            }
             EventKind::PageCacheDelete => {
                 let e: event::PageCacheDeleteEvent = body(bytes)?;
                 Event::PageCacheDelete {
@@ -419,9 +445,9 @@ mod tests {
 
     use super::*;
 
-    /// The bytes of a whole record: header (tid 7, at 99 ns) and body.
+    /// The bytes of a whole record: header (tid 7 of process 5, at 99 ns) and body.
     fn bytes<B: EventBody>(body: B) -> Vec<u8> {
-        let r = Record { header: EventHeader { kind: B::KIND as u32, tid: 7, ts_ns: 99 }, body };
+        let r = Record { header: EventHeader { kind: B::KIND as u32, tid: 7, ts_ns: 99, pid: 5, _pad: 0 }, body };
         let p = (&r as *const Record<B>).cast::<u8>();
         // SAFETY: Record<B> has no padding (EventBody's contract): all bytes are initialised.
         unsafe { std::slice::from_raw_parts(p, size_of::<Record<B>>()) }.to_vec()
@@ -440,6 +466,19 @@ mod tests {
             Event::decode(&bytes(r)).unwrap(),
             Event::Mmap { ts_ns: 99, tid: 7, result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0 }
         );
+    }
+
+    #[test]
+    fn process_events_decode_and_every_record_names_its_process() {
+        let fork = bytes(ProcessForkEvent { child: 4243, _pad: 0 });
+        assert_eq!(pid_of(&fork), Some(5));
+        assert_eq!(Event::decode(&fork).unwrap(), Event::ProcessFork { ts_ns: 99, tid: 7, child: 4243 });
+        let totals = HeapTotals { allocs: 3, frees: 1, ..Default::default() };
+        assert_eq!(
+            Event::decode(&bytes(ProcessExitEvent { totals })).unwrap(),
+            Event::ProcessExit { ts_ns: 99, tid: 7, totals }
+        );
+        assert_eq!(pid_of(&[0; 8]), None, "too short for a header");
     }
 
     #[test]

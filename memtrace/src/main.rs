@@ -108,6 +108,7 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
     let opts = Options {
         duration: args.duration.map(Duration::from_secs_f64),
         phase_truth: args.phase_truth,
+        follow: !args.no_follow,
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
         probe_at_entry: args.probe_at_entry,

@@ -4,14 +4,16 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
+        raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeError, UProbeLinkId, UProbeScope},
-        ProgramError, TracePoint, UProbe,
+        ProgramError, RawTracePoint, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    Counter, FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, StackStats, TracepointOffsets, PHASE_SEQ_USER,
+    AllocKey, Counter, FileKey, HeapTotals, KernelOffsets, LiveAlloc, StackFrames, StackStats, TracedProcess,
+    TracepointOffsets, PHASE_SEQ_USER, TRACED_HOLDABLE,
 };
 
 use std::{
@@ -33,8 +35,9 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// (program name in the object, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 17] = [
+const TRACEPOINTS: [(&str, &str, &str); 18] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
     ("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
@@ -112,6 +115,7 @@ impl std::ops::Index<Counter> for KernelCounters {
 pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<String>,
+    fork_link: Option<RawTracePointLinkId>,
     /// Links in attach order: (program name, link id).
     tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
     uprobe_links: Vec<(&'static str, UProbeLinkId)>,
@@ -136,6 +140,10 @@ fn kernel_offsets() -> Result<KernelOffsets> {
         dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
         dentry_d_name_name: btf.member_offset("dentry", "d_name")? + btf.member_offset("qstr", "name")?,
         inode_i_mode: btf.member_offset("inode", "i_mode")?,
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_exit_signal: btf.member_offset("task_struct", "exit_signal")?,
+        _pad: 0,
     })
 }
 
@@ -150,20 +158,20 @@ pub struct LoadOptions {
     pub hold_at_code: bool,
     /// Stream every allocation and free (`--events`).
     pub heap_events: bool,
+    /// Children of traced processes are traced too (the fork program).
+    pub follow_forks: bool,
+    /// memtrace is the first process's ptrace tracer (run mode): eBPF may
+    /// hold it (and the children ptrace's fork options trace with it).
+    pub holdable: bool,
 }
 
 impl Probes {
-    pub fn attach(
-        tgid: u32,
-        offsets: &TracepointOffsets,
-        load: LoadOptions,
-        warnings: &mut Warnings,
-    ) -> Result<Probes> {
+    pub fn attach(pid: u32, offsets: &TracepointOffsets, load: LoadOptions, warnings: &mut Warnings) -> Result<Probes> {
         // Offsets sys_exit_mmap needs to name a mapping's file from the fd
         // table; without them memtrace names files from /proc only.
         let kernel_offsets = kernel_offsets();
         let mut ebpf = EbpfLoader::new()
-            .override_global("TARGET_TGID", &tgid, true)
+            .override_global("FOLLOW", &u32::from(load.follow_forks), true)
             .override_global("OFFSETS", offsets, true)
             .override_global("PHASE_STOP", &u32::from(load.hold_at_markers), true)
             .override_global("CODE_STOP", &u32::from(load.hold_at_code), true)
@@ -172,7 +180,19 @@ impl Probes {
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;
         let mut attached = Vec::new();
+        // In scope before any program is attached: nothing of it is missed.
+        let flags = if load.holdable { TRACED_HOLDABLE } else { 0 };
+        let mut traced: HashMap<_, u32, TracedProcess> =
+            HashMap::try_from(ebpf.map_mut("TRACED").context("eBPF object lacks map TRACED")?)?;
+        traced.insert(pid, TracedProcess { flags, ..TracedProcess::default() }, 0).context("writing TRACED")?;
         let mut tracepoint_links = Vec::new();
+        let fork: &mut RawTracePoint = ebpf
+            .program_mut("sched_process_fork")
+            .context("eBPF object lacks program sched_process_fork")?
+            .try_into()?;
+        fork.load().context("verifier rejected sched_process_fork")?;
+        let fork_link = fork.attach("sched_process_fork").context("attaching to raw tracepoint sched_process_fork")?;
+        attached.push("raw tracepoint sched_process_fork".to_string());
         for (program, category, name) in TRACEPOINTS {
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -190,6 +210,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             attached,
+            fork_link: Some(fork_link),
             tracepoint_links,
             uprobe_links: Vec::new(),
             user_phase_marks: 0,
@@ -338,6 +359,13 @@ impl Probes {
     /// one after another took about a second, so they run in parallel.
     pub fn detach(mut self) {
         let mut links: Vec<Box<dyn Send>> = Vec::new();
+        if let Some(id) = self.fork_link.take() {
+            if let Some(Ok(tp)) = self.ebpf.program_mut("sched_process_fork").map(<&mut RawTracePoint>::try_from) {
+                if let Ok(link) = tp.take_link(id) {
+                    links.push(Box::new(link));
+                }
+            }
+        }
         for (program, id) in std::mem::take(&mut self.tracepoint_links) {
             if let Some(Ok(tp)) = self.ebpf.program_mut(program).map(<&mut TracePoint>::try_from) {
                 if let Ok(link) = tp.take_link(id) {
@@ -398,18 +426,35 @@ impl Probes {
         Ok(bytes)
     }
 
-    /// Replaces the executable mappings the eBPF unwinder searches.
-    pub fn set_exec_mappings(&mut self, mappings: &memtrace_common::ExecMappings) -> Result<()> {
+    /// Writes a mapping list the eBPF unwinder searches (UNWIND_MAPPINGS[slot])
+    /// and makes it process `pid`'s.
+    pub fn set_exec_mappings(&mut self, pid: u32, slot: u32, mappings: &memtrace_common::ExecMappings) -> Result<()> {
         let map = self.ebpf.map_mut("UNWIND_MAPPINGS").context("eBPF object lacks map UNWIND_MAPPINGS")?;
         let mut array: Array<_, memtrace_common::ExecMappings> = Array::try_from(map)?;
-        array.set(0, mappings, 0).context("writing UNWIND_MAPPINGS")?;
+        array.set(slot, mappings, 0).context("writing UNWIND_MAPPINGS")?;
+        let map = self.ebpf.map_mut("UNWIND_SLOTS").context("eBPF object lacks map UNWIND_SLOTS")?;
+        let mut slots: HashMap<_, u32, u32> = HashMap::try_from(map)?;
+        slots.insert(pid, slot, 0).context("writing UNWIND_SLOTS")?;
         Ok(())
     }
 
-    /// The allocator totals now.
+    /// Process `pid`'s slot in UNWIND_MAPPINGS (a forked child's is its parent's).
+    pub fn unwind_slot(&self, pid: u32) -> Option<u32> {
+        let map = self.ebpf.map("UNWIND_SLOTS")?;
+        HashMap::<_, u32, u32>::try_from(map).ok()?.get(&pid, 0).ok()
+    }
+
+    /// The allocator totals of the whole scope now.
     pub fn heap_totals(&self) -> Result<HeapTotals> {
         let map = self.ebpf.map("HEAP_TOTALS").context("eBPF object lacks map HEAP_TOTALS")?;
         Ok(Array::<_, HeapTotals>::try_from(map)?.get(&0, 0)?)
+    }
+
+    /// Process `pid`'s own allocator totals now (None once it has exited:
+    /// its last totals came with its exit event).
+    pub fn process_heap_totals(&self, pid: u32) -> Option<HeapTotals> {
+        let map = self.ebpf.map("TRACED")?;
+        HashMap::<_, u32, TracedProcess>::try_from(map).ok()?.get(&pid, 0).ok().map(|p| p.heap)
     }
 
     /// Allocator calls entered and not yet returned, one at most per thread
@@ -423,14 +468,15 @@ impl Probes {
     /// Every allocation the live map holds now.
     pub fn live_allocations(&self) -> Result<Vec<LiveAllocation>> {
         let map = self.ebpf.map("LIVE_ALLOCS").context("eBPF object lacks map LIVE_ALLOCS")?;
-        let live: HashMap<_, u64, LiveAlloc> = HashMap::try_from(map)?;
+        let live: HashMap<_, AllocKey, LiveAlloc> = HashMap::try_from(map)?;
         let mut out = Vec::new();
         // An entry freed while we iterate may end the walk early or be
         // skipped: the target is stopped (exit stop) or the count is a snapshot anyway.
         for entry in live.iter() {
-            let (address, a) = entry?;
+            let (key, a) = entry?;
             out.push(LiveAllocation {
-                address,
+                pid: key.pid,
+                address: key.address,
                 size: a.size,
                 ts_ns: a.ts_ns,
                 stack_id: a.stack_id,

@@ -146,6 +146,8 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         cache_index: f.field("filemap/mm_filemap_add_to_page_cache", "index", 8)?,
         cache_dev: f.field("filemap/mm_filemap_add_to_page_cache", "s_dev", 4)?,
         cache_order: f.field("filemap/mm_filemap_add_to_page_cache", "order", 1)?,
+        exit_group_dead: f.field("sched/sched_process_exit", "group_dead", 1).unwrap_or(0),
+        _pad: 0,
     })
 }
 

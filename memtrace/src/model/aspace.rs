@@ -55,7 +55,7 @@ pub struct Removed {
     pub region: Region,
 }
 
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct AddressSpace {
     /// start -> (end, region, when it was mapped: the mmap event's
     /// monotonic ns, 0 when learnt from /proc); ranges never overlap.

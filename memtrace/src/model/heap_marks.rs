@@ -48,6 +48,8 @@ impl HeapMarks {
 /// One entry of the eBPF live-allocation map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LiveAllocation {
+    /// The process it lives in.
+    pub pid: u32,
     pub address: u64,
     pub size: u64,
     pub ts_ns: u64,
@@ -113,6 +115,7 @@ mod tests {
         m.on_marker(2, String::new()); // load ended, nothing open
         m.on_marker(3, "leak".into());
         let a = |address, size, ts_ns, stack_id: u64, phase_seq| LiveAllocation {
+            pid: 1,
             address,
             size,
             ts_ns,

@@ -36,6 +36,16 @@ impl KernelHeap {
         };
     }
 
+    /// A forked child's: the same break, its own calls from zero.
+    pub fn forked(&self) -> KernelHeap {
+        KernelHeap {
+            brk_start: self.brk_start,
+            brk_now: self.brk_now,
+            brk_peak: self.brk_now.unwrap_or(0),
+            ..KernelHeap::default()
+        }
+    }
+
     /// Attach mode: the break's start and current end from /proc.
     pub fn set_start(&mut self, start_brk: u64, brk_now: Option<u64>) {
         self.brk_start = Some(start_brk);

@@ -73,12 +73,13 @@ pub struct TraceStats {
     pub mmap_failed: u64,
     pub munmap_calls: u64,
     pub munmap_failed: u64,
+    pub madvise_calls: u64,
     pub madvise_failed: u64,
+    pub mremap_calls: u64,
     pub mremap_failed: u64,
     pub execs: u64,
     /// File-backed mmaps whose file could not be identified from /proc.
     pub unresolved_file_mappings: u64,
-    pub malformed_events: u64,
     /// brk and anonymous mappings (the kernel's side of the heap).
     pub kernel_heap: KernelHeap,
 }
@@ -155,6 +156,7 @@ impl TraceStats {
     /// A mapping moved and/or resized: what was at [old, old + old_len) now
     /// spans [result, result + new_len) (MREMAP_DONTUNMAP aside).
     pub fn on_mremap(&mut self, old_addr: u64, old_len: u64, new_len: u64, result: i64) {
+        self.mremap_calls += 1;
         if result < 0 {
             self.mremap_failed += 1;
             return;
@@ -189,9 +191,20 @@ impl TraceStats {
     }
 
     pub fn on_madvise(&mut self, result: i64) {
+        self.madvise_calls += 1;
         if result < 0 {
             self.madvise_failed += 1;
         }
+    }
+
+    /// The model of a child forked now: the same mappings and files (its
+    /// own counts from zero), the same program break.
+    pub fn forked(&self) -> TraceStats {
+        let mut files = self.files.clone();
+        for f in files.values_mut() {
+            (f.mmap_calls, f.mapped_peak, f.faults) = (0, f.mapped_now, FaultCounts::default());
+        }
+        TraceStats { aspace: self.aspace.clone(), files, kernel_heap: self.kernel_heap.forked(), ..Default::default() }
     }
 
     /// A new program image replaces the whole address space.

@@ -16,7 +16,10 @@ pub struct Sample {
     pub t_s: f64,
     /// The phase path in force ("" outside every phase).
     pub phase: String,
-    /// The target's RSS counters (kernel truth, rss_stat).
+    /// Traced processes running (1 unless the target forks).
+    pub processes: u32,
+    /// The RSS counters of the traced processes running, summed (kernel
+    /// truth, rss_stat).
     pub rss_file_bytes: u64,
     pub rss_anon_bytes: u64,
     pub rss_shmem_bytes: u64,
@@ -57,8 +60,10 @@ pub struct Reading {
     pub anon_mapped_net: i64,
     pub allocs_total: u64,
     pub frees_total: u64,
-    /// (minor, major) for the process's lifetime.
+    /// (minor, major) for the processes' lifetimes (those running).
     pub faults_total: Option<(u64, u64)>,
+    /// Traced processes running.
+    pub processes: u32,
     pub files: Vec<FileLoaded>,
 }
 
@@ -115,6 +120,7 @@ impl Sampler {
         self.timeline.samples.push(Sample {
             t_s: r.t_s,
             phase: r.phase,
+            processes: r.processes,
             rss_file_bytes: r.rss_file,
             rss_anon_bytes: r.rss_anon,
             rss_shmem_bytes: r.rss_shmem,

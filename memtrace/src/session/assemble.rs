@@ -2,7 +2,7 @@
 //! aggregates, the stop capture, the probes' counters and the set-up's
 //! findings. Pure code: no kernel, no /proc (unit tests below feed it).
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -13,6 +13,7 @@ use super::{
     consumer::Consumer,
     heap_at_stop::HeapAtStop,
     heap_sampler::HeapSampler,
+    process::ProcessModel,
     setup::HeapSetup,
     stop::{BoundaryTruth, KernelTruth, StopCapture},
     target::Stop,
@@ -27,8 +28,8 @@ use crate::{
     },
     trace::{
         self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
-        HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, RegionFaults, Rss, RssSummary,
-        Trace,
+        HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, ProcessEntry, ProcessHeap,
+        RegionFaults, Rss, RssSummary, Trace,
     },
 };
 
@@ -44,7 +45,10 @@ pub struct Parts<'a> {
     pub stop: &'a Stop,
     pub consumer: &'a Consumer,
     pub counters: &'a KernelCounters,
-    pub capture: &'a StopCapture,
+    /// Each process's stop capture, by PID.
+    pub captures: &'a BTreeMap<u32, StopCapture>,
+    /// The scope's allocator totals at the end (every process's).
+    pub scope_heap: Option<HeapTotals>,
     /// Attach mode: per-file kernel truth when tracing began.
     pub start_truth: Option<&'a KernelTruth>,
     /// The kernel's count of the target's own faults over the traced
@@ -71,18 +75,63 @@ pub struct Parts<'a> {
 
 pub fn trace(p: Parts) -> Trace {
     let c = p.consumer;
-    let end_truth = p.capture.truth.as_ref().and_then(|t| t.as_ref().ok());
-    let files = file_entries(c, p.start_truth, end_truth);
-    let heap_at_stop = p.capture.heap.as_ref().and_then(|h| h.as_ref().ok());
-    let last_heap = heap_at_stop.map(|h| h.totals);
-    let (mut heap, leaks) = heap_section(c, p.heap, p.capture, heap_timeline(&p.timeline), p.heap_events);
+    let root = c.root();
+    let no_capture = StopCapture::none();
+    let capture = p.captures.get(&p.pid).unwrap_or(&no_capture);
+    let end_truth = capture.truth.as_ref().and_then(|t| t.as_ref().ok());
+    let processes: Vec<ProcessEntry> = c
+        .processes
+        .values()
+        .map(|pm| {
+            let start_truth = if pm.pid == p.pid { p.start_truth } else { None };
+            process_entry(pm, p.captures.get(&pm.pid).unwrap_or(&no_capture), start_truth, p.start_ns)
+        })
+        .collect();
+    let tree = processes.len() > 1;
+    let files = if tree { tree_files(&processes) } else { file_entries(root, p.start_truth, end_truth) };
+    let (mut heap, mut leaks) = heap_section(c, p.heap, capture, heap_timeline(&p.timeline), p.heap_events);
+    let mut leak_groups_not_listed =
+        capture.heap.as_ref().and_then(|h| h.as_ref().ok()).map_or(0, |h| h.more_leak_groups as u64);
+    let mut growth_suspects: Vec<_> =
+        capture.heap.as_ref().and_then(|h| h.as_ref().ok()).map(|h| h.growth_suspects.clone()).unwrap_or_default();
+    if tree {
+        // The scope's heap: every process's totals, leaks and suspects.
+        leaks = processes.iter().flat_map(|pe| pe.leaks.iter().cloned()).collect();
+        leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)));
+        leak_groups_not_listed = processes.iter().map(|pe| pe.leak_groups_not_listed).sum();
+        growth_suspects = p
+            .captures
+            .values()
+            .filter_map(|cap| cap.heap.as_ref()?.as_ref().ok())
+            .flat_map(|h| h.growth_suspects.clone())
+            .collect();
+        growth_suspects.sort_by_key(|g| std::cmp::Reverse(g.growth_bytes));
+        if let (Some(h), Some(totals)) = (&mut heap, p.scope_heap) {
+            if h.status == "traced" {
+                h.totals = totals;
+                h.live_bytes = processes.iter().filter_map(|pe| pe.heap.as_ref()).map(|ph| ph.live_bytes).sum();
+                h.live_allocations =
+                    processes.iter().filter_map(|pe| pe.heap.as_ref()).map(|ph| ph.live_allocations).sum();
+                h.released_by_exec_allocs = 0;
+                h.released_by_exec_bytes = 0;
+                h.peak_live_bytes = h.peak_live_bytes.max(h.live_bytes);
+                h.read_at = format!(
+                    "{} (the first process); each other process's at its own exit stop or when tracing stopped",
+                    h.read_at
+                );
+            }
+        }
+    }
+    let last_heap = heap.as_ref().map(|h| h.totals);
     if let Some(h) = &mut heap {
         h.unwind = p.unwind;
     }
-    let (exit_code, exit_signal) = match p.stop {
-        Stop::Exited(Some(e)) => (Some(e.code), e.signal),
-        _ => (None, None),
+    let exit = match p.stop {
+        Stop::Exited(Some(e)) => Some(*e),
+        _ => root.exit,
     };
+    let (exit_code, exit_signal) = exit.map_or((None, None), |e| (Some(e.code), e.signal));
+    let kernel = if tree { tree_kernel_faults(&processes) } else { kernel_faults(p.stop, p.own_faults) };
     Trace {
         format: trace::FORMAT.into(),
         version: trace::VERSION,
@@ -91,20 +140,11 @@ pub fn trace(p: Parts) -> Trace {
         started_at: trace::rfc3339_utc(p.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()),
         duration_s: p.traced_s,
         stop_reason: p.stop.reason(),
-        counters: counters(c, p.counters),
-        kernel: kernel_faults(p.stop, p.own_faults),
-        regions: c.stats.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect(),
-        rss: c.loading.rss_start.map(|start| RssSummary {
-            start: rss(start),
-            end: rss(c.loading.rss_now),
-            peak: rss(c.loading.rss_peak),
-            at_final_truth: p.capture.rss_at_truth.map(rss),
-        }),
-        final_truth: match &p.capture.truth {
-            Some(Ok(_)) => format!("read from /proc/PID/smaps {}", p.capture.moment),
-            Some(Err(e)) => e.clone(),
-            None => "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)".into(),
-        },
+        counters: scope_counters(c, p.counters),
+        kernel,
+        regions: if tree { tree_regions(&processes) } else { regions(root) },
+        rss: if tree { tree_rss(&processes, &p.timeline) } else { rss_summary(root, capture) },
+        final_truth: final_truth(capture),
         phase_markers: if p.marker_libs.is_empty() {
             p.phase_markers
         } else {
@@ -128,20 +168,207 @@ pub fn trace(p: Parts) -> Trace {
             None => "every allocation still live at the stop".into(),
         },
         leaks,
-        leak_groups_not_listed: heap_at_stop.map_or(0, |h| h.more_leak_groups as u64),
+        leak_groups_not_listed,
         growth_rule: format!(
             "allocation stacks whose live bytes grew in each of the last {} samples ({:.1} s apart; {} samples taken)",
             p.growth_window,
             HeapSampler::growth_interval_s(),
             p.growth_samples
         ),
-        growth_suspects: heap_at_stop.map(|h| h.growth_suspects.clone()).unwrap_or_default(),
+        growth_suspects,
         timeline: p.timeline,
         file_totals: FileTotals::of(&files),
         files,
         sources: trace::default_sources(),
         warnings: p.warnings,
+        processes,
     }
+}
+
+fn final_truth(capture: &StopCapture) -> String {
+    match &capture.truth {
+        Some(Ok(_)) => format!("read from /proc/PID/smaps {}", capture.moment),
+        Some(Err(e)) => e.clone(),
+        None => {
+            "none: the target exited before memtrace could read /proc/PID/smaps (its mappings were already torn down)"
+                .into()
+        }
+    }
+}
+
+fn regions(p: &ProcessModel) -> Vec<RegionFaults> {
+    p.stats.regions.iter().map(|(r, f)| RegionFaults { region: r.clone(), faults: *f }).collect()
+}
+
+fn rss_summary(p: &ProcessModel, capture: &StopCapture) -> Option<RssSummary> {
+    p.loading.rss_start.map(|start| RssSummary {
+        start: rss(start),
+        end: rss(p.loading.rss_now),
+        peak: rss(p.loading.rss_peak),
+        at_final_truth: capture.rss_at_truth.map(rss),
+    })
+}
+
+/// One process's own figures.
+fn process_entry(
+    pm: &ProcessModel,
+    capture: &StopCapture,
+    start_truth: Option<&KernelTruth>,
+    start_ns: u64,
+) -> ProcessEntry {
+    let end_truth = capture.truth.as_ref().and_then(|t| t.as_ref().ok());
+    let files = file_entries(pm, start_truth, end_truth);
+    let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let heap_at_stop = capture.heap.as_ref().and_then(|h| h.as_ref().ok());
+    let heap = capture.heap.as_ref().map(|h| match h {
+        Ok(h) => ProcessHeap {
+            read_at: capture.moment.heap_read_at().into(),
+            live_bytes: h.totals.live_bytes() - h.released_by_exec.1 as i64,
+            live_allocations: h.live_allocations,
+            totals: h.totals,
+        },
+        Err(e) => ProcessHeap { read_at: format!("could not be read: {e}"), ..ProcessHeap::default() },
+    });
+    ProcessEntry {
+        pid: pm.pid,
+        parent: pm.parent,
+        command: pm.command.clone(),
+        started_s: secs(pm.started_ns.max(start_ns)),
+        ended_s: pm.ended.map(|e| secs(e.ts_ns)),
+        exit_code: pm.exit.map(|e| e.code),
+        exit_signal: pm.exit.and_then(|e| e.signal),
+        final_truth: final_truth(capture),
+        counters: process_counters(pm),
+        kernel: capture.kernel_faults.map(|(minor, major)| KernelFaults {
+            source: format!("/proc/PID/stat {}: its own faults", capture.moment),
+            minor_faults: minor,
+            major_faults: major,
+        }),
+        regions: regions(pm),
+        rss: rss_summary(pm, capture),
+        heap,
+        leaks: heap_at_stop.map(|h| h.leaks.clone()).unwrap_or_default(),
+        leak_groups_not_listed: heap_at_stop.map_or(0, |h| h.more_leak_groups as u64),
+        file_totals: FileTotals::of(&files),
+        files,
+    }
+}
+
+/// The tree's files: each file once, with the processes' figures summed
+/// (their RSS for it is what `top` adds up; a page mapped by several
+/// counts in each), evictions once (every process mapping the file sees
+/// the same eviction).
+fn tree_files(processes: &[ProcessEntry]) -> Vec<FileEntry> {
+    let mut by_file: BTreeMap<(u32, u32, u64), FileEntry> = BTreeMap::new();
+    for f in processes.iter().flat_map(|pe| &pe.files) {
+        match by_file.entry((f.device_major, f.device_minor, f.inode)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(f.clone());
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => merge_file(o.get_mut(), f),
+        }
+    }
+    let mut files: Vec<FileEntry> = by_file.into_values().collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.measured_loaded_bytes));
+    files
+}
+
+fn merge_file(into: &mut FileEntry, f: &FileEntry) {
+    let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    };
+    into.mapped_bytes += f.mapped_bytes;
+    into.mapped_at_end_bytes += f.mapped_at_end_bytes;
+    into.mmap_calls += f.mmap_calls;
+    for (a, b) in [
+        (&mut into.page_faults.total, f.page_faults.total),
+        (&mut into.page_faults.read, f.page_faults.read),
+        (&mut into.page_faults.write, f.page_faults.write),
+        (&mut into.page_faults.exec, f.page_faults.exec),
+        (&mut into.measured_loaded_bytes, f.measured_loaded_bytes),
+        (&mut into.measured_resident_bytes, f.measured_resident_bytes),
+        (&mut into.peak_resident_bytes, f.peak_resident_bytes),
+        (&mut into.unloaded_bytes, f.unloaded_bytes),
+        (&mut into.fault_around_bytes, f.fault_around_bytes),
+        (&mut into.read_from_disk_bytes, f.read_from_disk_bytes),
+        (&mut into.cache_added_other_bytes, f.cache_added_other_bytes),
+        (&mut into.fault_ranges_bytes, f.fault_ranges_bytes),
+        (&mut into.estimates.rss_growth_bytes, f.estimates.rss_growth_bytes),
+        (&mut into.estimates.capped_growth_bytes, f.estimates.capped_growth_bytes),
+    ] {
+        *a += b;
+    }
+    into.evicted_bytes = into.evicted_bytes.max(f.evicted_bytes);
+    into.resident_at_start_bytes = add(into.resident_at_start_bytes, f.resident_at_start_bytes);
+    into.resident_at_start_pagemap_bytes = add(into.resident_at_start_pagemap_bytes, f.resident_at_start_pagemap_bytes);
+    into.kernel_rss_bytes = add(into.kernel_rss_bytes, f.kernel_rss_bytes);
+    into.kernel_pagemap_bytes = add(into.kernel_pagemap_bytes, f.kernel_pagemap_bytes);
+    // The estimates judged against the tree's sum, as a monitor of the
+    // whole tree would be.
+    let truth = match into.kernel_rss_bytes {
+        Some(k) if into.mapped_at_end_bytes > 0 => k,
+        _ => into.peak_resident_bytes,
+    };
+    let e = &mut into.estimates;
+    e.fixed_ratio_error_bytes = e.fixed_ratio_bytes as i64 - truth as i64;
+    e.rss_growth_error_bytes = e.rss_growth_bytes as i64 - truth as i64;
+    e.capped_growth_error_bytes = e.capped_growth_bytes as i64 - truth as i64;
+}
+
+/// The kernel's fault counts summed over the processes that have one.
+fn tree_kernel_faults(processes: &[ProcessEntry]) -> Option<KernelFaults> {
+    let counted: Vec<&KernelFaults> = processes.iter().filter_map(|pe| pe.kernel.as_ref()).collect();
+    (!counted.is_empty()).then(|| KernelFaults {
+        source: format!(
+            "/proc/PID/stat of {} of the {} traced processes, each read at its exit stop or when tracing stopped, summed",
+            counted.len(),
+            processes.len()
+        ),
+        minor_faults: counted.iter().map(|k| k.minor_faults).sum(),
+        major_faults: counted.iter().map(|k| k.major_faults).sum(),
+    })
+}
+
+fn tree_regions(processes: &[ProcessEntry]) -> Vec<RegionFaults> {
+    let mut by_region: BTreeMap<String, crate::model::stats::FaultCounts> = BTreeMap::new();
+    for r in processes.iter().flat_map(|pe| &pe.regions) {
+        let f = by_region.entry(r.region.clone()).or_default();
+        (f.total, f.read, f.write, f.exec) =
+            (f.total + r.faults.total, f.read + r.faults.read, f.write + r.faults.write, f.exec + r.faults.exec);
+    }
+    by_region.into_iter().map(|(region, faults)| RegionFaults { region, faults }).collect()
+}
+
+/// The tree's RSS: the first process's at the start; the processes' sum
+/// at the end and at their final truth; the peak of the sum as sampled.
+fn tree_rss(processes: &[ProcessEntry], timeline: &Timeline) -> Option<RssSummary> {
+    let first = processes.iter().find(|pe| pe.parent.is_none()).and_then(|pe| pe.rss.as_ref())?;
+    let sum = |pick: fn(&RssSummary) -> Option<Rss>| {
+        processes.iter().filter_map(|pe| pe.rss.as_ref().and_then(pick)).fold(None, |acc: Option<Rss>, r| {
+            let a = acc.unwrap_or_default();
+            Some(Rss {
+                file_bytes: a.file_bytes + r.file_bytes,
+                anon_bytes: a.anon_bytes + r.anon_bytes,
+                shmem_bytes: a.shmem_bytes + r.shmem_bytes,
+                swap_bytes: a.swap_bytes + r.swap_bytes,
+            })
+        })
+    };
+    let end = sum(|r| Some(r.end)).unwrap_or_default();
+    let sampled_peak =
+        timeline.samples.iter().max_by_key(|s| s.rss_file_bytes + s.rss_anon_bytes + s.rss_shmem_bytes).map(|s| Rss {
+            file_bytes: s.rss_file_bytes,
+            anon_bytes: s.rss_anon_bytes,
+            shmem_bytes: s.rss_shmem_bytes,
+            swap_bytes: 0,
+        });
+    Some(RssSummary {
+        start: first.start,
+        end,
+        peak: sampled_peak.unwrap_or(first.peak),
+        at_final_truth: sum(|r| r.at_final_truth),
+    })
 }
 
 /// The kernel's own fault accounting, to check the measured faults against.
@@ -162,17 +389,60 @@ fn kernel_faults(stop: &Stop, own: Option<(u64, u64, &'static str)>) -> Option<K
     }
 }
 
-fn counters(c: &Consumer, k: &KernelCounters) -> Counters {
-    let s = &c.stats;
+/// The scope's counters: the in-kernel ones, and the processes' sums.
+fn scope_counters(c: &Consumer, k: &KernelCounters) -> Counters {
+    let mut sum = Counters::default();
+    for pm in c.processes.values() {
+        let p = process_counters(pm);
+        for (a, b) in [
+            (&mut sum.page_faults_seen, p.page_faults_seen),
+            (&mut sum.page_faults_kernel_mode, p.page_faults_kernel_mode),
+            (&mut sum.page_faults_read, p.page_faults_read),
+            (&mut sum.page_faults_write, p.page_faults_write),
+            (&mut sum.page_faults_exec, p.page_faults_exec),
+            (&mut sum.mmap_failed, p.mmap_failed),
+            (&mut sum.munmap_failed, p.munmap_failed),
+            (&mut sum.madvise_failed, p.madvise_failed),
+            (&mut sum.mremap_failed, p.mremap_failed),
+            (&mut sum.execs, p.execs),
+            (&mut sum.unattributed_faults, p.unattributed_faults),
+            (&mut sum.unresolved_file_mappings, p.unresolved_file_mappings),
+            (&mut sum.unattributed_file_loaded_bytes, p.unattributed_file_loaded_bytes),
+            (&mut sum.unattributed_file_unloaded_bytes, p.unattributed_file_unloaded_bytes),
+            (&mut sum.file_rss_released_at_exit_bytes, p.file_rss_released_at_exit_bytes),
+        ] {
+            *a += b;
+        }
+    }
     Counters {
         page_faults: k[Counter::PageFaults],
         mmap_calls: k[Counter::MmapCalls],
         munmap_calls: k[Counter::MunmapCalls],
         madvise_calls: k[Counter::MadviseCalls],
-        madvise_failed: s.madvise_failed,
         mremap_calls: k[Counter::MremapCalls],
-        mremap_failed: s.mremap_failed,
         ringbuf_drops: k[Counter::RingbufDrops],
+        syscalls_lost: k[Counter::PendingFull],
+        eviction_watch_full: k[Counter::WatchFull],
+        processes_not_traced: k[Counter::TracedFull],
+        forks_unread: k[Counter::ForkUnread],
+        malformed_events: c.malformed_events,
+        stray_events: c.stray_events,
+        ..sum
+    }
+}
+
+/// One process's counters, from the events seen in its context (the
+/// in-kernel counters are the scope's: its own event counts stand in).
+fn process_counters(pm: &ProcessModel) -> Counters {
+    let (s, l) = (&pm.stats, &pm.loading);
+    Counters {
+        page_faults: s.faults.total - s.kernel_mode_faults,
+        mmap_calls: s.mmap_calls,
+        munmap_calls: s.munmap_calls,
+        madvise_calls: s.madvise_calls,
+        madvise_failed: s.madvise_failed,
+        mremap_calls: s.mremap_calls,
+        mremap_failed: s.mremap_failed,
         page_faults_seen: s.faults.total,
         page_faults_kernel_mode: s.kernel_mode_faults,
         page_faults_read: s.faults.read,
@@ -181,14 +451,12 @@ fn counters(c: &Consumer, k: &KernelCounters) -> Counters {
         mmap_failed: s.mmap_failed,
         munmap_failed: s.munmap_failed,
         execs: s.execs,
-        syscalls_lost: k[Counter::PendingFull],
-        eviction_watch_full: k[Counter::WatchFull],
         unattributed_faults: s.unattributed_faults,
         unresolved_file_mappings: s.unresolved_file_mappings,
-        malformed_events: s.malformed_events,
-        unattributed_file_loaded_bytes: c.loading.unattributed_loaded_bytes,
-        unattributed_file_unloaded_bytes: c.loading.unattributed_unloaded_bytes,
-        file_rss_released_at_exit_bytes: c.loading.released_at_exit_bytes,
+        unattributed_file_loaded_bytes: l.unattributed_loaded_bytes,
+        unattributed_file_unloaded_bytes: l.unattributed_unloaded_bytes,
+        file_rss_released_at_exit_bytes: l.released_at_exit_bytes,
+        ..Counters::default()
     }
 }
 
@@ -216,7 +484,7 @@ fn heap_timeline(timeline: &Timeline) -> Vec<HeapSample> {
 
 /// One entry per file the target mapped, joining the mapping statistics, the
 /// measured loading, the kernel truth and the estimates.
-fn file_entries(c: &Consumer, start: Option<&KernelTruth>, end: Option<&KernelTruth>) -> Vec<FileEntry> {
+fn file_entries(c: &ProcessModel, start: Option<&KernelTruth>, end: Option<&KernelTruth>) -> Vec<FileEntry> {
     let all_files_size: u64 = c.stats.files.values().filter_map(|f| f.size_bytes).sum();
     // A monitor samples RSS while the program runs; give it its best case:
     // the growth from the start to the peak of the RSS total.
@@ -304,7 +572,7 @@ fn heap_section(
             return (Some(heap), vec![]);
         }
     };
-    let k = &c.stats.kernel_heap;
+    let k = &c.root().stats.kernel_heap;
     let allocator =
         setup.iter().map(|(a, _)| format!("{}: {}", a.path.display(), a.how)).collect::<Vec<_>>().join("; ");
     let mut heap = Heap {
@@ -316,9 +584,9 @@ fn heap_section(
                 path: a.path.display().to_string(),
                 found_by: a.how.clone(),
                 mapped: c
-                    .stats
-                    .files
+                    .processes
                     .values()
+                    .flat_map(|p| p.stats.files.values())
                     .any(|f| Path::new(f.path.strip_suffix(" (deleted)").unwrap_or(&f.path)) == a.path),
             })
             .collect(),
@@ -380,7 +648,7 @@ fn phase_entries(
     last_heap: Option<&HeapTotals>,
 ) -> Vec<PhaseEntry> {
     let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
-    let path_of = |id: &FileId| c.stats.files.get(id).map_or_else(|| id.placeholder_name(), |f| f.path.clone());
+    let path_of = |id: &FileId| c.known_file(*id).path;
     c.phases
         .done
         .iter()
@@ -435,19 +703,19 @@ mod tests {
     use crate::session::{consumer::recorded, setup::HeapUntraced, stop::Moment};
     use crate::target::child::ChildExit;
 
-    fn assemble(capture: &StopCapture, stop: &Stop, heap: HeapSetup) -> Trace {
+    fn assemble(capture: StopCapture, stop: &Stop, heap: HeapSetup) -> Trace {
         assemble_with(capture, stop, heap, None)
     }
 
     fn assemble_with(
-        capture: &StopCapture,
+        capture: StopCapture,
         stop: &Stop,
         heap: HeapSetup,
         own_faults: Option<(u64, u64, &'static str)>,
     ) -> Trace {
         let (mut c, _) = recorded::consumer();
         for e in recorded::events() {
-            c.on_event(e);
+            c.on_event(recorded::PID, e);
         }
         let mut slots = [0u64; Counter::COUNT];
         slots[Counter::PageFaults as usize] = 2;
@@ -463,7 +731,8 @@ mod tests {
             stop,
             consumer: &c,
             counters: &counters,
-            capture,
+            captures: &BTreeMap::from([(recorded::PID, capture)]),
+            scope_heap: None,
             start_truth: None,
             own_faults,
             phase_truth: false,
@@ -488,6 +757,7 @@ mod tests {
             moment: Moment::ExitStop,
             truth: Some(Ok(KernelTruth { smaps, pagemap: None })),
             rss_at_truth: Some(RssCounters { file: 68 << 10, ..Default::default() }),
+            kernel_faults: Some((9, 1)),
             heap: None,
         }
     }
@@ -495,7 +765,7 @@ mod tests {
     #[test]
     fn a_run_to_its_exit_joins_measurement_kernel_truth_and_estimates_per_file() {
         let exit = ChildExit { code: 3, signal: None, minflt: 10, majflt: 2 };
-        let t = assemble(&exit_capture(), &Stop::Exited(Some(exit)), Err(HeapUntraced::NoAllocator("no glibc".into())));
+        let t = assemble(exit_capture(), &Stop::Exited(Some(exit)), Err(HeapUntraced::NoAllocator("no glibc".into())));
         assert_eq!((t.mode, t.target.exit_code, t.stop_reason.as_str()), (Mode::Run, Some(3), "target exited"));
         assert_eq!(
             t.final_truth,
@@ -507,7 +777,7 @@ mod tests {
         );
         // With its own count read at the exit stop, that is the kernel's count.
         let own = assemble_with(
-            &exit_capture(),
+            exit_capture(),
             &Stop::Exited(Some(exit)),
             Ok(vec![]),
             Some((7, 1, "/proc/PID/stat at the exit stop")),
@@ -536,9 +806,9 @@ mod tests {
 
     #[test]
     fn without_an_exit_stop_there_is_no_truth_and_the_kernel_counts_come_from_stat() {
-        let capture = StopCapture { moment: Moment::AfterExit, truth: None, rss_at_truth: None, heap: None };
+        let capture = StopCapture::none();
         let t = assemble_with(
-            &capture,
+            capture,
             &Stop::Exited(None),
             Ok(vec![]),
             Some((5, 0, "/proc/PID/stat: the change while traced")),
@@ -549,7 +819,7 @@ mod tests {
         assert_eq!((f.kernel_rss_bytes, f.estimates.reference.as_str()), (None, "peak_resident_bytes"));
         let heap = t.heap.unwrap();
         assert_eq!((heap.status.as_str(), heap.read_at.as_str()), ("traced", "never read"));
-        let stopped = assemble(&exit_capture(), &Stop::Duration(Duration::from_secs(2)), Ok(vec![]));
+        let stopped = assemble(exit_capture(), &Stop::Duration(Duration::from_secs(2)), Ok(vec![]));
         assert_eq!(stopped.stop_reason, "--duration 2 s elapsed");
     }
 }

@@ -3,24 +3,24 @@
 //! name, the program break after exec, a phase name the kernel could not
 //! read) go through [`ProcReader`], so unit tests replay recorded events
 //! against recorded /proc answers.
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use aya::maps::{MapData, RingBuf};
 use memtrace_common::{HeapTotals, PHASE_NAME_MAX};
 
+use super::process::ProcessModel;
 use crate::{
-    decode::Event,
+    decode::{self, Event},
     model::{
         aspace::FileId,
         heap_marks::HeapMarks,
-        loading::Loading,
+        loading::RssCounters,
         phases::{FileCounts, Phases, Totals},
-        stats::{FileInfo, TraceStats},
+        stats::FileInfo,
         timeline::{FileLoaded, Reading},
     },
     output::events_log::EventLog,
     procfs::{self, Snapshot},
-    symbolize::FileMapping,
 };
 
 /// What the consumer asks /proc while dispatching events.
@@ -38,6 +38,10 @@ pub trait ProcReader {
     /// The file `id` named from its path within its filesystem (read in
     /// eBPF at mmap time), checked to be that very file.
     fn resolve_file(&self, id: FileId, fs_path: &str) -> Option<FileInfo>;
+    /// The kernel's RSS counters now.
+    fn rss_counters(&self) -> Option<RssCounters>;
+    /// The command line.
+    fn command_line(&self) -> Option<String>;
 }
 
 /// The live target's /proc.
@@ -62,72 +66,76 @@ impl ProcReader for LiveProc {
     fn resolve_file(&self, id: FileId, fs_path: &str) -> Option<FileInfo> {
         procfs::resolve_file(self.0, id, fs_path)
     }
+    fn rss_counters(&self) -> Option<RssCounters> {
+        procfs::rss_counters(self.0)
+    }
+    fn command_line(&self) -> Option<String> {
+        procfs::command_line(self.0)
+    }
 }
 
+impl LiveProc {
+    /// Every process's /proc, for the consumer to make at a fork.
+    pub fn factory() -> ProcFor {
+        Box::new(|pid| Box::new(LiveProc(pid)))
+    }
+}
+
+/// Makes the /proc reader of a process the consumer meets (a fork).
+pub type ProcFor = Box<dyn Fn(u32) -> Box<dyn ProcReader>>;
+
 pub struct Consumer {
+    /// The first process traced (the command run, or the PID attached to).
     pub pid: u32,
-    proc: Box<dyn ProcReader>,
-    pub stats: TraceStats,
-    pub loading: Loading,
+    /// Every process traced so far, by PID (exited ones stay).
+    pub processes: BTreeMap<u32, ProcessModel>,
+    proc_for: ProcFor,
     pub phases: Phases,
     pub heap_marks: HeapMarks,
-    /// The kernel's file identity of each thread's mmap in progress (and
-    /// whether the fd is a character device), and its path in its filesystem.
-    mmap_file: HashMap<u32, (i64, FileId, bool)>,
-    mmap_path: HashMap<u32, (i64, String, bool)>,
-    /// When each thread's munmap, madvise or mremap in progress began.
-    range_entered_ns: HashMap<u32, u64>,
-    /// Pages found outside every mapping at the latest /proc re-read: another
-    /// fault there does not trigger a new re-read (mappings the events did
-    /// not describe, e.g. the kernel's own in execve).
-    unknown_pages: HashSet<u64>,
-    /// Timestamp of the latest phase marker of the main thread: where a
-    /// `--phase-truth` stop belongs.
-    pub last_main_marker_ns: Option<u64>,
     /// `--events`: the allocation stream's file.
     pub events: Option<EventLog>,
     /// `--phase-fn` phase names, by function index - 1.
     phase_fn_names: Vec<String>,
-    /// When the target last called execve (allocations before it died with that image).
-    pub last_exec_ns: u64,
-    /// The target's file mappings at the latest /proc read: allocation
-    /// stacks are symbolized with them if the target is gone at stop.
-    pub mappings: Vec<FileMapping>,
-    /// An exec or an executable file mapping was seen since the session last
-    /// refreshed the unwind tables.
-    pub exec_mapped: bool,
+    pub malformed_events: u64,
+    /// Records naming a process the consumer never saw begin (none expected).
+    pub stray_events: u64,
+    /// Processes forked since the session last took them (their probes go in).
+    pub forked: Vec<u32>,
 }
 
 impl Consumer {
-    pub fn new(pid: u32, proc: Box<dyn ProcReader>, phase_fn_names: Vec<String>, events: Option<EventLog>) -> Self {
+    pub fn new(pid: u32, proc_for: ProcFor, phase_fn_names: Vec<String>, events: Option<EventLog>) -> Self {
+        let root = ProcessModel::new(pid, None, 0, proc_for(pid));
         Consumer {
             pid,
-            proc,
-            stats: TraceStats::default(),
-            loading: Loading::default(),
+            processes: BTreeMap::from([(pid, root)]),
+            proc_for,
             phases: Phases::default(),
             heap_marks: HeapMarks::default(),
-            mmap_file: HashMap::new(),
-            mmap_path: HashMap::new(),
-            range_entered_ns: HashMap::new(),
-            unknown_pages: HashSet::new(),
-            last_main_marker_ns: None,
             events,
             phase_fn_names,
-            last_exec_ns: 0,
-            mappings: Vec::new(),
-            exec_mapped: false,
+            malformed_events: 0,
+            stray_events: 0,
+            forked: Vec::new(),
         }
     }
 
-    /// Re-reads the maps file: the model, and the mappings kept for
-    /// symbolizing stacks if the target is gone at stop.
-    pub fn sync(&mut self) {
-        if let Some(snap) = self.proc.snapshot() {
-            self.mappings = snap.mappings;
-            self.stats.sync(snap.vmas, snap.files);
-        }
-        self.unknown_pages.clear();
+    /// The first process traced.
+    pub fn root(&self) -> &ProcessModel {
+        &self.processes[&self.pid]
+    }
+
+    pub fn root_mut(&mut self) -> &mut ProcessModel {
+        self.processes.get_mut(&self.pid).expect("the root process is never removed")
+    }
+
+    pub fn process_mut(&mut self, pid: u32) -> Option<&mut ProcessModel> {
+        self.processes.get_mut(&pid)
+    }
+
+    /// Processes still running.
+    pub fn alive(&self) -> impl Iterator<Item = &ProcessModel> {
+        self.processes.values().filter(|p| p.alive())
     }
 
     /// Every record in the ring buffer now.
@@ -139,94 +147,33 @@ impl Consumer {
 
     /// One raw record.
     pub fn feed(&mut self, bytes: &[u8]) {
-        match Event::decode(bytes) {
-            Ok(event) => self.on_event(event),
-            Err(_) => self.stats.malformed_events += 1,
+        match (decode::pid_of(bytes), Event::decode(bytes)) {
+            (Some(pid), Ok(event)) => self.on_event(pid, event),
+            _ => self.malformed_events += 1,
         }
     }
 
-    /// One decoded event into the aggregators.
-    pub fn on_event(&mut self, event: Event) {
+    /// One decoded event of process `pid` into the aggregators.
+    pub fn on_event(&mut self, pid: u32, event: Event) {
         match event {
-            Event::MmapPath { tid, result, path, complete, .. } => {
-                self.mmap_path.insert(tid, (result, path, complete));
-            }
-            Event::MmapFile { tid, result, file, char_device, .. } => {
-                self.mmap_file.insert(tid, (result, file, char_device));
-            }
-            Event::Mmap { ts_ns, tid, result, len, prot, flags, fd, .. } => {
-                const PROT_EXEC: u64 = 4;
-                self.exec_mapped |= result >= 0 && fd >= 0 && prot & PROT_EXEC != 0;
-                // The kernel named the file as the mapping was made (device,
-                // inode, path in its filesystem). /proc names it only if the
-                // same file is still there: by now another may be mapped at
-                // the address. Never /proc/PID/fd/FD: the fd may name another file.
-                let ident = self.mmap_file.remove(&tid).filter(|(r, ..)| *r == result);
-                let kernel_path =
-                    self.mmap_path.remove(&tid).filter(|(r, _, complete)| *r == result && *complete).map(|(_, p, _)| p);
-                let from_proc = (result >= 0 && fd >= 0).then(|| self.proc.file_at(result as u64)).flatten();
-                let file = match (from_proc, ident) {
-                    (Some(info), None) => Some(info),
-                    (Some(info), Some((_, id, _))) if info.id == id => Some(info),
-                    // A device's mmap may map a file of its own (a shared
-                    // /dev/zero mapping is a shmem file): /proc names what is mapped.
-                    (Some(info), Some((_, _, true))) => Some(info),
-                    (_, Some((_, id, _))) => Some(self.named_file(id, kernel_path.as_deref())),
-                    (None, None) => None,
-                };
-                self.stats.on_mmap(ts_ns, result, len, flags, fd, file);
-            }
-            Event::RangeEnter { ts_ns, tid, addr, len, .. } => {
-                self.range_entered_ns.insert(tid, ts_ns);
-                self.loading.on_range_enter(tid, self.stats.files_in(addr, len));
-            }
-            Event::Mremap { tid, old_addr, old_len, new_len, result, .. } => {
-                self.range_entered_ns.remove(&tid);
-                self.stats.on_mremap(old_addr, old_len, new_len, result);
-                self.loading.on_range_exit(tid);
-            }
-            Event::Madvise { tid, result, .. } => {
-                self.range_entered_ns.remove(&tid);
-                self.stats.on_madvise(result);
-                self.loading.on_range_exit(tid);
-            }
-            Event::Munmap { tid, addr, len, result, .. } => {
-                let entered = self.range_entered_ns.remove(&tid);
-                self.stats.on_munmap(addr, len, result, entered);
-                self.loading.on_range_exit(tid);
-            }
-            Event::PageFault { tid, address, access, kernel_mode, .. } => {
-                if kernel_mode {
-                    self.stats.kernel_mode_faults += 1;
-                }
-                self.on_fault(tid, address, access);
-            }
-            Event::Exec { ts_ns, .. } => {
-                self.last_exec_ns = ts_ns;
-                self.exec_mapped = true;
-                self.stats.on_exec();
-                self.stats.kernel_heap.on_exec(self.proc.brk_start());
-                self.loading.on_exec();
-                self.sync();
-            }
-            Event::Phase { ts_ns, tid, begin, name, seq, function, name_at } => {
+            Event::Phase { ts_ns, tid, begin, ref name, seq, function, name_at } => {
                 let name = match (function, name_at) {
                     (0, Some(addr)) => self
-                        .proc
-                        .c_string(addr, PHASE_NAME_MAX - 1)
+                        .processes
+                        .get(&pid)
+                        .and_then(|p| p.c_string(addr, PHASE_NAME_MAX - 1))
                         .unwrap_or_else(|| format!("[unreadable name at {addr:#x}]")),
-                    (0, None) => name,
+                    (0, None) => name.clone(),
                     (f, _) => {
                         self.phase_fn_names.get(f as usize - 1).cloned().unwrap_or_else(|| format!("[phase-fn {f}]"))
                     }
                 };
-                if tid == self.pid {
-                    self.last_main_marker_ns = Some(ts_ns);
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.on_event(Event::Phase { ts_ns, tid, begin, name: String::new(), seq, function, name_at });
                 }
                 self.phase(begin, name, ts_ns, seq);
             }
             Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
-            Event::Brk { brk, .. } => self.stats.on_brk(brk),
             Event::Alloc { ts_ns, tid, address, size, stack_id, phase_seq } => {
                 if let Some(log) = &mut self.events {
                     log.on_alloc(ts_ns, tid, address, size, stack_id, phase_seq);
@@ -237,27 +184,26 @@ impl Consumer {
                     log.on_free(ts_ns, tid, address, size, stack_id);
                 }
             }
-            Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
-            Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
-            Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
-            Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
-            Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
-        }
-    }
-
-    fn on_fault(&mut self, tid: u32, address: u64, access: crate::decode::FaultAccess) {
-        // Outside every known mapping, or in a file mapping whose file could
-        // not be named when its mmap was read (it had moved or gone by then):
-        // the maps file says what is there now.
-        let unsure = |s: &TraceStats| !s.knows(address) || s.is_unresolved(address);
-        if unsure(&self.stats) && !self.unknown_pages.contains(&(address >> 12)) {
-            self.sync();
-            if unsure(&self.stats) {
-                self.unknown_pages.insert(address >> 12);
+            Event::ProcessFork { ts_ns, child, .. } => {
+                let Some(parent) = self.processes.get(&pid) else {
+                    self.stray_events += 1;
+                    return;
+                };
+                let model = ProcessModel::forked(parent, child, ts_ns, (self.proc_for)(child));
+                self.processes.insert(child, model);
+                self.forked.push(child);
             }
+            // An eviction by another task: every process mapping the file.
+            Event::PageCacheDelete { .. } if pid == 0 => {
+                for p in self.processes.values_mut() {
+                    p.on_event(event.clone());
+                }
+            }
+            event => match self.processes.get_mut(&pid) {
+                Some(p) => p.on_event(event),
+                None => self.stray_events += 1,
+            },
         }
-        let file = self.stats.on_fault(address, access);
-        self.loading.on_fault(tid, file);
     }
 
     /// A phase boundary from any source: marker, `--phase-fn`, `memtrace mark`.
@@ -271,56 +217,66 @@ impl Consumer {
         self.heap_marks.on_marker(seq, self.phases.current_path());
     }
 
-    /// The file `id`, named as known, else from the path the kernel gave
-    /// at mmap time, else by device and inode.
-    fn named_file(&self, id: FileId, kernel_path: Option<&str>) -> FileInfo {
-        let known = self.known_file(id);
-        if known.path != id.placeholder_name() {
-            return known;
-        }
-        kernel_path.and_then(|p| self.proc.resolve_file(id, p)).unwrap_or(known)
-    }
-
-    /// A file known by identity only: its path if seen before, else its
-    /// device and inode until /proc shows its name.
-    pub fn known_file(&self, id: FileId) -> FileInfo {
-        match self.stats.files.get(&id) {
-            Some(f) => FileInfo { id, path: f.path.clone(), size_bytes: f.size_bytes },
-            None => FileInfo { id, path: id.placeholder_name(), size_bytes: None },
-        }
-    }
-
-    /// Running totals for phase accounting.
+    /// Running totals of the whole scope for phase accounting.
     pub fn totals(&self) -> Totals {
-        Totals {
-            files: self
-                .loading
-                .files
-                .iter()
-                .map(|(id, l)| {
-                    let counts = FileCounts {
-                        loaded: l.loaded_bytes,
-                        fault_around: l.fault_around_bytes,
-                        read_from_disk: l.read_from_disk_bytes,
-                        unloaded: l.unloaded_bytes,
-                    };
-                    (*id, counts)
-                })
-                .collect(),
-            page_faults: self.stats.faults.total,
-            anon_rss: self.loading.rss_now.anon,
+        let mut totals = Totals::default();
+        for p in self.processes.values() {
+            for (id, l) in &p.loading.files {
+                let f: &mut FileCounts = totals.files.entry(*id).or_default();
+                f.loaded += l.loaded_bytes;
+                f.fault_around += l.fault_around_bytes;
+                f.read_from_disk += l.read_from_disk_bytes;
+                f.unloaded += l.unloaded_bytes;
+            }
+            totals.page_faults += p.stats.faults.total;
+            if p.alive() {
+                totals.anon_rss += p.loading.rss_now.anon;
+            }
         }
+        totals
     }
 
-    /// What the timeline and the live view sample now.
+    /// A file by identity, named as the first process that knows it names it.
+    pub fn known_file(&self, id: FileId) -> FileInfo {
+        let mut placeholder = None;
+        for p in self.processes.values() {
+            let info = p.known_file(id);
+            if info.path != id.placeholder_name() {
+                return info;
+            }
+            placeholder.get_or_insert(info);
+        }
+        placeholder.unwrap_or(FileInfo { id, path: id.placeholder_name(), size_bytes: None })
+    }
+
+    /// What the timeline and the live view sample now: the scope's sums
+    /// (RSS of the processes running now).
     pub fn reading(&self, t_s: f64, heap: Option<&HeapTotals>) -> Reading {
-        let rss = self.loading.rss_now;
-        let mut files: Vec<FileLoaded> = self
-            .loading
-            .files
-            .iter()
-            .filter(|(_, l)| l.loaded_bytes > 0)
-            .map(|(id, l)| FileLoaded { path: self.known_file(*id).path, loaded_bytes: l.loaded_bytes })
+        let mut rss = RssCounters::default();
+        let (mut brk_heap, mut anon_mapped_net) = (0, 0);
+        let mut loaded: BTreeMap<FileId, u64> = BTreeMap::new();
+        let mut faults: Option<(u64, u64)> = None;
+        for p in self.processes.values() {
+            for (id, l) in &p.loading.files {
+                *loaded.entry(*id).or_default() += l.loaded_bytes;
+            }
+            if !p.alive() {
+                continue;
+            }
+            let now = p.loading.rss_now;
+            (rss.file, rss.anon, rss.shmem, rss.swap) =
+                (rss.file + now.file, rss.anon + now.anon, rss.shmem + now.shmem, rss.swap + now.swap);
+            brk_heap += p.stats.kernel_heap.brk_bytes();
+            anon_mapped_net += p.stats.kernel_heap.anon_net_bytes();
+            if let Some((minor, major)) = p.kernel_faults() {
+                let f = faults.get_or_insert((0, 0));
+                (f.0, f.1) = (f.0 + minor, f.1 + major);
+            }
+        }
+        let mut files: Vec<FileLoaded> = loaded
+            .into_iter()
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(|(id, loaded_bytes)| FileLoaded { path: self.known_file(id).path, loaded_bytes })
             .collect();
         files.sort_by_key(|f| std::cmp::Reverse(f.loaded_bytes));
         Reading {
@@ -330,13 +286,19 @@ impl Consumer {
             rss_anon: rss.anon,
             rss_shmem: rss.shmem,
             heap_live: heap.map(HeapTotals::live_bytes),
-            brk_heap: self.stats.kernel_heap.brk_bytes(),
-            anon_mapped_net: self.stats.kernel_heap.anon_net_bytes(),
+            brk_heap,
+            anon_mapped_net,
             allocs_total: heap.map_or(0, |t| t.allocs),
             frees_total: heap.map_or(0, |t| t.frees),
-            faults_total: self.proc.faults(),
+            faults_total: faults,
+            processes: self.alive().count() as u32,
             files,
         }
+    }
+
+    /// Faults seen through events, every process.
+    pub fn faults_seen(&self) -> u64 {
+        self.processes.values().map(|p| p.stats.faults.total).sum()
     }
 }
 
@@ -347,7 +309,7 @@ pub(crate) mod recorded {
     use std::cell::Cell;
 
     use super::*;
-    use crate::model::aspace::Region;
+    use crate::{model::aspace::Region, symbolize::FileMapping};
 
     pub const PID: u32 = 4242;
     pub const FILE: FileId = FileId { major: 8, minor: 1, inode: 42 };
@@ -389,6 +351,12 @@ pub(crate) mod recorded {
         fn resolve_file(&self, id: FileId, fs_path: &str) -> Option<FileInfo> {
             (fs_path == OTHER_PATH).then(|| FileInfo { id, path: OTHER_PATH.into(), size_bytes: Some(LEN) })
         }
+        fn rss_counters(&self) -> Option<RssCounters> {
+            Some(RssCounters { file: 8 << 10, ..Default::default() })
+        }
+        fn command_line(&self) -> Option<String> {
+            Some("index-server --mmap".into())
+        }
     }
 
     /// Another file the recorded program maps at START after FILE is gone
@@ -398,7 +366,9 @@ pub(crate) mod recorded {
 
     pub fn consumer() -> (Consumer, std::rc::Rc<RecordedProc>) {
         let proc = std::rc::Rc::new(RecordedProc::default());
-        (Consumer::new(PID, Box::new(proc.clone()), vec!["search_fn".into()], None), proc)
+        let reader = proc.clone();
+        let proc_for: ProcFor = Box::new(move |_| Box::new(reader.clone()));
+        (Consumer::new(PID, proc_for, vec!["search_fn".into()], None), proc)
     }
 
     /// A run as the kernel reports it: the file mapped, a phase `load`
@@ -453,16 +423,16 @@ mod tests {
     fn a_recorded_run_is_attributed_to_its_file_and_phase() {
         let (mut c, proc) = consumer();
         for e in events() {
-            c.on_event(e);
+            c.on_event(PID, e);
         }
-        let file = &c.stats.files[&FILE];
+        let file = &c.root().stats.files[&FILE];
         assert_eq!((file.path.as_str(), file.mapped_now, file.faults.total), (PATH, LEN, 2));
-        let load = &c.loading.files[&FILE];
+        let load = &c.root().loading.files[&FILE];
         assert_eq!((load.loaded_bytes, load.fault_around_bytes), (68 << 10, 64 << 10));
         let phase = &c.phases.done[0];
         assert_eq!(phase.name, "load", "the name the kernel could not read comes from /proc/PID/mem");
         assert_eq!(phase.files[&FILE].loaded, 64 << 10, "only the fault inside the phase");
-        assert_eq!(c.last_main_marker_ns, Some(1_030));
+        assert_eq!(c.root().last_main_marker_ns, Some(1_030));
         assert_eq!(proc.snapshots.get(), 0, "every fault was inside a mapping the events described");
     }
 
@@ -479,24 +449,27 @@ mod tests {
             ]
         };
         for e in mmap(OTHER, OTHER_PATH) {
-            c.on_event(e);
+            c.on_event(PID, e);
         }
-        c.on_event(Event::PageFault {
-            ts_ns: 2,
-            tid: PID,
-            address: START,
-            ip: 0x40_1000,
-            access: crate::decode::FaultAccess::Read,
-            kernel_mode: false,
-        });
-        assert_eq!(c.stats.files[&OTHER].path, OTHER_PATH);
-        assert_eq!(c.stats.files[&OTHER].faults.total, 1);
-        assert!(!c.stats.files.contains_key(&FILE), "/proc's file at the address was not this mapping's");
+        c.on_event(
+            PID,
+            Event::PageFault {
+                ts_ns: 2,
+                tid: PID,
+                address: START,
+                ip: 0x40_1000,
+                access: crate::decode::FaultAccess::Read,
+                kernel_mode: false,
+            },
+        );
+        assert_eq!(c.root().stats.files[&OTHER].path, OTHER_PATH);
+        assert_eq!(c.root().stats.files[&OTHER].faults.total, 1);
+        assert!(!c.root().stats.files.contains_key(&FILE), "/proc's file at the address was not this mapping's");
         // The same identity as /proc's: /proc names it.
         for e in mmap(FILE, "/elsewhere") {
-            c.on_event(e);
+            c.on_event(PID, e);
         }
-        assert_eq!(c.stats.files[&FILE].path, PATH);
+        assert_eq!(c.root().stats.files[&FILE].path, PATH);
     }
 
     #[test]
@@ -511,32 +484,27 @@ mod tests {
             kernel_mode: false,
         };
         // The kernel's own mapping in execve: no mmap event described it.
-        c.on_event(fault(START + 8));
+        c.on_event(PID, fault(START + 8));
         assert_eq!(proc.snapshots.get(), 1);
-        assert!(c.stats.knows(START + 8), "the re-read taught the model the mapping");
-        c.on_event(fault(0x1000));
-        c.on_event(fault(0x1008));
+        assert!(c.root().stats.knows(START + 8), "the re-read taught the model the mapping");
+        c.on_event(PID, fault(0x1000));
+        c.on_event(PID, fault(0x1008));
         assert_eq!(proc.snapshots.get(), 2, "a second fault on the same unknown page does not re-read");
-        assert_eq!(c.mappings.len(), 1, "mappings kept for symbolizing after the target is gone");
+        assert_eq!(c.root().mappings.len(), 1, "mappings kept for symbolizing after the target is gone");
     }
 
     #[test]
     fn phase_fn_events_are_named_by_their_function_and_bad_records_counted() {
         let (mut c, _) = consumer();
         for (begin, ts_ns) in [(true, 5), (false, 9)] {
-            c.on_event(Event::Phase {
-                ts_ns,
-                tid: PID + 1,
-                begin,
-                name: String::new(),
-                seq: 0,
-                function: 1,
-                name_at: None,
-            });
+            c.on_event(
+                PID,
+                Event::Phase { ts_ns, tid: PID + 1, begin, name: String::new(), seq: 0, function: 1, name_at: None },
+            );
         }
         assert_eq!(c.phases.done[0].name, "search_fn");
-        assert_eq!(c.last_main_marker_ns, None, "another thread's marker is no --phase-truth stop");
+        assert_eq!(c.root().last_main_marker_ns, None, "another thread's marker is no --phase-truth stop");
         c.feed(&[1, 2, 3]);
-        assert_eq!(c.stats.malformed_events, 1);
+        assert_eq!(c.malformed_events, 1);
     }
 }

@@ -35,7 +35,10 @@ pub const MAX_GROWTH_SUSPECTS: usize = 10;
 
 /// What the stop needs to know about the session.
 pub struct StopContext<'a> {
+    /// The process whose heap this is.
     pub pid: u32,
+    /// Its allocator totals.
+    pub totals: HeapTotals,
     pub now_ns: u64,
     /// Only allocations made at or before it are leak candidates (now minus
     /// --leak-age; now when every live allocation counts).
@@ -50,11 +53,10 @@ pub struct StopContext<'a> {
 /// Reads the totals and the live map, groups the leak candidates and
 /// symbolizes their stacks and the growth suspects' (`window_s` long).
 pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, window_s: f64) -> Result<HeapAtStop> {
-    let StopContext { pid, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings } = *ctx;
-    let totals = probes.heap_totals()?;
+    let StopContext { pid, totals, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings } = *ctx;
     let open_calls = probes.open_alloc_calls()?;
     let (live, before_exec): (Vec<_>, Vec<_>) =
-        probes.live_allocations()?.into_iter().partition(|a| a.ts_ns >= last_exec_ns);
+        probes.live_allocations()?.into_iter().filter(|a| a.pid == pid).partition(|a| a.ts_ns >= last_exec_ns);
     let released_by_exec = (before_exec.len() as u64, before_exec.iter().map(|a| a.size).sum());
     let mut groups = leak_groups(&live, made_by_ns, marks);
     let more_leak_groups = groups.len().saturating_sub(MAX_LEAK_GROUPS);
@@ -86,6 +88,7 @@ pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, w
             count: g.count,
             oldest_age_s: now_ns.saturating_sub(g.oldest_ts_ns) as f64 / 1e9,
             phase: g.phase,
+            pid,
             stack_id: g.stack_id,
             stack,
         })
@@ -135,7 +138,15 @@ mod tests {
 
     fn leak(bytes: u64, phase: &str, address: u64, function: Option<&str>) -> Leak {
         let frame = Frame { address, function: function.map(Into::into), line: Some(3), ..Frame::default() };
-        Leak { bytes, count: 1, oldest_age_s: bytes as f64, phase: phase.into(), stack_id: address, stack: vec![frame] }
+        Leak {
+            bytes,
+            count: 1,
+            oldest_age_s: bytes as f64,
+            phase: phase.into(),
+            pid: 1,
+            stack_id: address,
+            stack: vec![frame],
+        }
     }
 
     #[test]

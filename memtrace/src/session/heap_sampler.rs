@@ -8,6 +8,8 @@ pub const GROWTH_TICKS: u64 = 50;
 
 pub struct HeapSampler {
     pub growth: GrowthTracker,
+    /// The process of each stack sampled.
+    pids: std::collections::HashMap<u64, u32>,
     ticks: u64,
     /// The per-stack map could not be read: why (reported once).
     pub growth_error: Option<String>,
@@ -15,7 +17,12 @@ pub struct HeapSampler {
 
 impl HeapSampler {
     pub fn new(growth_window: usize) -> HeapSampler {
-        HeapSampler { growth: GrowthTracker::new(growth_window), ticks: 0, growth_error: None }
+        HeapSampler {
+            growth: GrowthTracker::new(growth_window),
+            pids: Default::default(),
+            ticks: 0,
+            growth_error: None,
+        }
     }
 
     /// Seconds between growth samples.
@@ -23,12 +30,24 @@ impl HeapSampler {
         GROWTH_TICKS as f64 * 0.010
     }
 
+    /// The growth suspects among process `pid`'s stacks.
+    pub fn suspects_of(&self, pid: u32) -> Vec<crate::model::growth::Suspect> {
+        let mut suspects = self.growth.suspects();
+        suspects.retain(|s| self.pids.get(&s.stack_id) == Some(&pid));
+        suspects
+    }
+
     /// Called on every drain tick.
     pub fn tick(&mut self, probes: &Probes) {
         self.ticks += 1;
         if self.ticks.is_multiple_of(GROWTH_TICKS) && self.growth_error.is_none() {
             match probes.stack_stats() {
-                Ok(stats) => self.growth.sample(stats.into_iter().map(|(id, s)| (id, s.live_bytes, s.live_count))),
+                Ok(stats) => {
+                    for (id, s) in &stats {
+                        self.pids.entry(*id).or_insert(s.pid);
+                    }
+                    self.growth.sample(stats.into_iter().map(|(id, s)| (id, s.live_bytes, s.live_count)))
+                }
                 Err(e) => self.growth_error = Some(format!("{e:#}")),
             }
         }

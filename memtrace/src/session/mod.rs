@@ -8,6 +8,7 @@ pub mod assemble;
 pub mod consumer;
 pub mod heap_at_stop;
 pub mod heap_sampler;
+pub mod process;
 mod run;
 mod setup;
 mod stop;
@@ -58,6 +59,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Stop the target at each phase marker to read smaps (run mode).
     pub phase_truth: bool,
+    /// Run mode: trace the processes the command forks too.
+    pub follow: bool,
     /// Leak candidates: live allocations at least this old (None: all live at the end).
     pub leak_age: Option<Duration>,
     /// Print the allocator probes' placement at start.
@@ -106,6 +109,9 @@ struct Session {
     heap: HeapSetup,
     /// Files whose evictions the kernel side watches (all the target mapped).
     watched: HashSet<FileId>,
+    /// Processes whose per-process probes are attached (the first one and
+    /// every child adopted).
+    adopted: HashSet<u32>,
     marker_libs: MarkerLibs,
     /// What the executable's phase markers gave ("attached to ...", "none: ...").
     phase_markers: String,
@@ -114,7 +120,9 @@ struct Session {
     boundaries: BoundaryTruth,
     /// Attach mode: per-file kernel truth when tracing began.
     start_truth: Option<KernelTruth>,
-    capture: Option<StopCapture>,
+    /// What was read at each process's last moment (its exit stop, or the
+    /// end of tracing), by PID.
+    captures: std::collections::BTreeMap<u32, StopCapture>,
     sampler: HeapSampler,
     timeline: timeline::Sampler,
     live: Option<LiveView>,

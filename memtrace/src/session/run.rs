@@ -35,7 +35,13 @@ impl Session {
             tokio::select! {
                 event = self.target.next() => match event {
                     TargetEvent::Stopped(held) => self.on_child_stop(held),
-                    TargetEvent::Exited(exit) => break Stop::Exited(exit),
+                    TargetEvent::Ended(pid, exit) => self.on_process_end(pid, exit),
+                    TargetEvent::Exited(exit) => {
+                        if let Some(exit) = exit {
+                            self.on_process_end(self.pid, exit);
+                        }
+                        break Stop::Exited(exit);
+                    }
                 },
                 Some(mark) = self.marks.recv() => self.on_mark(mark),
                 _ = live_tick.tick(), if self.live.is_some() => self.show_live(),
@@ -62,22 +68,26 @@ impl Session {
         Ok(stop)
     }
 
-    /// The spawned child is held at a ptrace stop until `resume`.
-    fn on_child_stop(&mut self, HeldStop { stop, since, resume }: HeldStop) {
+    /// A traced process is held at a ptrace stop until `resume`.
+    fn on_child_stop(&mut self, HeldStop { pid, stop, since, resume }: HeldStop) {
         match stop {
             ChildStop::Exit => {
-                self.target.refresh_stat_faults(self.pid);
-                self.capture(Moment::ExitStop);
-                self.consumer.loading.on_exit();
+                if pid == self.pid {
+                    self.target.refresh_stat_faults(self.pid);
+                }
+                self.capture(pid, Moment::ExitStop);
+                if let Some(p) = self.consumer.process_mut(pid) {
+                    p.loading.on_exit();
+                }
             }
             ChildStop::Held => {
                 // memtrace's eBPF held it: at a phase marker (--phase-truth),
                 // or after it mapped a file's code (whose unwind table goes in now).
                 self.consumer.drain(self.ring.get_mut());
                 self.watch_new_files();
-                if !(self.phase_truth && self.boundary_truth()) {
+                if !(self.phase_truth && pid == self.pid && self.boundary_truth()) {
                     // From the stop itself: a drain before this one may have
-                    // loaded the table while the child waited here.
+                    // loaded the table while the process waited here.
                     self.unwind.held(since.elapsed());
                 }
             }
@@ -88,13 +98,32 @@ impl Session {
                 // instruction.
                 self.consumer.drain(self.ring.get_mut());
                 self.watch_new_files();
-                if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", self.pid)) {
-                    self.attach_exec_allocator(&exe);
+                if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+                    self.attach_exec_allocator(pid, &exe);
+                    if pid != self.pid {
+                        let _ = self.probes.attach_phase_markers(pid, &crate::procfs::in_target_root(pid, &exe));
+                    }
                 }
                 self.unwind.held(since.elapsed());
             }
+            ChildStop::Forked => {
+                // Its fork event is in the ring (sent before the child was
+                // woken): draining it makes its model, and its probes go in
+                // before its first instruction.
+                self.consumer.drain(self.ring.get_mut());
+                self.watch_new_files();
+            }
         }
         let _ = resume.send(());
+    }
+
+    /// A traced process ended (its tracer saw the exit status).
+    fn on_process_end(&mut self, pid: u32, exit: crate::target::child::ChildExit) {
+        self.consumer.drain(self.ring.get_mut());
+        if let Some(p) = self.consumer.process_mut(pid) {
+            p.exit = Some(exit);
+        }
+        self.unwind.forget(pid);
     }
 
     /// A `memtrace mark` from the control socket: a phase boundary now,
@@ -140,7 +169,7 @@ impl Session {
             rss_anon: r.rss_anon,
             rss_shmem: r.rss_shmem,
             heap_live: r.heap_live,
-            faults_total: self.consumer.stats.faults.total,
+            faults_total: self.consumer.faults_seen(),
             ringbuf_drops: self.probes.counters().map_or(0, |c| c[Counter::RingbufDrops]),
             top_files: r.files.into_iter().map(|f| (f.path, f.loaded_bytes)).collect(),
         };

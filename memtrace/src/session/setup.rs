@@ -50,6 +50,8 @@ impl Session {
             hold_at_markers: phase_truth,
             hold_at_code: dwarf && run_mode,
             heap_events: opts.events.is_some(),
+            follow_forks: opts.follow && run_mode,
+            holdable: run_mode,
         };
         let mut probes = Probes::attach(pid, &offsets, load, &mut warnings)?;
         let mut unwind = UnwindTables::new(opts.unwind);
@@ -75,15 +77,15 @@ impl Session {
         let start_ns = monotonic_ns();
         let events = opts.events.as_deref().map(|path| EventLog::create(path, start_ns)).transpose()?;
         let phase_fn_names = opts.phase_fns.iter().map(|f| f.name.clone()).collect();
-        let mut consumer = Consumer::new(pid, Box::new(LiveProc(pid)), phase_fn_names, events);
+        let mut consumer = Consumer::new(pid, LiveProc::factory(), phase_fn_names, events);
         let signals = Signals::new()?;
         let (started, clock) = (SystemTime::now(), Instant::now());
         let (target, start_truth) = match target {
             Target::Run(child) => {
                 // Until exec, the child is a copy of memtrace: name that range
                 // so its few faults are not mistaken for the command's.
-                consumer.stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
-                (TargetHandle::spawned(child)?, None)
+                consumer.root_mut().stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
+                (TargetHandle::spawned(child, opts.follow)?, None)
             }
             Target::Attach { pid, .. } => {
                 let start_truth = attach_baseline(&mut consumer, pid);
@@ -107,12 +109,13 @@ impl Session {
             target,
             heap,
             watched: HashSet::new(),
+            adopted: HashSet::from([pid]),
             marker_libs: MarkerLibs::new(pid, &binary),
             phase_markers,
             phase_truth,
             boundaries: BoundaryTruth::default(),
             start_truth,
-            capture: None,
+            captures: Default::default(),
             sampler: HeapSampler::new(opts.growth_window),
             timeline: timeline::Sampler::new(opts.interval.as_secs_f64()),
             live: (!opts.quiet).then(|| LiveView::new(std::io::stderr().is_terminal())),
@@ -132,12 +135,13 @@ impl Session {
 /// Attach mode: what was mapped, the program break, the RSS counters and
 /// the per-file kernel truth before memtrace attached.
 fn attach_baseline(consumer: &mut Consumer, pid: u32) -> Option<KernelTruth> {
-    consumer.sync();
+    let root = consumer.root_mut();
+    root.sync();
     if let Some((start, end)) = procfs::brk_range(pid) {
-        consumer.stats.kernel_heap.set_start(start, end);
+        root.stats.kernel_heap.set_start(start, end);
     }
     if let Some(rss) = procfs::rss_counters(pid) {
-        consumer.loading.set_baseline(rss);
+        root.loading.set_baseline(rss);
     }
     KernelTruth::read(pid).ok()
 }
@@ -187,13 +191,13 @@ impl Session {
     /// After a later execve in run mode (`env VAR=x prog`): an allocator
     /// linked into the new executable (found in the first one only
     /// otherwise) is probed while the new image is held at its exec stop.
-    pub(super) fn attach_exec_allocator(&mut self, exe: &Path) {
+    pub(super) fn attach_exec_allocator(&mut self, pid: u32, exe: &Path) {
         let Some((mut allocator, _)) = allocator::in_executable(exe) else { return };
         if self.heap.as_ref().is_ok_and(|s| s.iter().any(|(a, _)| a.path == exe)) {
             return; // the same executable again: already probed
         }
         allocator.how.push_str("; found when the target exec'd it");
-        match self.probes.attach_allocator(self.pid, &allocator) {
+        match self.probes.attach_allocator(pid, &allocator) {
             Ok(report) => {
                 let entry = (allocator, report);
                 if self.opts.explain_probes {
@@ -214,21 +218,56 @@ impl Session {
     /// probes. Called after every drain: cheap when no file is new (files
     /// are never removed).
     pub(super) fn watch_new_files(&mut self) {
-        // New code mapped (an exec, a library loaded): the unwinder's tables
-        // follow, before the allocations made through it if it is quick enough.
-        if std::mem::take(&mut self.consumer.exec_mapped) {
-            self.unwind.refresh(self.pid, &mut self.probes, &mut self.warnings);
+        for pid in std::mem::take(&mut self.consumer.forked) {
+            self.adopt(pid);
         }
-        let files = &self.consumer.stats.files;
-        if files.len() == self.watched.len() {
+        for p in self.consumer.processes.values_mut() {
+            // New code mapped (an exec, a library loaded): the unwinder's tables
+            // follow, before the allocations made through it if it is quick enough.
+            if std::mem::take(&mut p.exec_mapped) && p.alive() {
+                self.unwind.refresh(p.pid, &mut self.probes, &mut self.warnings);
+            }
+            for (id, file) in &p.stats.files {
+                if self.watched.insert(*id) {
+                    if let Err(e) = self.probes.watch_file(*id) {
+                        self.warnings.warn(format!("evictions of {} will not be seen: {e:#}", file.path));
+                    }
+                    self.marker_libs.consider(&mut self.probes, &file.path, &mut self.warnings);
+                }
+            }
+        }
+    }
+
+    /// A process the traced tree just forked (the kernel traces it from its
+    /// first instruction; in run mode it is held at its first stop until
+    /// this returns): the per-process probes go in (allocators, phase
+    /// markers, `--phase-fn`) and its unwinder walks with its parent's
+    /// tables. Called once per process, after its fork event was read.
+    fn adopt(&mut self, pid: u32) {
+        if !self.adopted.insert(pid) {
             return;
         }
-        for (id, file) in files {
-            if self.watched.insert(*id) {
-                if let Err(e) = self.probes.watch_file(*id) {
-                    self.warnings.warn(format!("evictions of {} will not be seen: {e:#}", file.path));
+        if let Some(parent) = self.consumer.processes.get(&pid).and_then(|p| p.parent) {
+            self.unwind.inherit(parent, pid);
+        }
+        if let Ok(allocators) = &self.heap {
+            for (allocator, _) in allocators {
+                if let Err(e) = self.probes.attach_allocator(pid, allocator) {
+                    self.warnings.warn(format!(
+                        "allocations of PID {pid} through {} will not be traced: {e:#}",
+                        allocator.path.display()
+                    ));
                 }
-                self.marker_libs.consider(&mut self.probes, &file.path, &mut self.warnings);
+            }
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+        if let Ok(exe) = exe.as_deref() {
+            let _ = self.probes.attach_phase_markers(pid, &procfs::in_target_root(pid, exe));
+        }
+        self.marker_libs.attach_to(pid, &mut self.probes, &mut self.warnings);
+        if !self.opts.phase_fns.is_empty() {
+            if let Err(e) = self.probes.attach_phase_fns(pid, &self.opts.phase_fns) {
+                self.warnings.warn(format!("--phase-fn in PID {pid}: {e:#}"));
             }
         }
     }

@@ -80,15 +80,25 @@ impl fmt::Display for Moment {
     }
 }
 
-/// Everything read at the stop.
+/// Everything read at a process's stop.
 pub struct StopCapture {
     pub moment: Moment,
     /// None when the target was gone.
     pub truth: Option<Result<KernelTruth, String>>,
     /// The RSS counters (from the events) when the truth was read.
     pub rss_at_truth: Option<RssCounters>,
+    /// The kernel's (minor, major) count of the process's own faults then
+    /// (/proc/PID/stat).
+    pub kernel_faults: Option<(u64, u64)>,
     /// None when the heap is not traced.
     pub heap: Option<Result<HeapAtStop, String>>,
+}
+
+impl StopCapture {
+    /// Nothing read (a process whose capture is missing).
+    pub fn none() -> StopCapture {
+        StopCapture { moment: Moment::AfterExit, truth: None, rss_at_truth: None, kernel_faults: None, heap: None }
+    }
 }
 
 /// Per-file smaps Rss at phase boundaries (`--phase-truth`), by marker time.
@@ -100,41 +110,57 @@ pub struct BoundaryTruth {
 }
 
 impl Session {
-    /// Reads the kernel truth and the heap now, after every event so far.
-    pub(super) fn capture(&mut self, moment: Moment) {
+    /// Reads process `pid`'s kernel truth and heap now, after every event so far.
+    pub(super) fn capture(&mut self, pid: u32, moment: Moment) {
         self.consumer.drain(self.ring.get_mut());
+        let Some(p) = self.consumer.process_mut(pid) else { return };
         let mut rss_at_truth = None;
+        let kernel_faults = moment.target_alive().then(|| p.kernel_faults()).flatten();
         let truth = moment.target_alive().then(|| {
-            self.consumer.sync(); // current names of the mapped files, e.g. "(deleted)"
-            rss_at_truth = Some(self.consumer.loading.rss_now);
-            KernelTruth::read(self.pid)
+            p.sync(); // current names of the mapped files, e.g. "(deleted)"
+            rss_at_truth = Some(p.loading.rss_now);
+            KernelTruth::read(pid)
         });
-        let heap = self.heap.is_ok().then(|| self.heap_at_stop());
-        self.capture = Some(StopCapture { moment, truth, rss_at_truth, heap });
+        let heap = self.heap.is_ok().then(|| self.heap_at_stop(pid));
+        self.captures.insert(pid, StopCapture { moment, truth, rss_at_truth, kernel_faults, heap });
     }
 
-    /// After the loop: the capture, unless the exit stop took it already.
+    /// After the loop: the capture of every process whose exit stop did
+    /// not take one (still running, or gone without one).
     pub(super) fn capture_at_stop(&mut self, stop: &Stop) {
-        if self.capture.is_none() {
-            self.capture(if matches!(stop, Stop::Exited(_)) { Moment::AfterExit } else { Moment::Stopped });
+        let pending: Vec<(u32, bool)> = self
+            .consumer
+            .processes
+            .values()
+            .filter(|p| !self.captures.contains_key(&p.pid))
+            .map(|p| (p.pid, p.alive()))
+            .collect();
+        for (pid, alive) in pending {
+            let gone = !alive || (pid == self.pid && matches!(stop, Stop::Exited(_)));
+            self.capture(pid, if gone { Moment::AfterExit } else { Moment::Stopped });
         }
     }
 
-    /// The heap at the stop, or why it could not be read.
-    fn heap_at_stop(&self) -> Result<HeapAtStop, String> {
+    /// Process `pid`'s heap at the stop, or why it could not be read.
+    fn heap_at_stop(&self, pid: u32) -> Result<HeapAtStop, String> {
+        let p = &self.consumer.processes[&pid];
         let now = monotonic_ns();
         let made_by = now.saturating_sub(self.opts.leak_age.map_or(0, |a| a.as_nanos() as u64));
         let window_s = self.sampler.growth.window() as f64 * HeapSampler::growth_interval_s();
+        // Its own totals: from the kernel while it is traced, else those its
+        // exit event carried.
+        let totals = self.probes.process_heap_totals(pid).or(p.ended.map(|e| e.heap)).unwrap_or_default();
         let ctx = StopContext {
-            pid: self.pid,
+            pid,
+            totals,
             now_ns: now,
             made_by_ns: made_by,
-            last_exec_ns: self.consumer.last_exec_ns,
+            last_exec_ns: p.last_exec_ns,
             marks: &self.consumer.heap_marks,
-            saved_mappings: &self.consumer.mappings,
+            saved_mappings: &p.mappings,
         };
-        heap_at_stop::at_stop(&self.probes, &ctx, self.sampler.growth.suspects(), window_s)
-            .map_err(|e| format!("{e:#}"))
+        let suspects = self.sampler.suspects_of(pid);
+        heap_at_stop::at_stop(&self.probes, &ctx, suspects, window_s).map_err(|e| format!("{e:#}"))
     }
 
     /// The target is stopped at a phase marker: per-file smaps Rss for
@@ -143,7 +169,7 @@ impl Session {
     pub(super) fn boundary_truth(&mut self) -> bool {
         let stopped = Instant::now();
         // The marker's own event is in the ring already (drained by the caller).
-        let Some(ts) = self.consumer.last_main_marker_ns else { return false };
+        let Some(ts) = self.consumer.root().last_main_marker_ns else { return false };
         if self.boundaries.at.contains_key(&ts) {
             return false; // held for another reason (code mapped) since this marker
         }
@@ -162,7 +188,7 @@ impl Session {
         let heap_events = self.consumer.events.take().map(|log| {
             let ids = log.stack_ids();
             let stacks: Vec<Vec<u64>> = ids.iter().map(|id| self.probes.stack(*id).unwrap_or_default()).collect();
-            let frames = crate::symbolize::symbolize(self.pid, &stacks, &self.consumer.mappings);
+            let frames = crate::symbolize::symbolize(self.pid, &stacks, &self.consumer.root().mappings);
             log.finish(&ids.into_iter().zip(frames).collect::<Vec<_>>())
         });
         let end_totals = self.consumer.totals();
@@ -177,7 +203,7 @@ impl Session {
         }
         let traced_s = self.clock.elapsed().as_secs_f64();
         let own_faults = self.target.own_faults();
-        let capture = self.capture.take().expect("capture_at_stop ran");
+        let scope_heap = self.heap.is_ok().then(|| self.probes.heap_totals().ok()).flatten();
         let trace = assemble::trace(Parts {
             pid: self.pid,
             mode: self.target.mode(),
@@ -188,7 +214,8 @@ impl Session {
             stop: &stop,
             consumer: &self.consumer,
             counters: &counters,
-            capture: &capture,
+            captures: &self.captures,
+            scope_heap,
             start_truth: self.start_truth.as_ref(),
             own_faults,
             phase_truth: self.phase_truth,

@@ -20,25 +20,15 @@ const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after forwarding a signal to a spawned child memtrace waits for it.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
 
-/// A ptrace stop of the spawned child that the session acts on before the
-/// child may go on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildStop {
-    /// At its exit, memory still mapped.
-    Exit,
-    /// Held by memtrace's eBPF: at a phase marker (`--phase-truth`), or
-    /// after mapping a file's code (its unwind table is loaded first).
-    Held,
-    /// A later execve: the new image is loaded and has not run yet.
-    Exec,
-}
+pub use crate::target::child::ChildStop;
 
 /// Lets the held child go on.
 pub type Resume = std::sync::mpsc::SyncSender<()>;
 
-/// A stop the session acts on: what it is, when the child stopped (the
-/// session may take a moment to get to it), and how to let it go on.
+/// A stop the session acts on: which process, what it is, when it stopped
+/// (the session may take a moment to get to it), and how to let it go on.
 pub struct HeldStop {
+    pub pid: u32,
     pub stop: ChildStop,
     pub since: std::time::Instant,
     pub resume: Resume,
@@ -47,6 +37,10 @@ pub struct HeldStop {
 /// What the target did.
 pub enum TargetEvent {
     Stopped(HeldStop),
+    /// A traced process other than the first ended (run mode).
+    Ended(u32, ChildExit),
+    /// Tracing is over: run mode, every traced process has ended (the
+    /// first one's exit); attach mode, the process exited.
     Exited(Option<ChildExit>),
 }
 
@@ -74,6 +68,7 @@ pub enum TargetHandle {
     Spawned {
         pid: u32,
         stops: mpsc::UnboundedReceiver<HeldStop>,
+        ended: mpsc::UnboundedReceiver<(u32, ChildExit)>,
         exit: oneshot::Receiver<Result<ChildExit>>,
         /// Set when a signal was forwarded: tracing ends by then at the latest.
         grace: Option<tokio::time::Instant>,
@@ -94,16 +89,21 @@ pub enum TargetHandle {
 
 impl TargetHandle {
     /// Lets the held child exec and supervises it until it exits.
-    pub fn spawned(mut child: HeldChild) -> Result<TargetHandle> {
+    /// Lets the held child exec and supervises it (and with `follow` the
+    /// processes it forks) until it exits.
+    pub fn spawned(mut child: HeldChild, follow: bool) -> Result<TargetHandle> {
         child.release()?;
         let (stop_tx, stops) = mpsc::unbounded_channel();
+        let (ended_tx, ended) = mpsc::unbounded_channel();
         let hooks = Hooks {
-            at_exit: hold_at(ChildStop::Exit, stop_tx.clone()),
-            at_hold: hold_at(ChildStop::Held, stop_tx.clone()),
-            at_exec: hold_at(ChildStop::Exec, stop_tx),
+            at_stop: hold_at(stop_tx),
+            ended: Box::new(move |pid, exit| {
+                let _ = ended_tx.send((pid, exit));
+            }),
+            follow,
         };
         let exit = child.supervise(hooks)?;
-        Ok(TargetHandle::Spawned { pid: child.pid, stops, exit, grace: None, own_faults: None })
+        Ok(TargetHandle::Spawned { pid: child.pid, stops, ended, exit, grace: None, own_faults: None })
     }
 
     pub fn attached(pid: u32) -> Result<TargetHandle> {
@@ -122,9 +122,10 @@ impl TargetHandle {
     /// The next stop or the exit. A child's stops come before its exit.
     pub async fn next(&mut self) -> TargetEvent {
         match self {
-            TargetHandle::Spawned { stops, exit, .. } => tokio::select! {
+            TargetHandle::Spawned { stops, ended, exit, .. } => tokio::select! {
                 biased;
                 Some(held) = stops.recv() => TargetEvent::Stopped(held),
+                Some((pid, exit)) = ended.recv() => TargetEvent::Ended(pid, exit),
                 result = exit => TargetEvent::Exited(result.ok().and_then(|r| r.ok())),
             },
             TargetHandle::Attached { exit, .. } => {
@@ -171,11 +172,11 @@ impl TargetHandle {
 }
 
 /// The hook the tracer thread runs at a stop: tell the session, wait until
-/// it has read what it needs (bounded), then let the child go on.
-fn hold_at(stop: ChildStop, to_session: mpsc::UnboundedSender<HeldStop>) -> Box<dyn FnMut() + Send> {
-    Box::new(move || {
+/// it has read what it needs (bounded), then let the process go on.
+fn hold_at(to_session: mpsc::UnboundedSender<HeldStop>) -> Box<dyn FnMut(u32, ChildStop) + Send> {
+    Box::new(move |pid, stop| {
         let (resume, resumed) = std::sync::mpsc::sync_channel(1);
-        if to_session.send(HeldStop { stop, since: std::time::Instant::now(), resume }).is_ok() {
+        if to_session.send(HeldStop { pid, stop, since: std::time::Instant::now(), resume }).is_ok() {
             let _ = resumed.recv_timeout(CHILD_STOP_TIMEOUT);
         }
     })

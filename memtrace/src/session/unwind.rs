@@ -1,10 +1,14 @@
-//! Keeps the eBPF unwinder's tables in step with the target: each
-//! executable file it maps is compiled once (by file identity) into a table
-//! of its own in UNWIND_TABLES; the mappings (with their load bias) are
-//! rewritten into UNWIND_MAPPINGS whenever /proc shows them changed.
+//! Keeps the eBPF unwinder's tables in step with the traced processes: each
+//! executable file one maps is compiled once (by file identity) into a
+//! table of its own in UNWIND_TABLES, shared by every process; each
+//! process's mappings (with their load bias) are written into a slot of
+//! UNWIND_MAPPINGS whenever /proc shows them changed. A forked child
+//! shares its parent's slot until its mappings differ.
 use std::{collections::HashMap, time::Instant};
 
-use memtrace_common::{ExecMapping, ExecMappings, MAX_EXEC_MAPPINGS, UNWIND_TABLES_MAX, UNWIND_TABLE_ROWS_MAX};
+use memtrace_common::{
+    ExecMapping, ExecMappings, MAX_EXEC_MAPPINGS, UNWIND_MAPPING_SLOTS, UNWIND_TABLES_MAX, UNWIND_TABLE_ROWS_MAX,
+};
 
 use crate::{
     kernel::probes::Probes,
@@ -13,6 +17,13 @@ use crate::{
     unwind::{self, Segment},
     warnings::Warnings,
 };
+
+/// A process's mapping list in UNWIND_MAPPINGS.
+#[derive(Clone)]
+struct Written {
+    slot: u32,
+    entries: Vec<ExecMapping>,
+}
 
 /// One file's table in UNWIND_TABLES and its segments (for the bias).
 struct LoadedFile {
@@ -28,14 +39,17 @@ pub struct UnwindTables {
     files: HashMap<FileId, LoadedFile>,
     /// Tables loaded so far (the next free index in UNWIND_TABLES).
     tables: u32,
-    /// The mappings last written (not rewritten when unchanged), and how
-    /// many times they were (the eBPF row cache is keyed by it).
-    written: Vec<ExecMapping>,
+    /// Each process's slot in UNWIND_MAPPINGS and the mappings last written
+    /// there (not rewritten when unchanged).
+    written: HashMap<u32, Written>,
+    /// Mapping lists written so far: each gets a new generation (the eBPF
+    /// row cache is keyed by it), unique across processes.
     generation: u64,
     pub stats: crate::trace::UnwindStats,
     /// Each mapping start written, with its file: names the modules of STACK_CUTS.
     modules: HashMap<u64, String>,
     too_many_warned: bool,
+    slots_warned: bool,
 }
 
 impl UnwindTables {
@@ -46,12 +60,26 @@ impl UnwindTables {
             enabled,
             files: HashMap::new(),
             tables: 0,
-            written: Vec::new(),
+            written: HashMap::new(),
             generation: 0,
             stats: crate::trace::UnwindStats { method: method.into(), ..Default::default() },
             modules: HashMap::new(),
             too_many_warned: false,
+            slots_warned: false,
         }
+    }
+
+    /// A forked child walks with its parent's list (the eBPF fork program
+    /// gave it the parent's slot).
+    pub fn inherit(&mut self, parent: u32, child: u32) {
+        if let Some(w) = self.written.get(&parent).cloned() {
+            self.written.insert(child, w);
+        }
+    }
+
+    /// A process that exited: its slot is free once no other uses it.
+    pub fn forget(&mut self, pid: u32) {
+        self.written.remove(&pid);
     }
 
     /// The target was held for `held` while its tables were brought up to date.
@@ -111,9 +139,25 @@ impl UnwindTables {
             }
             entries.truncate(MAX_EXEC_MAPPINGS);
         }
-        if entries == self.written {
-            return;
-        }
+        let own = self.written.get(&pid).filter(|w| !self.written.iter().any(|(p, o)| *p != pid && o.slot == w.slot));
+        let slot = match (self.written.get(&pid), own) {
+            (Some(w), _) if w.entries == entries => return,
+            (_, Some(w)) => w.slot,
+            // None yet, or shared with the parent it was forked from: a slot of its own.
+            _ => match (0..UNWIND_MAPPING_SLOTS).find(|s| !self.written.values().any(|w| w.slot == *s)) {
+                Some(free) => free,
+                None => {
+                    if !self.slots_warned {
+                        self.slots_warned = true;
+                        warnings.warn(format!(
+                            "more than {UNWIND_MAPPING_SLOTS} processes with different code traced at once: \
+                             stacks of the others are walked with frame pointers"
+                        ));
+                    }
+                    return;
+                }
+            },
+        };
         self.generation += 1;
         let mut value = ExecMappings {
             count: entries.len() as u64,
@@ -121,8 +165,10 @@ impl UnwindTables {
             entries: [ExecMapping::default(); MAX_EXEC_MAPPINGS],
         };
         value.entries[..entries.len()].copy_from_slice(&entries);
-        match probes.set_exec_mappings(&value) {
-            Ok(()) => self.written = entries,
+        match probes.set_exec_mappings(pid, slot, &value) {
+            Ok(()) => {
+                self.written.insert(pid, Written { slot, entries });
+            }
             Err(e) => warnings.warn(format!("stacks will be walked with frame pointers only: {e:#}")),
         }
     }

@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use std::ptr;
+use std::{collections::HashSet, ptr};
 
 use anyhow::{bail, Context, Result};
 use tokio::sync::oneshot;
@@ -76,25 +76,36 @@ pub struct HeldChild {
     supervisor_thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Called on the tracer thread while the child is stopped.
-pub type StopHook = Box<dyn FnMut() + Send>;
-
-/// What to do at the child's ptrace stops.
-pub struct Hooks {
+/// A ptrace stop of a traced process that memtrace acts on before the
+/// process may go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildStop {
     /// At its exit, memory still mapped.
-    pub at_exit: StopHook,
-    /// Where memtrace's eBPF sent the main thread a SIGSTOP (at a phase
-    /// marker with `--phase-truth`, after a mapping of code with `--unwind
-    /// dwarf`); the signal is then suppressed.
-    pub at_hold: StopHook,
-    /// After an execve, the new image loaded and not yet run: its own
-    /// probes and unwind tables go in before its first instruction.
-    pub at_exec: StopHook,
+    Exit,
+    /// Held by memtrace's eBPF (a SIGSTOP it sent, then suppressed): at a
+    /// phase marker (`--phase-truth`), or after mapping a file's code (its
+    /// unwind table is loaded first).
+    Held,
+    /// After an execve: the new image is loaded and has not run yet.
+    Exec,
+    /// A child of a traced process (fork, vfork), before its first
+    /// instruction: its probes go in first.
+    Forked,
+}
+
+/// What the tracer thread reports, on that thread, as it happens. A stop's
+/// call returns when the process may go on.
+pub struct Hooks {
+    pub at_stop: Box<dyn FnMut(u32, ChildStop) + Send>,
+    /// A traced process other than the first one ended.
+    pub ended: Box<dyn FnMut(u32, ChildExit) + Send>,
+    /// Follow fork and vfork children (ptrace's fork options).
+    pub follow: bool,
 }
 
 impl Hooks {
     pub fn none() -> Hooks {
-        Hooks { at_exit: Box::new(|| {}), at_hold: Box::new(|| {}), at_exec: Box::new(|| {}) }
+        Hooks { at_stop: Box::new(|_, _| {}), ended: Box::new(|_, _| {}), follow: false }
     }
 }
 
@@ -195,15 +206,17 @@ impl HeldChild {
     }
 }
 
-/// Runs the traced child to its end (blocking, on its tracer thread):
-/// passes its signals on, and when it stops at exit (PTRACE_EVENT_EXIT,
-/// memory still mapped) calls `at_exit` before letting it finish. Reaps it.
-fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data filled by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+/// Runs the traced child, and with `hooks.follow` every process forked
+/// in its tree (ptrace's fork options trace them from their first
+/// instruction), to their end (blocking, on the tracer thread): passes
+/// their signals on and reports their stops at exit (PTRACE_EVENT_EXIT,
+/// memory still mapped), exec, fork and memtrace's holds. Returns the
+/// first child's exit once no traced process is left.
+fn supervise(root: u32, mut hooks: Hooks) -> Result<ChildExit> {
+    let mut tracees: HashSet<u32> = HashSet::from([root]);
+    let mut root_exit = None;
     let mut seen_exec = false;
-    let cont = |deliver: i32| {
+    let cont = |pid: u32, deliver: i32| {
         // SAFETY: ptrace on our stopped tracee; `data` is the signal to deliver.
         unsafe {
             libc::ptrace(
@@ -215,54 +228,80 @@ fn supervise(pid: u32, mut hooks: Hooks) -> Result<ChildExit> {
         };
     };
     loop {
-        let rc = unsafe { libc::wait4(pid as i32, &mut status, libc::__WALL, &mut usage) };
-        if rc != pid as i32 {
+        let mut status = 0;
+        // SAFETY: rusage is plain data filled by wait4.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::wait4(-1, &mut status, libc::__WALL | libc::__WNOTHREAD, &mut usage) };
+        if rc < 0 {
             let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECHILD) => break, // no traced process left
+                _ => return Err(err).context("wait4"),
             }
-            return Err(err).context("wait4");
         }
+        let pid = rc as u32;
         if !libc::WIFSTOPPED(status) {
-            break;
+            let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+            let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
+            let exit = ChildExit { code, signal, minflt: usage.ru_minflt as u64, majflt: usage.ru_majflt as u64 };
+            tracees.remove(&pid);
+            if pid == root {
+                root_exit = Some(exit);
+            } else {
+                (hooks.ended)(pid, exit);
+            }
+            continue;
         }
-        let sig = libc::WSTOPSIG(status);
-        if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXIT {
-            (hooks.at_exit)();
-            cont(0);
-        } else if sig == libc::SIGTRAP && (status >> 16) == libc::PTRACE_EVENT_EXEC {
+        let (sig, event) = (libc::WSTOPSIG(status), status >> 16);
+        if tracees.insert(pid) {
+            // A new child's first stop (the SIGSTOP of ptrace's
+            // auto-attach), possibly before its parent's fork event.
+            (hooks.at_stop)(pid, ChildStop::Forked);
+            cont(pid, 0);
+        } else if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
+            (hooks.at_stop)(pid, ChildStop::Exit);
+            cont(pid, 0);
+        } else if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXEC {
             // A later execve (`env VAR=x prog`, `sh -c prog`): reported as an
             // event, so no stray SIGTRAP reaches the new program.
-            (hooks.at_exec)();
-            cont(0);
-        } else if sig == libc::SIGTRAP && !seen_exec {
+            (hooks.at_stop)(pid, ChildStop::Exec);
+            cont(pid, 0);
+        } else if sig == libc::SIGTRAP
+            && matches!(event, libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE)
+        {
+            cont(pid, 0); // the child reports its own first stop
+        } else if sig == libc::SIGTRAP && pid == root && !seen_exec {
             // The stop after the first traced execve: from now on, stop at
-            // exit and report further execs as events (without
-            // PTRACE_O_TRACEEXEC each would get a SIGTRAP and die of it).
+            // exit, report further execs as events (without
+            // PTRACE_O_TRACEEXEC each would get a SIGTRAP and die of it),
+            // and trace forked children (the options pass on to them).
             seen_exec = true;
+            let mut options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC;
+            if hooks.follow {
+                options |= libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+            }
             // SAFETY: ptrace on our stopped tracee.
             unsafe {
                 libc::ptrace(
                     libc::PTRACE_SETOPTIONS,
                     pid as i32,
                     ptr::null_mut::<libc::c_void>(),
-                    (libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_TRACEEXEC) as usize as *mut libc::c_void,
+                    options as usize as *mut libc::c_void,
                 )
             };
-            (hooks.at_exec)();
-            cont(0);
+            (hooks.at_stop)(pid, ChildStop::Exec);
+            cont(pid, 0);
         } else if sig == libc::SIGSTOP && sent_by_kernel(pid) {
             // memtrace's eBPF held it (nobody else sends SIGSTOP with
             // SI_KERNEL): let the session act, swallow the signal.
-            (hooks.at_hold)();
-            cont(0);
+            (hooks.at_stop)(pid, ChildStop::Held);
+            cont(pid, 0);
         } else {
-            cont(sig); // the child's own signal: deliver it
+            cont(pid, sig); // the process's own signal: deliver it
         }
     }
-    let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
-    let code = signal.map_or_else(|| libc::WEXITSTATUS(status), |s| 128 + s);
-    Ok(ChildExit { code, signal, minflt: usage.ru_minflt as u64, majflt: usage.ru_majflt as u64 })
+    root_exit.context("the traced command's exit was not seen")
 }
 
 /// Whether the signal the tracee is stopped with came from the kernel

@@ -88,6 +88,56 @@ pub struct Trace {
     /// (added after version 1 shipped: absent in older traces).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Every process traced (the command and, in run mode, each process of
+    /// its tree), in order of PID, with its own figures under the same names
+    /// as the top level, which describes the whole scope (absent in older
+    /// traces).
+    #[serde(default)]
+    pub processes: Vec<ProcessEntry>,
+}
+
+/// One traced process: what it did, measured in its own context.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct ProcessEntry {
+    pub pid: u32,
+    /// The traced process that forked it (null: the first one).
+    pub parent: Option<u32>,
+    /// Its command line (after its last exec).
+    pub command: String,
+    /// Seconds after tracing began when it was forked (0: traced from the start).
+    pub started_s: f64,
+    /// When its last thread exited (null: still running when tracing stopped).
+    pub ended_s: Option<f64>,
+    /// From its ptrace tracer (run mode; null in attach mode or while running).
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<i32>,
+    /// When its smaps was read, or why it could not be.
+    pub final_truth: String,
+    /// Its own faults and calls (events seen in its context; the in-kernel
+    /// counters and ring-buffer drops are the scope's, at the top level).
+    pub counters: Counters,
+    /// The kernel's count of its own faults (/proc/PID/stat when last read).
+    pub kernel: Option<KernelFaults>,
+    pub regions: Vec<RegionFaults>,
+    pub rss: Option<RssSummary>,
+    /// Its allocator totals (measured in eBPF) and live heap; null when the heap is not traced.
+    pub heap: Option<ProcessHeap>,
+    /// Its leak candidates.
+    pub leaks: Vec<Leak>,
+    pub leak_groups_not_listed: u64,
+    pub files: Vec<FileEntry>,
+    pub file_totals: FileTotals,
+}
+
+/// One process's heap, as its allocator probes counted it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct ProcessHeap {
+    /// When its live allocations were read.
+    pub read_at: String,
+    pub live_bytes: i64,
+    pub live_allocations: u64,
+    #[serde(flatten)]
+    pub totals: memtrace_common::HeapTotals,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -136,6 +186,17 @@ pub struct Counters {
     pub unattributed_file_unloaded_bytes: u64,
     /// File pages given back by the kernel's teardown after the exit stop.
     pub file_rss_released_at_exit_bytes: u64,
+    /// Processes the traced tree forked that could not be traced (the
+    /// kernel's table of traced processes was full).
+    #[serde(default)]
+    pub processes_not_traced: u64,
+    /// Forks whose new task could not be read in the kernel (no BTF
+    /// offsets): their children are not followed.
+    #[serde(default)]
+    pub forks_unread: u64,
+    /// Records naming a process memtrace never saw begin.
+    #[serde(default)]
+    pub stray_events: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -401,6 +462,10 @@ pub struct Leak {
     pub count: u64,
     pub oldest_age_s: f64,
     pub phase: String,
+    /// The process the allocations live in (0 in traces made before
+    /// memtrace followed process trees).
+    #[serde(default)]
+    pub pid: u32,
     /// Key of the stack in the kernel map (a hash of its frames; 0: the stack could not be taken).
     pub stack_id: u64,
     /// Innermost frame first (the allocation's caller).
@@ -542,6 +607,7 @@ pub(crate) mod tests {
             file_totals: FileTotals::default(),
             sources: default_sources(),
             warnings: vec![],
+            processes: vec![],
         }
     }
 }

@@ -63,6 +63,19 @@ impl MarkerLibs {
     }
 }
 
+impl MarkerLibs {
+    /// A process forked from the traced one: the libraries' markers are
+    /// probed for it too.
+    pub fn attach_to(&self, pid: u32, probes: &mut Probes, warnings: &mut Warnings) {
+        for path in &self.attached {
+            let open = crate::procfs::in_target_root(pid, Path::new(path));
+            if let Err(e) = probes.attach_phase_markers(pid, &open) {
+                warnings.warn(format!("phase markers in {path} will not be seen in PID {pid}: {e:#}"));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,14 @@ use std::{
 
 use crate::common::*;
 
-/// Names of memtrace's programs as the kernel stores them (15 bytes at most).
-const OUR_PROGRAMS: [&str; 26] = [
+/// Names of memtrace's programs as the kernel stores them (15 bytes at most:
+/// sched_process_exec and sched_process_exit are both "sched_process_e",
+/// so it is listed twice).
+const OUR_PROGRAMS: [&str; 29] = [
     "sched_process_e",
+    "sched_process_e",
+    "sched_process_f",
+    "page_fault_kern",
     "sys_enter_mmap",
     "sys_exit_mmap",
     "sys_enter_munma",
