@@ -6,4 +6,5 @@ mod batch;
 pub mod btf;
 pub mod preflight;
 pub mod probes;
+pub mod retire;
 pub mod tracefs;

@@ -118,7 +118,8 @@ pub struct Probes {
     fork_link: Option<RawTracePointLinkId>,
     /// Links in attach order: (program name, link id).
     tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
-    uprobe_links: Vec<(&'static str, UProbeLinkId)>,
+    /// Uprobe links by the process they trace: (pid, program name, link id).
+    uprobe_links: Vec<(u32, &'static str, UProbeLinkId)>,
     /// Phase boundaries made from userspace so far (`memtrace mark`).
     user_phase_marks: u32,
     /// `--probe-at-entry`: allocator probes on the first instruction.
@@ -235,7 +236,7 @@ impl Probes {
                 probe.load().with_context(|| format!("verifier rejected {program}"))?;
             }
             match probe.attach(symbol, binary, scope) {
-                Ok(link) => self.uprobe_links.push((program, link)),
+                Ok(link) => self.uprobe_links.push((pid, program, link)),
                 // The binary does not define the marker: phases are optional.
                 Err(ProgramError::UProbeError(UProbeError::SymbolError { .. })) => return Ok(false),
                 Err(e) => {
@@ -264,7 +265,7 @@ impl Probes {
                 let link = probe
                     .attach(point, &f.path, scope)
                     .with_context(|| format!("attaching to {} in {}", f.symbol, f.path.display()))?;
-                self.uprobe_links.push((program, link));
+                self.uprobe_links.push((pid, program, link));
             }
             self.attached.push(format!("uprobe+uretprobe {} (phase {})", f.symbol, f.name));
         }
@@ -330,7 +331,7 @@ impl Probes {
                 let link = probe
                     .attach(point, library, scope)
                     .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, named.display()))?;
-                self.uprobe_links.push((program, link));
+                self.uprobe_links.push((pid, program, link));
                 Ok(())
             };
             attach(shape.program())?;
@@ -343,6 +344,25 @@ impl Probes {
             report.push(entry);
         }
         Ok(report)
+    }
+
+    /// Takes the uprobe links of process `pid` (it has ended: they can fire
+    /// no more) for the caller to drop: the kernel takes tens of ms to
+    /// unregister each, one at a time, so the session drops them on a
+    /// thread of their own while tracing goes on.
+    pub fn take_process_links(&mut self, pid: u32) -> super::retire::Links {
+        let (theirs, ours): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.uprobe_links).into_iter().partition(|(p, ..)| *p == pid);
+        self.uprobe_links = ours;
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        for (_, program, id) in theirs {
+            if let Some(Ok(up)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
+                if let Ok(link) = up.take_link(id) {
+                    links.push(Box::new(link));
+                }
+            }
+        }
+        links
     }
 
     /// Asks the kernel side to report page-cache evictions of this file.
@@ -373,7 +393,7 @@ impl Probes {
                 }
             }
         }
-        for (program, id) in std::mem::take(&mut self.uprobe_links) {
+        for (_, program, id) in std::mem::take(&mut self.uprobe_links) {
             if let Some(Ok(up)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
                 if let Ok(link) = up.take_link(id) {
                     links.push(Box::new(link));

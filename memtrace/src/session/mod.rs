@@ -130,6 +130,8 @@ struct Session {
     control: Option<ControlSocket>,
     signals: Signals,
     warnings: Warnings,
+    /// Drops the probes of processes that ended while tracing goes on.
+    retirer: crate::kernel::retire::Retirer,
     /// The eBPF unwinder's tables for the target's executable files.
     unwind: unwind::UnwindTables,
     started: SystemTime,

@@ -124,6 +124,9 @@ impl Session {
             p.exit = Some(exit);
         }
         self.unwind.forget(pid);
+        if pid != self.pid {
+            self.retirer.retire(self.probes.take_process_links(pid));
+        }
     }
 
     /// A `memtrace mark` from the control socket: a phase boundary now,

@@ -110,6 +110,7 @@ impl Session {
             heap,
             watched: HashSet::new(),
             adopted: HashSet::from([pid]),
+            retirer: Default::default(),
             marker_libs: MarkerLibs::new(pid, &binary),
             phase_markers,
             phase_truth,

@@ -240,7 +240,13 @@ impl Session {
         // Closing the ring and the control socket before detaching: nothing
         // reads them any more.
         drop((self.ring, self.control));
-        let probes = self.probes;
-        Ok((trace, std::thread::spawn(move || probes.detach())))
+        let (probes, retirer) = (self.probes, self.retirer);
+        Ok((
+            trace,
+            std::thread::spawn(move || {
+                probes.detach();
+                retirer.finish();
+            }),
+        ))
     }
 }

@@ -17,6 +17,7 @@ mod live_view;
 mod mapping_cases;
 mod mark;
 mod phase_fn;
+mod process_tree;
 mod report_cmd;
 mod run_mode;
 mod schema;

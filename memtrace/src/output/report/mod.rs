@@ -1,6 +1,7 @@
 //! The human-readable report, rendered from a `Trace` (never from events), so
 //! a live run and a saved trace print the same thing.
 pub mod heap;
+mod processes;
 pub mod timeline;
 
 use std::fmt::Write;
@@ -47,6 +48,7 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o, "memtrace report: PID {} ({}), {} mode", t.target.pid, t.target.command, t.mode);
     let _ = writeln!(o, "  started {}, traced {:.2} s, stopped: {}{exit}", t.started_at, t.duration_s, t.stop_reason);
     let _ = writeln!(o);
+    processes::render(&mut o, t);
     let _ = writeln!(o, "Page faults and mmap calls [measured: eBPF]");
     let _ = writeln!(
         o,
