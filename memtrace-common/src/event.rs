@@ -269,7 +269,10 @@ bodies! {
     }
     /// The heap totals right after a phase boundary (same sequence number).
     HeapMarkEvent = HeapMark {
+        /// The scope's (every traced process's).
         totals: crate::HeapTotals,
+        /// The marking process's own.
+        process: crate::HeapTotals,
         seq: u32,
         _pad: u32,
     }

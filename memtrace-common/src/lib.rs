@@ -61,6 +61,11 @@ pub struct TracedProcess {
     pub mm_id: u32,
     /// `TRACED_HOLDABLE`: memtrace is its ptrace tracer, so eBPF may hold it.
     pub flags: u32,
+    /// Its latest phase boundary's number (0 before the first): its new
+    /// allocations carry it, so a leak is tagged with its own process's
+    /// phase, not another's. A child starts with its parent's.
+    pub phase_seq: u32,
+    pub _pad: u32,
 }
 
 /// `TracedProcess::flags`: the process is ptraced by memtrace (run mode):

@@ -24,7 +24,6 @@ use memtrace_common::{
 
 use crate::{
     emit::{emit, traced_process, Task},
-    phases,
     regs::{instruction_pointer, stack_pointer, RETURN_SP_OFFSET},
     unwind,
 };
@@ -249,7 +248,8 @@ fn record(c: Caller, ctx: &RetProbeContext, ptr: u64, size: u64) {
     if stack_id == 0 {
         bump(c, |t| unsafe { &raw mut (*t).lost_stacks });
     }
-    let phase_seq = phases::current_seq();
+    // SAFETY: the TRACED entry's pointer, valid for this program run.
+    let phase_seq = unsafe { (*c.process).phase_seq };
     let live = LiveAlloc { size, ts_ns: unsafe { bpf_ktime_get_ns() }, stack_id, phase_seq, _pad: 0 };
     let key = AllocKey { address: ptr, pid: c.task.pid, _pad: 0 };
     if LIVE_ALLOCS.insert(key, live, 0).is_err() {

@@ -13,11 +13,11 @@ use aya_ebpf::{
 };
 use memtrace_common::{
     event::{HeapMarkEvent, PhaseEvent},
-    PHASE_NAME_MAX, PHASE_SEQ_USER,
+    TracedProcess, PHASE_NAME_MAX, PHASE_SEQ_USER,
 };
 
 use crate::{
-    emit::{emit, traced, Task},
+    emit::{emit, traced_process, Task},
     heap,
     hold::{hold, Hold},
     regs::{stack_pointer, RETURN_SP_OFFSET},
@@ -35,13 +35,10 @@ static PHASE_FN_OPEN: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 #[map]
 static PHASE_SEQ: Array<u64> = Array::with_max_entries(1, 0);
 
-/// The number of the latest phase boundary: allocations carry it.
-#[map]
-static PHASE_CURRENT: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Takes the next phase boundary number (1, 2, ...).
+/// Takes the next phase boundary number (1, 2, ...) for a boundary in
+/// `process`: its allocations from now on carry it.
 #[inline(always)]
-fn next_phase_seq() -> u32 {
+fn next_phase_seq(process: *mut TracedProcess) -> u32 {
     let Some(counter) = PHASE_SEQ.get_ptr_mut(0) else { return 0 };
     // SAFETY: map value pointer, valid for this program run. This must be
     // BPF's atomic fetch-and-add (the object is built for BPF cpu v3, see
@@ -51,18 +48,11 @@ fn next_phase_seq() -> u32 {
     // `atomic_fetch_add` here.)
     let previous = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
     let seq = (previous as u32).wrapping_add(1) & !PHASE_SEQ_USER;
-    if let Some(current) = PHASE_CURRENT.get_ptr_mut(0) {
-        // SAFETY: as above. Last writer wins: of two boundaries at one
-        // instant, allocations after both carry one of them.
-        unsafe { *current = seq };
-    }
+    // SAFETY: the TRACED entry's pointer, valid for this program run. Last
+    // writer wins: of two boundaries at one instant in two threads,
+    // allocations after both carry one of them.
+    unsafe { (*process).phase_seq = seq };
     seq
-}
-
-/// The number of the latest phase boundary (0 before the first), for a new allocation.
-#[inline(always)]
-pub fn current_seq() -> u32 {
-    PHASE_CURRENT.get(0).copied().unwrap_or(0)
 }
 
 /// A boundary with no name (a `--phase-fn` function's, named by its index).
@@ -74,12 +64,14 @@ fn unnamed(begin: bool, function: u32) -> PhaseEvent {
 /// A phase boundary: the event (its sequence number is taken here), the
 /// heap totals at that instant, and the `--phase-truth` stop.
 #[inline(always)]
-fn boundary(task: Task, mut event: PhaseEvent) -> u32 {
+fn boundary(task: Task, process: *mut TracedProcess, mut event: PhaseEvent) -> u32 {
     // Allocations made from now on carry this marker's sequence number.
-    let seq = next_phase_seq();
+    let seq = next_phase_seq(process);
     event.seq = seq;
     emit(task, event);
-    emit(task, HeapMarkEvent { totals: heap::snapshot(), seq, _pad: 0 });
+    // SAFETY: as in next_phase_seq.
+    let own = unsafe { (*process).heap };
+    emit(task, HeapMarkEvent { totals: heap::snapshot(), process: own, seq, _pad: 0 });
     // `--phase-truth`: memtrace reads the kernel truth before the marker runs.
     hold(task, Hold::PhaseMarker);
     0
@@ -87,7 +79,7 @@ fn boundary(task: Task, mut event: PhaseEvent) -> u32 {
 
 #[inline(always)]
 fn marker(ctx: &ProbeContext, begin: bool) -> u32 {
-    let Some(task) = traced() else { return 0 };
+    let Some((task, process)) = traced_process() else { return 0 };
     let mut event = unnamed(begin, 0);
     if let Some(name) = ctx.arg::<*const u8>(0) {
         // SAFETY: reads at most PHASE_NAME_MAX bytes of user memory.
@@ -98,7 +90,7 @@ fn marker(ctx: &ProbeContext, begin: bool) -> u32 {
             event.name_ptr = name as u64;
         }
     }
-    boundary(task, event)
+    boundary(task, process, event)
 }
 
 #[inline(always)]
@@ -114,7 +106,7 @@ fn phase_fn_key<C: EbpfContext>(ctx: &C, tid: u32) -> (u64, u32) {
 /// that phase ends and a new one begins.
 #[uprobe]
 pub fn phase_fn_enter(ctx: ProbeContext) -> u32 {
-    let Some(task) = traced() else { return 0 };
+    let Some((task, process)) = traced_process() else { return 0 };
     let (key, function) = phase_fn_key(&ctx, task.tid);
     let sp = stack_pointer(ctx.regs);
     if let Some(open) = PHASE_FN_OPEN.get_ptr(key) {
@@ -122,10 +114,10 @@ pub fn phase_fn_enter(ctx: ProbeContext) -> u32 {
         if sp < unsafe { *open } {
             return 0;
         }
-        boundary(task, unnamed(false, function));
+        boundary(task, process, unnamed(false, function));
     }
     let _ = PHASE_FN_OPEN.insert(key, sp, 0);
-    boundary(task, unnamed(true, function))
+    boundary(task, process, unnamed(true, function))
 }
 
 /// Return of a `--phase-fn` function: the outermost call's return (stack
@@ -133,7 +125,7 @@ pub fn phase_fn_enter(ctx: ProbeContext) -> u32 {
 /// returns do not.
 #[uretprobe]
 pub fn phase_fn_exit(ctx: RetProbeContext) -> u32 {
-    let Some(task) = traced() else { return 0 };
+    let Some((task, process)) = traced_process() else { return 0 };
     let (key, function) = phase_fn_key(&ctx, task.tid);
     let Some(open) = PHASE_FN_OPEN.get_ptr(key) else { return 0 };
     // SAFETY: map value pointer, copied before the entry is removed.
@@ -141,7 +133,7 @@ pub fn phase_fn_exit(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let _ = PHASE_FN_OPEN.remove(key);
-    boundary(task, unnamed(false, function))
+    boundary(task, process, unnamed(false, function))
 }
 
 #[uprobe]

@@ -68,8 +68,14 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     // (fork, vfork, posix_spawn) when its parent is traced: it may be held.
     // SAFETY: map value pointer, valid for this program run.
     let holdable = unsafe { (*parent).flags } & TRACED_HOLDABLE != 0 && exit_signal == SIGCHLD;
-    let entry =
-        TracedProcess { heap: HeapTotals::default(), mm_id: 0, flags: if holdable { TRACED_HOLDABLE } else { 0 } };
+    let entry = TracedProcess {
+        heap: HeapTotals::default(),
+        mm_id: 0,
+        flags: if holdable { TRACED_HOLDABLE } else { 0 },
+        // SAFETY: as above.
+        phase_seq: unsafe { (*parent).phase_seq },
+        _pad: 0,
+    };
     if TRACED.insert(tgid, entry, 0).is_err() {
         count(Counter::TracedFull);
         return 0;

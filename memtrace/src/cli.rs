@@ -120,6 +120,13 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_follow: bool,
 
+    /// Attach mode (-p PID): trace the processes PID created that are still
+    /// running too, and every process any of them creates while traced
+    /// (added in the kernel at the fork, its probes copied at the fork, so
+    /// it is traced from its first instruction). Tracing ends when PID exits
+    #[arg(long)]
+    pub children: bool,
+
     /// Run mode: stop the target's main thread at each phase marker for a
     /// moment to read /proc/PID/smaps, so every phase has kernel truth for
     /// its per-file RSS change (adds a few ms per marker to the phase times)

@@ -81,12 +81,14 @@ pub enum Event {
         /// address in the target, to read from /proc/PID/mem.
         name_at: Option<u64>,
     },
-    /// The allocator totals right after the phase marker `seq`.
+    /// The allocator totals right after the phase marker `seq`: the
+    /// scope's and the marking process's own.
     HeapMark {
         ts_ns: u64,
         tid: u32,
         seq: u32,
         totals: HeapTotals,
+        process: HeapTotals,
     },
     /// munmap or madvise entered on [addr, addr + len).
     RangeEnter {
@@ -355,7 +357,7 @@ impl Event {
             }
             EventKind::HeapMark => {
                 let e: event::HeapMarkEvent = body(bytes)?;
-                Event::HeapMark { ts_ns, tid, seq: e.seq, totals: e.totals }
+                Event::HeapMark { ts_ns, tid, seq: e.seq, totals: e.totals, process: e.process }
             }
             EventKind::Madvise => {
                 let e: event::MadviseEvent = body(bytes)?;
@@ -620,8 +622,9 @@ mod tests {
             unknown_frees: 1,
             ..Default::default()
         };
-        let r = HeapMarkEvent { totals, seq: 5, _pad: 0 };
-        assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::HeapMark { ts_ns: 99, tid: 7, seq: 5, totals });
+        let process = HeapTotals { allocs: 2, ..totals };
+        let r = HeapMarkEvent { totals, process, seq: 5, _pad: 0 };
+        assert_eq!(Event::decode(&bytes(r)).unwrap(), Event::HeapMark { ts_ns: 99, tid: 7, seq: 5, totals, process });
     }
 
     #[test]

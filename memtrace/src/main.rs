@@ -61,6 +61,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        (Some(Command::Run { trace, .. }), _) if trace.children => {
+            bail!("--children is for attach mode (-p PID): `memtrace run` follows the command's children already (--no-follow to stop that)")
+        }
         (Some(Command::Run { trace, command }), _) => {
             let program = target::child::resolve_command(&command[0])?;
             let phase_fns = resolve_phase_fns(&trace, &program)?;
@@ -109,6 +112,7 @@ fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::P
         duration: args.duration.map(Duration::from_secs_f64),
         phase_truth: args.phase_truth,
         follow: !args.no_follow,
+        children: args.children,
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
         probe_at_entry: args.probe_at_entry,

@@ -8,3 +8,4 @@ pub mod preflight;
 pub mod probes;
 pub mod retire;
 pub mod tracefs;
+pub mod uprobe_events;

@@ -4,10 +4,7 @@ use anyhow::{Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        raw_trace_point::RawTracePointLinkId,
-        trace_point::TracePointLinkId,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeError, UProbeLinkId, UProbeScope},
-        ProgramError, RawTracePoint, TracePoint, UProbe,
+        raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId, RawTracePoint, TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
@@ -17,11 +14,15 @@ use memtrace_common::{
 };
 
 use std::{
-    num::NonZeroU32,
+    collections::{HashMap as StdHashMap, HashSet},
+    os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
-use super::batch;
+use super::{
+    batch,
+    uprobe_events::{InheritedUprobe, UprobeEvents},
+};
 use crate::{
     model::aspace::FileId,
     model::heap_marks::LiveAllocation,
@@ -112,14 +113,39 @@ impl std::ops::Index<Counter> for KernelCounters {
     }
 }
 
+/// How a process runs a site: since when its forks copy it, and the
+/// process it was opened for (whose probe must outlive every copy: the
+/// copies run the program linked to it).
+#[derive(Clone, Copy, Debug)]
+struct Coverage {
+    since: u64,
+    owner: u32,
+}
+
+/// One uprobe site: a program at an offset of a file (by device and inode).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Site {
+    program: &'static str,
+    dev: u64,
+    ino: u64,
+    offset: u64,
+}
+
 pub struct Probes {
     ebpf: Ebpf,
     pub attached: Vec<String>,
     fork_link: Option<RawTracePointLinkId>,
     /// Links in attach order: (program name, link id).
     tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
-    /// Uprobe links by the process they trace: (pid, program name, link id).
-    uprobe_links: Vec<(u32, &'static str, UProbeLinkId)>,
+    /// Uprobes by the process they were opened for (its children inherit them).
+    uprobes: Vec<(u32, InheritedUprobe)>,
+    uprobe_events: UprobeEvents,
+    /// The probe sites each traced process runs: those opened for it and
+    /// those it inherited at its fork. A site is attached for a process
+    /// only when it is not there already (twice would count every call twice).
+    covered: StdHashMap<u32, StdHashMap<Site, Coverage>>,
+    /// Processes that ended (their probes go once no copy is running).
+    ended: HashSet<u32>,
     /// Phase boundaries made from userspace so far (`memtrace mark`).
     user_phase_marks: u32,
     /// `--probe-at-entry`: allocator probes on the first instruction.
@@ -213,10 +239,21 @@ impl Probes {
             attached,
             fork_link: Some(fork_link),
             tracepoint_links,
-            uprobe_links: Vec::new(),
+            uprobes: Vec::new(),
+            uprobe_events: UprobeEvents::new(&super::tracefs::ensure_mounted()?, load.follow_forks)?,
+            covered: StdHashMap::new(),
+            ended: HashSet::new(),
             user_phase_marks: 0,
             probe_at_entry: false,
         })
+    }
+
+    /// Adds a running process to the kernel's scope (`--children`): its
+    /// events are traced from now on, and what it forks.
+    pub fn trace_process(&mut self, pid: u32) -> Result<()> {
+        let mut traced: HashMap<_, u32, TracedProcess> =
+            HashMap::try_from(self.ebpf.map_mut("TRACED").context("eBPF object lacks map TRACED")?)?;
+        traced.insert(pid, TracedProcess::default(), 0).with_context(|| format!("adding PID {pid} to TRACED"))
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
@@ -228,46 +265,91 @@ impl Probes {
     /// (the target's executable, or a library it maps) for process `pid`. Returns false when the
     /// binary has no such symbols: phases are optional.
     pub fn attach_phase_markers(&mut self, pid: u32, binary: &Path) -> Result<bool> {
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
-        for (program, symbol) in [("phase_begin", "memtrace_phase_begin"), ("phase_end", "memtrace_phase_end")] {
-            let probe: &mut UProbe =
-                self.ebpf.program_mut(program).context("eBPF object lacks phase programs")?.try_into()?;
-            if probe.fd().is_err() {
-                probe.load().with_context(|| format!("verifier rejected {program}"))?;
+        let lib = Library::open(binary)?;
+        let markers = [("phase_begin", "memtrace_phase_begin"), ("phase_end", "memtrace_phase_end")];
+        let mut offsets = Vec::new();
+        for (program, symbol) in markers {
+            // The binary does not define the marker: phases are optional.
+            let Some(code) = lib.function(symbol)? else { return Ok(false) };
+            let offset =
+                lib.file_offset(code.address).with_context(|| format!("{symbol} outside the file's segments"))?;
+            offsets.push((program, symbol, offset));
+        }
+        for (program, symbol, offset) in offsets {
+            if self
+                .attach_site(pid, program, binary, offset, 0)
+                .with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()))?
+            {
+                self.attached.push(format!("uprobe {symbol}"));
             }
-            match probe.attach(symbol, binary, scope) {
-                Ok(link) => self.uprobe_links.push((pid, program, link)),
-                // The binary does not define the marker: phases are optional.
-                Err(ProgramError::UProbeError(UProbeError::SymbolError { .. })) => return Ok(false),
-                Err(e) => {
-                    return Err(e).with_context(|| format!("attaching a uprobe to {symbol} in {}", binary.display()))
-                }
-            }
-            self.attached.push(format!("uprobe {symbol}"));
         }
         Ok(true)
+    }
+
+    /// Loads a uprobe program once.
+    fn uprobe_program(&mut self, program: &'static str) -> Result<&mut UProbe> {
+        let probe: &mut UProbe =
+            self.ebpf.program_mut(program).with_context(|| format!("eBPF object lacks {program}"))?.try_into()?;
+        if probe.fd().is_err() {
+            probe.load().with_context(|| format!("verifier rejected {program}"))?;
+        }
+        Ok(probe)
+    }
+
+    /// Attaches `program` at `offset` of `file` for process `pid` and what
+    /// it creates from now on, unless it runs that site already (opened
+    /// for it, or inherited from its parent): returns whether it attached.
+    fn attach_site(&mut self, pid: u32, program: &'static str, file: &Path, offset: u64, cookie: u64) -> Result<bool> {
+        let meta = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
+        let site = Site { program, dev: meta.dev(), ino: meta.ino(), offset };
+        if self.covered.get(&pid).is_some_and(|sites| sites.contains_key(&site)) {
+            return Ok(false);
+        }
+        let ret = program == ALLOC_EXIT || program == "phase_fn_exit";
+        let fd = self.uprobe_program(program)?.fd()?.as_fd().try_clone_to_owned()?;
+        // Every thread of it: a child forked by any of them inherits the probe.
+        let threads = crate::procfs::thread_ids(pid).unwrap_or_else(|_| vec![pid]);
+        let probe = self.uprobe_events.attach(fd.as_fd(), file, offset, ret, &threads, cookie)?;
+        // Forks from now on copy it (the fork tracepoint's time is later).
+        let since = crate::session::monotonic_ns();
+        self.uprobes.push((pid, probe));
+        self.covered.entry(pid).or_default().insert(site, Coverage { since, owner: pid });
+        Ok(true)
+    }
+
+    /// A child forked at `fork_ns` runs every probe its parent ran then
+    /// (the kernel copied them at the fork, when inheriting is on):
+    /// recorded so none is attached twice, and none is taken for copied
+    /// that was attached to the parent after the fork.
+    pub fn inherit_probes(&mut self, parent: u32, child: u32, fork_ns: u64) {
+        if !self.uprobe_events.inherit {
+            return;
+        }
+        let Some(sites) = self.covered.get(&parent) else { return };
+        let copied: Vec<(Site, Coverage)> = sites
+            .iter()
+            .filter(|(_, c)| fork_ns > c.since)
+            .map(|(s, c)| (s.clone(), Coverage { since: fork_ns, owner: c.owner }))
+            .collect();
+        self.covered.entry(child).or_default().extend(copied);
     }
 
     /// Attaches `--phase-fn` functions: entry and return probes, each with
     /// the function's index (1, 2, ...) as its cookie.
     pub fn attach_phase_fns(&mut self, pid: u32, fns: &[crate::uprobes::phase_fn::PhaseFn]) -> Result<()> {
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
-        for program in ["phase_fn_enter", "phase_fn_exit"] {
-            let probe: &mut UProbe =
-                self.ebpf.program_mut(program).context("eBPF object lacks phase-fn programs")?.try_into()?;
-            probe.load().with_context(|| format!("verifier rejected {program}"))?;
-        }
         for (i, f) in fns.iter().enumerate() {
+            let lib = Library::open(&f.path)?;
+            let code = lib.function(&f.symbol)?.with_context(|| format!("{} not in {}", f.symbol, f.path.display()))?;
+            let offset = lib.file_offset(code.address).with_context(|| format!("{} outside its segments", f.symbol))?;
+            let mut attached = false;
             for program in ["phase_fn_enter", "phase_fn_exit"] {
-                let probe: &mut UProbe = self.ebpf.program_mut(program).context("phase-fn program")?.try_into()?;
-                let point =
-                    UProbeAttachPoint { location: UProbeAttachLocation::Symbol(&f.symbol), cookie: Some(i as u64 + 1) };
-                let link = probe
-                    .attach(point, &f.path, scope)
+                attached |= self
+                    .attach_site(pid, program, &f.path, offset, i as u64 + 1)
                     .with_context(|| format!("attaching to {} in {}", f.symbol, f.path.display()))?;
-                self.uprobe_links.push((pid, program, link));
             }
-            self.attached.push(format!("uprobe+uretprobe {} (phase {})", f.symbol, f.name));
+            if attached {
+                self.attached.push(format!("uprobe+uretprobe {} (phase {})", f.symbol, f.name));
+            }
         }
         Ok(())
     }
@@ -281,14 +363,9 @@ impl Probes {
     /// probed once. Returns the functions found, probed or not.
     pub fn attach_allocator(&mut self, pid: u32, allocator: &Allocator) -> Result<Vec<HeapProbe>> {
         let (library, named) = (allocator.open_path.as_path(), allocator.path.as_path());
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).context("PID 0")?);
         let lib = Library::open(library)?;
         for program in Shape::PROGRAMS.into_iter().chain([ALLOC_EXIT]) {
-            let probe: &mut UProbe =
-                self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
-            if probe.fd().is_err() {
-                probe.load().with_context(|| format!("verifier rejected {program}"))?;
-            }
+            self.uprobe_program(program)?;
         }
         let known = alloc_symbols::known();
         let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
@@ -321,18 +398,10 @@ impl Probes {
                 .flatten()
                 .filter(|(start, len)| probed - start <= u32::MAX as u64 && *len <= u32::MAX as u64)
                 .map_or(0, |(start, len)| (len << 32) | (probed - start));
-            let mut attach = |program: &'static str| -> Result<()> {
-                let probe: &mut UProbe =
-                    self.ebpf.program_mut(program).context("eBPF object lacks heap programs")?.try_into()?;
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::SymbolOffset(&symbol, placement.offset),
-                    cookie: Some(cookie),
-                };
-                let link = probe
-                    .attach(point, library, scope)
-                    .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, named.display()))?;
-                self.uprobe_links.push((pid, program, link));
-                Ok(())
+            let offset = lib.file_offset(probed).with_context(|| format!("{symbol} outside the file's segments"))?;
+            let mut attach = |program: &'static str| -> Result<bool> {
+                self.attach_site(pid, program, library, offset, cookie)
+                    .with_context(|| format!("attaching to {symbol}+{} in {}", placement.offset, named.display()))
             };
             attach(shape.program())?;
             if shape.returns() {
@@ -351,18 +420,15 @@ impl Probes {
     /// unregister each, one at a time, so the session drops them on a
     /// thread of their own while tracing goes on.
     pub fn take_process_links(&mut self, pid: u32) -> super::retire::Links {
-        let (theirs, ours): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.uprobe_links).into_iter().partition(|(p, ..)| *p == pid);
-        self.uprobe_links = ours;
-        let mut links: Vec<Box<dyn Send>> = Vec::new();
-        for (_, program, id) in theirs {
-            if let Some(Ok(up)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
-                if let Ok(link) = up.take_link(id) {
-                    links.push(Box::new(link));
-                }
-            }
-        }
-        links
+        self.covered.remove(&pid);
+        self.ended.insert(pid);
+        // Probes opened for an ended process that no running one copied.
+        let in_use: HashSet<u32> = self.covered.values().flat_map(|sites| sites.values().map(|c| c.owner)).collect();
+        let (theirs, ours): (Vec<_>, Vec<_>) = std::mem::take(&mut self.uprobes)
+            .into_iter()
+            .partition(|(owner, _)| self.ended.contains(owner) && !in_use.contains(owner));
+        self.uprobes = ours;
+        theirs.into_iter().map(|(_, probe)| Box::new(probe) as Box<dyn Send>).collect()
     }
 
     /// Asks the kernel side to report page-cache evictions of this file.
@@ -393,12 +459,8 @@ impl Probes {
                 }
             }
         }
-        for (_, program, id) in std::mem::take(&mut self.uprobe_links) {
-            if let Some(Ok(up)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
-                if let Ok(link) = up.take_link(id) {
-                    links.push(Box::new(link));
-                }
-            }
+        for (_, probe) in std::mem::take(&mut self.uprobes) {
+            links.push(Box::new(probe));
         }
         std::thread::scope(|s| {
             for link in links {
@@ -524,15 +586,13 @@ impl Probes {
     }
 
     /// Takes the next phase sequence number for a mark made in userspace
-    /// (`memtrace mark`): allocations from now on carry it. Its numbers
-    /// have PHASE_SEQ_USER set, so an eBPF marker at the same instant never
-    /// takes the same one.
-    pub fn next_phase_seq(&mut self) -> Result<u32> {
+    /// (`memtrace mark`). Its numbers have PHASE_SEQ_USER set, so an eBPF
+    /// marker at the same instant never takes the same one. The kernel does
+    /// not learn it: allocations after it are placed in its phase by time
+    /// (`HeapMarks::phase_of`).
+    pub fn next_phase_seq(&mut self) -> u32 {
         self.user_phase_marks += 1;
-        let seq = PHASE_SEQ_USER | self.user_phase_marks;
-        let map = self.ebpf.map_mut("PHASE_CURRENT").context("eBPF object lacks map PHASE_CURRENT")?;
-        Array::<_, u32>::try_from(map)?.set(0, seq, 0)?;
-        Ok(seq)
+        PHASE_SEQ_USER | self.user_phase_marks
     }
 
     /// The user stack with this id, innermost frame first.

@@ -3,30 +3,57 @@
 //! the live-allocation map. Plain data: the session feeds it, tests too.
 use std::collections::{BTreeMap, HashMap};
 
-use memtrace_common::HeapTotals;
+use memtrace_common::{HeapTotals, PHASE_SEQ_USER};
 
 /// Name of the "phase" before the first marker, or outside every phase.
 pub const NO_PHASE: &str = "(no phase)";
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct HeapMarks {
     /// Allocator totals right after each phase marker, by sequence number.
     pub at_marker: HashMap<u32, HeapTotals>,
     /// The phase path in force after each marker (absent: none open).
     phase_after: BTreeMap<u32, String>,
+    /// When each marker was made (CLOCK_MONOTONIC ns).
+    marker_ts: HashMap<u32, u64>,
+    /// Marks made in userspace (`memtrace mark`), by time: the kernel
+    /// tags an allocation with its own process's latest eBPF marker only,
+    /// so a later user mark is found here by the allocation's time.
+    user_marks: BTreeMap<u64, u32>,
 }
 
 impl HeapMarks {
-    pub fn on_marker(&mut self, seq: u32, path_after: String) {
+    pub fn on_marker(&mut self, seq: u32, ts_ns: u64, path_after: String) {
         self.phase_after.insert(seq, path_after);
+        self.marker_ts.insert(seq, ts_ns);
+        if seq & PHASE_SEQ_USER != 0 {
+            self.user_marks.insert(ts_ns, seq);
+        }
+    }
+
+    /// A forked child's: the parent's markers name the phases of the
+    /// allocations the child makes before its own first marker; at the open
+    /// phases' begin markers the child had no heap of its own yet.
+    pub fn forked(&self, open: impl Iterator<Item = u32>) -> HeapMarks {
+        let mut child = HeapMarks { at_marker: HashMap::new(), ..self.clone() };
+        for seq in open {
+            child.at_marker.insert(seq, HeapTotals::default());
+        }
+        child
     }
 
     pub fn on_totals(&mut self, seq: u32, totals: HeapTotals) {
         self.at_marker.insert(seq, totals);
     }
 
-    /// The phase an allocation made after marker `seq` belongs to.
-    pub fn phase_of(&self, seq: u32) -> &str {
+    /// The phase of an allocation made at `ts_ns` after marker `seq`
+    /// (its process's latest eBPF marker), or after a later user mark.
+    pub fn phase_of(&self, seq: u32, ts_ns: u64) -> &str {
+        let since = self.marker_ts.get(&seq).copied().unwrap_or(0);
+        let seq = match self.user_marks.range(since.saturating_add(1)..=ts_ns).next_back() {
+            Some((_, &user)) => user,
+            None => seq,
+        };
         match self.phase_after.get(&seq) {
             Some(path) if !path.is_empty() => path,
             _ => NO_PHASE,
@@ -73,7 +100,7 @@ pub struct LeakGroup {
 pub fn leak_groups(live: &[LiveAllocation], made_by_ns: u64, marks: &HeapMarks) -> Vec<LeakGroup> {
     let mut groups: HashMap<(u64, &str), LeakGroup> = HashMap::new();
     for a in live.iter().filter(|a| a.ts_ns <= made_by_ns) {
-        let phase = marks.phase_of(a.phase_seq);
+        let phase = marks.phase_of(a.phase_seq, a.ts_ns);
         let g = groups.entry((a.stack_id, phase)).or_insert_with(|| LeakGroup {
             stack_id: a.stack_id,
             phase: phase.to_string(),
@@ -111,9 +138,9 @@ mod tests {
     #[test]
     fn allocations_are_grouped_by_stack_and_phase_largest_first() {
         let mut m = HeapMarks::default();
-        m.on_marker(1, "load".into());
-        m.on_marker(2, String::new()); // load ended, nothing open
-        m.on_marker(3, "leak".into());
+        m.on_marker(1, 1, "load".into());
+        m.on_marker(2, 2, String::new()); // load ended, nothing open
+        m.on_marker(3, 3, "leak".into());
         let a = |address, size, ts_ns, stack_id: u64, phase_seq| LiveAllocation {
             pid: 1,
             address,
@@ -134,5 +161,18 @@ mod tests {
         let summary: Vec<_> =
             groups.iter().map(|g| (g.stack_id, g.phase.as_str(), g.count, g.bytes, g.oldest_ts_ns)).collect();
         assert_eq!(summary, [(7, "leak", 2, 8192, 40), (7, "load", 1, 100, 10), (9, NO_PHASE, 2, 20, 5)]);
+    }
+
+    #[test]
+    fn a_user_mark_after_the_processs_own_marker_wins_by_time() {
+        let mut m = HeapMarks::default();
+        m.on_marker(1, 100, "load".into());
+        m.on_marker(PHASE_SEQ_USER | 1, 200, "load/by-hand".into());
+        m.on_marker(2, 300, "search".into());
+        assert_eq!(m.phase_of(1, 150), "load");
+        assert_eq!(m.phase_of(1, 250), "load/by-hand", "marked by hand after the process's marker 1");
+        assert_eq!(m.phase_of(2, 350), "search", "the process's marker 2 came after the user mark");
+        assert_eq!(m.phase_of(0, 50), NO_PHASE);
+        assert_eq!(m.phase_of(0, 250), "load/by-hand");
     }
 }

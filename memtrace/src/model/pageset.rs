@@ -68,7 +68,14 @@ impl PageSet {
         before - self.len
     }
 
-    #[cfg(test)]
+    /// Adds every page of `other`.
+    pub fn union_with(&mut self, other: &PageSet) {
+        for (first, last) in other.ranges() {
+            self.insert(first, last);
+        }
+    }
+
+    /// The set as disjoint ranges first..=last, in order.
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.ranges.iter().map(|(&f, &l)| (f, l))
     }

@@ -78,6 +78,21 @@ impl Phases {
         }
     }
 
+    /// A forked child's: the phases open in the parent, open in the child
+    /// too, measured from the child's own `totals` at its birth.
+    pub fn forked(&self, totals: &Totals) -> Phases {
+        Phases {
+            stack: self.stack.iter().map(|(n, ts, seq, _)| (n.clone(), *ts, *seq, totals.clone())).collect(),
+            done: Vec::new(),
+            unmatched_ends: 0,
+        }
+    }
+
+    /// The begin markers' numbers of the open phases.
+    pub fn open_seqs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.stack.iter().map(|(_, _, seq, _)| *seq)
+    }
+
     /// Closes whatever is still open when tracing stops.
     pub fn finish(&mut self, ts_ns: u64, totals: &Totals) {
         while !self.stack.is_empty() {

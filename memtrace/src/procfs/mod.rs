@@ -14,5 +14,5 @@ pub use maps::{
 };
 pub use mem::read_c_string;
 pub use paths::resolve as resolve_file;
-pub use resident::{file_pagemap, file_rss};
-pub use status::{command_line, kernel_faults, rss_counters, thread_group};
+pub use resident::{file_pagemap, file_rss, file_smaps, FilePages, SmapsFile};
+pub use status::{command_line, descendants, kernel_faults, rss_counters, thread_group, thread_ids};

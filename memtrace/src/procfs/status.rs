@@ -14,6 +14,37 @@ pub fn thread_group(pid: u32) -> Option<u32> {
     Some(Process::new(pid as i32).ok()?.status().ok()?.tgid as u32)
 }
 
+/// The threads of process `pid`, its main thread first.
+pub fn thread_ids(pid: u32) -> std::io::Result<Vec<u32>> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&t| t != pid)
+        .collect();
+    tids.sort_unstable();
+    tids.insert(0, pid);
+    Ok(tids)
+}
+
+/// The processes `pid` created that are still running, recursively
+/// (from each thread's `children` file), parents before their children:
+/// (pid, parent).
+pub fn descendants(pid: u32) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(parent) = queue.pop_front() {
+        for tid in thread_ids(parent).unwrap_or_default() {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{parent}/task/{tid}/children")) else { continue };
+            for child in text.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                if !out.iter().any(|(p, _)| *p == child) {
+                    out.push((child, parent));
+                    queue.push_back(child);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The command line, arguments joined by spaces (none for a kernel thread).
 pub fn command_line(pid: u32) -> Option<String> {
     let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;

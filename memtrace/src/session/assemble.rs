@@ -23,9 +23,13 @@ use crate::{
     model::{
         aspace::FileId,
         estimates::{estimate, Inputs},
+        heap_marks::HeapMarks,
         loading::{FileLoad, RssCounters, PAGE},
+        pageset::PageSet,
+        phases::Phases,
         timeline::Timeline,
     },
+    procfs,
     trace::{
         self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
         HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, ProcessEntry, ProcessHeap,
@@ -51,6 +55,8 @@ pub struct Parts<'a> {
     pub scope_heap: Option<HeapTotals>,
     /// Attach mode: per-file kernel truth when tracing began.
     pub start_truth: Option<&'a KernelTruth>,
+    /// `--children`: each descendant's, by PID.
+    pub start_truths: &'a BTreeMap<u32, KernelTruth>,
     /// The kernel's count of the target's own faults over the traced
     /// interval: (minor, major, source).
     pub own_faults: Option<(u64, u64, &'static str)>,
@@ -83,12 +89,24 @@ pub fn trace(p: Parts) -> Trace {
         .processes
         .values()
         .map(|pm| {
-            let start_truth = if pm.pid == p.pid { p.start_truth } else { None };
-            process_entry(pm, p.captures.get(&pm.pid).unwrap_or(&no_capture), start_truth, p.start_ns)
+            let start_truth = if pm.pid == p.pid { p.start_truth } else { p.start_truths.get(&pm.pid) };
+            let capture = p.captures.get(&pm.pid).unwrap_or(&no_capture);
+            let mut entry = process_entry(pm, capture, start_truth, p.start_ns);
+            // `--phase-truth` stops only the first process.
+            let no_truth = HashMap::new();
+            let boundary_truth = if pm.pid == p.pid { &p.boundaries.at } else { &no_truth };
+            let last_heap = entry.heap.as_ref().filter(|h| h.totals != HeapTotals::default()).map(|h| h.totals);
+            entry.phases = phase_entries(
+                c,
+                PhaseSource { phases: &pm.phases, marks: &pm.heap_marks, last_heap: last_heap.as_ref() },
+                p.start_ns,
+                boundary_truth,
+            );
+            entry
         })
         .collect();
     let tree = processes.len() > 1;
-    let files = if tree { tree_files(&processes) } else { file_entries(root, p.start_truth, end_truth) };
+    let files = if tree { tree_files(&processes, p.captures) } else { file_entries(root, p.start_truth, end_truth) };
     let (mut heap, mut leaks) = heap_section(c, p.heap, capture, heap_timeline(&p.timeline), p.heap_events);
     let mut leak_groups_not_listed =
         capture.heap.as_ref().and_then(|h| h.as_ref().ok()).map_or(0, |h| h.more_leak_groups as u64);
@@ -161,7 +179,12 @@ pub fn trace(p: Parts) -> Trace {
         },
         phase_functions: p.phase_functions,
         unmatched_phase_ends: c.phases.unmatched_ends,
-        phases: phase_entries(c, p.start_ns, &p.boundaries.at, last_heap.as_ref()),
+        phases: phase_entries(
+            c,
+            PhaseSource { phases: &c.phases, marks: &c.heap_marks, last_heap: last_heap.as_ref() },
+            p.start_ns,
+            &p.boundaries.at,
+        ),
         heap,
         leak_rule: match p.leak_age {
             Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
@@ -249,6 +272,7 @@ fn process_entry(
         heap,
         leaks: heap_at_stop.map(|h| h.leaks.clone()).unwrap_or_default(),
         leak_groups_not_listed: heap_at_stop.map_or(0, |h| h.more_leak_groups as u64),
+        phases: Vec::new(),
         file_totals: FileTotals::of(&files),
         files,
     }
@@ -258,7 +282,7 @@ fn process_entry(
 /// (their RSS for it is what `top` adds up; a page mapped by several
 /// counts in each), evictions once (every process mapping the file sees
 /// the same eviction).
-fn tree_files(processes: &[ProcessEntry]) -> Vec<FileEntry> {
+fn tree_files(processes: &[ProcessEntry], captures: &BTreeMap<u32, StopCapture>) -> Vec<FileEntry> {
     let mut by_file: BTreeMap<(u32, u32, u64), FileEntry> = BTreeMap::new();
     for f in processes.iter().flat_map(|pe| &pe.files) {
         match by_file.entry((f.device_major, f.device_minor, f.inode)) {
@@ -266,6 +290,20 @@ fn tree_files(processes: &[ProcessEntry]) -> Vec<FileEntry> {
                 v.insert(f.clone());
             }
             std::collections::btree_map::Entry::Occupied(mut o) => merge_file(o.get_mut(), f),
+        }
+    }
+    // A page of the file resident in several processes is one page of the
+    // page cache: the union of their pagemap file pages.
+    let pagemaps: Vec<&HashMap<FileId, procfs::FilePages>> =
+        captures.values().filter_map(|c| c.truth.as_ref()?.as_ref().ok()?.pagemap.as_ref()).collect();
+    for f in by_file.values_mut() {
+        let id = FileId { major: f.device_major, minor: f.device_minor, inode: f.inode };
+        if f.kernel_distinct_resident_bytes.is_some() {
+            let mut union = PageSet::default();
+            for pages in pagemaps.iter().filter_map(|p| p.get(&id)) {
+                union.union_with(&pages.file_pages);
+            }
+            f.kernel_distinct_resident_bytes = Some(union.len() * PAGE);
         }
     }
     let mut files: Vec<FileEntry> = by_file.into_values().collect();
@@ -304,6 +342,9 @@ fn merge_file(into: &mut FileEntry, f: &FileEntry) {
     into.resident_at_start_pagemap_bytes = add(into.resident_at_start_pagemap_bytes, f.resident_at_start_pagemap_bytes);
     into.kernel_rss_bytes = add(into.kernel_rss_bytes, f.kernel_rss_bytes);
     into.kernel_pagemap_bytes = add(into.kernel_pagemap_bytes, f.kernel_pagemap_bytes);
+    into.kernel_pss_bytes = add(into.kernel_pss_bytes, f.kernel_pss_bytes);
+    // Replaced by the union in `tree_files`; here only whether any process had one.
+    into.kernel_distinct_resident_bytes = add(into.kernel_distinct_resident_bytes, f.kernel_distinct_resident_bytes);
     // The estimates judged against the tree's sum, as a monitor of the
     // whole tree would be.
     let truth = match into.kernel_rss_bytes {
@@ -501,10 +542,14 @@ fn file_entries(c: &ProcessModel, start: Option<&KernelTruth>, end: Option<&Kern
         .iter()
         .map(|(id, f)| {
             let load = c.loading.files.get(id).unwrap_or(&empty);
-            let at_start = start.map(|t| t.smaps.get(id).copied().unwrap_or(0));
-            let at_start_pagemap = start.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
-            let kernel = end.map(|t| t.smaps.get(id).copied().unwrap_or(0));
-            let pagemap = end.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).copied().unwrap_or(0));
+            let at_start = start.map(|t| t.rss(id));
+            let present = |p: &HashMap<FileId, procfs::FilePages>| p.get(id).map_or(0, |f| f.present_bytes);
+            let at_start_pagemap = start.and_then(|t| t.pagemap.as_ref()).map(present);
+            let kernel = end.map(|t| t.rss(id));
+            let pss = end.map(|t| t.smaps.get(id).map_or(0, |s| s.pss));
+            let pagemap = end.and_then(|t| t.pagemap.as_ref()).map(present);
+            let distinct =
+                end.and_then(|t| t.pagemap.as_ref()).map(|p| p.get(id).map_or(0, |f| f.file_pages.len() * PAGE));
             let measured_resident = (at_start.unwrap_or(0) + load.loaded_bytes).saturating_sub(load.unloaded_bytes);
             let e = estimate(Inputs { file_size: f.size_bytes.unwrap_or(0), all_files_size, rss_growth, heap_growth });
             // Estimates are judged against smaps at stop while the file is
@@ -542,6 +587,8 @@ fn file_entries(c: &ProcessModel, start: Option<&KernelTruth>, end: Option<&Kern
                 fault_ranges_bytes: load.pages.len() * PAGE,
                 kernel_rss_bytes: kernel,
                 kernel_pagemap_bytes: pagemap,
+                kernel_pss_bytes: pss,
+                kernel_distinct_resident_bytes: distinct,
                 estimates: FileEstimates {
                     fixed_ratio_bytes: e.fixed_ratio,
                     rss_growth_bytes: e.rss_growth,
@@ -641,15 +688,24 @@ fn at_stop_figures(heap: &mut Heap, h: &HeapAtStop) -> Vec<Leak> {
     h.leaks.clone()
 }
 
+/// The phases of the scope or of one process, with the heap totals at
+/// their markers and the heap at the end (`last_heap`).
+struct PhaseSource<'a> {
+    phases: &'a Phases,
+    marks: &'a HeapMarks,
+    last_heap: Option<&'a HeapTotals>,
+}
+
 fn phase_entries(
     c: &Consumer,
+    source: PhaseSource,
     start_ns: u64,
     boundary_truth: &HashMap<u64, HashMap<FileId, u64>>,
-    last_heap: Option<&HeapTotals>,
 ) -> Vec<PhaseEntry> {
     let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
     let path_of = |id: &FileId| c.known_file(*id).path;
-    c.phases
+    let PhaseSource { phases, marks, last_heap } = source;
+    phases
         .done
         .iter()
         .map(|p| {
@@ -688,7 +744,7 @@ fn phase_entries(
                 end_monotonic_ns: p.end_ns,
                 open: p.open,
                 kernel_truth_at_boundaries: truth.is_some(),
-                heap_growth_bytes: last_heap.and_then(|last| c.heap_marks.growth(p.start_seq, p.end_seq, last)),
+                heap_growth_bytes: last_heap.and_then(|last| marks.growth(p.start_seq, p.end_seq, last)),
                 page_faults: p.page_faults,
                 anon_rss_growth_bytes: p.anon_rss_growth,
                 files,
@@ -734,6 +790,7 @@ mod tests {
             captures: &BTreeMap::from([(recorded::PID, capture)]),
             scope_heap: None,
             start_truth: None,
+            start_truths: &BTreeMap::new(),
             own_faults,
             phase_truth: false,
             boundaries: &BoundaryTruth::default(),
@@ -752,7 +809,7 @@ mod tests {
     }
 
     fn exit_capture() -> StopCapture {
-        let smaps = HashMap::from([(recorded::FILE, 72 << 10)]);
+        let smaps = HashMap::from([(recorded::FILE, procfs::SmapsFile { rss: 72 << 10, pss: 36 << 10 })]);
         StopCapture {
             moment: Moment::ExitStop,
             truth: Some(Ok(KernelTruth { smaps, pagemap: None })),

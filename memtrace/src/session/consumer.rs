@@ -120,6 +120,13 @@ impl Consumer {
         }
     }
 
+    /// A running process that joined the scope when tracing began (a
+    /// descendant of the first, with `--children`).
+    pub fn add_process(&mut self, pid: u32, parent: u32, started_ns: u64) -> &mut ProcessModel {
+        let model = ProcessModel::new(pid, Some(parent), started_ns, (self.proc_for)(pid));
+        self.processes.entry(pid).or_insert(model)
+    }
+
     /// The first process traced.
     pub fn root(&self) -> &ProcessModel {
         &self.processes[&self.pid]
@@ -171,9 +178,14 @@ impl Consumer {
                 if let Some(p) = self.processes.get_mut(&pid) {
                     p.on_event(Event::Phase { ts_ns, tid, begin, name: String::new(), seq, function, name_at });
                 }
-                self.phase(begin, name, ts_ns, seq);
+                self.phase(Some(pid), begin, name, ts_ns, seq);
             }
-            Event::HeapMark { seq, totals, .. } => self.heap_marks.on_totals(seq, totals),
+            Event::HeapMark { seq, totals, process, .. } => {
+                self.heap_marks.on_totals(seq, totals);
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.heap_marks.on_totals(seq, process);
+                }
+            }
             Event::Alloc { ts_ns, tid, address, size, stack_id, phase_seq } => {
                 if let Some(log) = &mut self.events {
                     log.on_alloc(ts_ns, tid, address, size, stack_id, phase_seq);
@@ -184,6 +196,8 @@ impl Consumer {
                     log.on_free(ts_ns, tid, address, size, stack_id);
                 }
             }
+            // Already known: it joined when tracing began (`--children`).
+            Event::ProcessFork { child, .. } if self.processes.contains_key(&child) => {}
             Event::ProcessFork { ts_ns, child, .. } => {
                 let Some(parent) = self.processes.get(&pid) else {
                     self.stray_events += 1;
@@ -206,32 +220,36 @@ impl Consumer {
         }
     }
 
-    /// A phase boundary from any source: marker, `--phase-fn`, `memtrace mark`.
-    pub fn phase(&mut self, begin: bool, name: String, ts_ns: u64, seq: u32) {
+    /// A phase boundary from any source: a marker or `--phase-fn` in
+    /// process `pid`, or `memtrace mark` (None: every running process's).
+    /// The scope's phases get every boundary.
+    pub fn phase(&mut self, pid: Option<u32>, begin: bool, name: String, ts_ns: u64, seq: u32) {
+        for p in self.processes.values_mut().filter(|p| pid.map_or(p.alive(), |pid| p.pid == pid)) {
+            p.phase(begin, &name, ts_ns, seq);
+        }
         let totals = self.totals();
         if begin {
             self.phases.begin(name, ts_ns, seq, totals);
         } else {
             self.phases.end(&name, ts_ns, seq, &totals);
         }
-        self.heap_marks.on_marker(seq, self.phases.current_path());
+        self.heap_marks.on_marker(seq, ts_ns, self.phases.current_path());
     }
 
     /// Running totals of the whole scope for phase accounting.
     pub fn totals(&self) -> Totals {
         let mut totals = Totals::default();
         for p in self.processes.values() {
-            for (id, l) in &p.loading.files {
-                let f: &mut FileCounts = totals.files.entry(*id).or_default();
-                f.loaded += l.loaded_bytes;
-                f.fault_around += l.fault_around_bytes;
-                f.read_from_disk += l.read_from_disk_bytes;
-                f.unloaded += l.unloaded_bytes;
+            let own = p.phase_totals();
+            for (id, l) in own.files {
+                let f: &mut FileCounts = totals.files.entry(id).or_default();
+                f.loaded += l.loaded;
+                f.fault_around += l.fault_around;
+                f.read_from_disk += l.read_from_disk;
+                f.unloaded += l.unloaded;
             }
-            totals.page_faults += p.stats.faults.total;
-            if p.alive() {
-                totals.anon_rss += p.loading.rss_now.anon;
-            }
+            totals.page_faults += own.page_faults;
+            totals.anon_rss += own.anon_rss;
         }
         totals
     }

@@ -61,6 +61,8 @@ pub struct Options {
     pub phase_truth: bool,
     /// Run mode: trace the processes the command forks too.
     pub follow: bool,
+    /// Attach mode: trace the target's descendants and what they fork.
+    pub children: bool,
     /// Leak candidates: live allocations at least this old (None: all live at the end).
     pub leak_age: Option<Duration>,
     /// Print the allocator probes' placement at start.
@@ -122,6 +124,8 @@ struct Session {
     start_truth: Option<KernelTruth>,
     /// What was read at each process's last moment (its exit stop, or the
     /// end of tracing), by PID.
+    /// `--children`: the kernel truth of each descendant when tracing began.
+    start_truths: std::collections::BTreeMap<u32, KernelTruth>,
     captures: std::collections::BTreeMap<u32, StopCapture>,
     sampler: HeapSampler,
     timeline: timeline::Sampler,

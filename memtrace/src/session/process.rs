@@ -1,8 +1,8 @@
 //! One traced process as the consumer models it: its address space and
-//! file statistics, its page loading, its own /proc. The consumer routes
-//! each event to the process the kernel named in the record's header; the
-//! events that belong to the whole scope (phases, the allocation stream)
-//! stay with the consumer.
+//! file statistics, its page loading, its own phases, its own /proc. The
+//! consumer routes each event to the process the kernel named in the
+//! record's header; the scope's phases (every process's boundaries and
+//! `memtrace mark`) and the allocation stream stay with the consumer.
 use std::collections::{HashMap, HashSet};
 
 use memtrace_common::HeapTotals;
@@ -12,7 +12,9 @@ use crate::{
     decode::{Event, FaultAccess},
     model::{
         aspace::FileId,
+        heap_marks::HeapMarks,
         loading::Loading,
+        phases::{FileCounts, Phases, Totals},
         stats::{FileInfo, TraceStats},
     },
     symbolize::FileMapping,
@@ -62,6 +64,11 @@ pub struct ProcessModel {
     /// An exec or an executable file mapping was seen since the session last
     /// refreshed its unwind tables.
     pub exec_mapped: bool,
+    /// Its own phases (its markers, and the scope's user marks), measured
+    /// with its own figures.
+    pub phases: Phases,
+    /// Its own heap totals at each of those boundaries.
+    pub heap_marks: HeapMarks,
 }
 
 impl ProcessModel {
@@ -85,6 +92,8 @@ impl ProcessModel {
             last_exec_ns: 0,
             mappings: Vec::new(),
             exec_mapped: false,
+            phases: Phases::default(),
+            heap_marks: HeapMarks::default(),
         }
     }
 
@@ -99,7 +108,44 @@ impl ProcessModel {
         if let Some(rss) = child.proc.rss_counters() {
             child.loading.set_baseline(rss);
         }
+        // It is inside the phases open in its parent (and will end them),
+        // from its own figures at birth: nothing loaded, no heap of its own.
+        let totals = child.phase_totals();
+        child.phases = parent.phases.forked(&totals);
+        child.heap_marks = parent.heap_marks.forked(child.phases.open_seqs());
         child
+    }
+
+    /// Its running totals for phase accounting.
+    pub fn phase_totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for (id, l) in &self.loading.files {
+            totals.files.insert(
+                *id,
+                FileCounts {
+                    loaded: l.loaded_bytes,
+                    fault_around: l.fault_around_bytes,
+                    read_from_disk: l.read_from_disk_bytes,
+                    unloaded: l.unloaded_bytes,
+                },
+            );
+        }
+        totals.page_faults = self.stats.faults.total;
+        if self.alive() {
+            totals.anon_rss = self.loading.rss_now.anon;
+        }
+        totals
+    }
+
+    /// A phase boundary in this process (or one marked for the whole scope).
+    pub fn phase(&mut self, begin: bool, name: &str, ts_ns: u64, seq: u32) {
+        let totals = self.phase_totals();
+        if begin {
+            self.phases.begin(name.to_string(), ts_ns, seq, totals);
+        } else {
+            self.phases.end(name, ts_ns, seq, &totals);
+        }
+        self.heap_marks.on_marker(seq, ts_ns, self.phases.current_path());
     }
 
     /// Re-reads the maps file: the model, and the mappings kept for

@@ -133,11 +133,19 @@ impl Session {
     /// after the events already in the ring.
     fn on_mark(&mut self, mark: Mark) {
         self.consumer.drain(self.ring.get_mut());
-        let seq = self.probes.next_phase_seq().unwrap_or(0);
+        let seq = self.probes.next_phase_seq();
         if let Ok(t) = self.probes.heap_totals() {
             self.consumer.heap_marks.on_totals(seq, t);
         }
-        self.consumer.phase(mark.begin, mark.name, mark.ts_ns, seq);
+        let alive: Vec<u32> = self.consumer.alive().map(|p| p.pid).collect();
+        for pid in alive {
+            if let Some(t) = self.probes.process_heap_totals(pid) {
+                if let Some(p) = self.consumer.process_mut(pid) {
+                    p.heap_marks.on_totals(seq, t);
+                }
+            }
+        }
+        self.consumer.phase(None, mark.begin, mark.name, mark.ts_ns, seq);
     }
 
     fn on_drain_tick(&mut self, ticks: u64) {

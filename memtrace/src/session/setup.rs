@@ -50,15 +50,21 @@ impl Session {
             hold_at_markers: phase_truth,
             hold_at_code: dwarf && run_mode,
             heap_events: opts.events.is_some(),
-            follow_forks: opts.follow && run_mode,
+            follow_forks: if run_mode { opts.follow } else { opts.children },
             holdable: run_mode,
         };
         let mut probes = Probes::attach(pid, &offsets, load, &mut warnings)?;
+        // `--children`: its running descendants join the scope before any
+        // uprobe goes in (so none of them inherited one); what they fork
+        // from now on the kernel adds at the fork.
+        let family = if opts.children && !run_mode { join_family(&mut probes, pid)? } else { Vec::new() };
         let mut unwind = UnwindTables::new(opts.unwind);
         if dwarf && !run_mode {
             // Already running: its code is mapped. The tables go in before
             // the allocator probes, so no stack is walked without them.
-            unwind.refresh(pid, &mut probes, &mut warnings);
+            for p in std::iter::once(pid).chain(family.iter().map(|(child, _)| *child)) {
+                unwind.refresh(p, &mut probes, &mut warnings);
+            }
         }
         let ring = readable(probes.take_events()?).context("polling the event ring buffer")?;
         let binary = match &target {
@@ -88,19 +94,21 @@ impl Session {
                 (TargetHandle::spawned(child, opts.follow)?, None)
             }
             Target::Attach { pid, .. } => {
-                let start_truth = attach_baseline(&mut consumer, pid);
+                let start_truth = attach_baseline(consumer.root_mut());
                 (TargetHandle::attached(pid)?, start_truth)
             }
         };
+        let mut start_truths = std::collections::BTreeMap::new();
+        for &(child, parent) in &family {
+            if let Some(truth) = attach_baseline(consumer.add_process(child, parent, start_ns)) {
+                start_truths.insert(child, truth);
+            }
+        }
         let (mark_tx, marks) = mpsc::unbounded_channel();
         let control = ControlSocket::open(Path::new(control::DIR), pid, mark_tx, monotonic_ns)
             .map_err(|e| warnings.warn(format!("`memtrace mark` will not reach this session: {e:#}")))
             .ok();
-        eprintln!(
-            "memtrace: tracing PID {pid} ({command}) with {} probes; Ctrl-C stops and reports",
-            probes.attached.len()
-        );
-        Ok(Session {
+        let mut session = Session {
             pid,
             command,
             probes,
@@ -116,6 +124,7 @@ impl Session {
             phase_truth,
             boundaries: BoundaryTruth::default(),
             start_truth,
+            start_truths,
             captures: Default::default(),
             sampler: HeapSampler::new(opts.growth_window),
             timeline: timeline::Sampler::new(opts.interval.as_secs_f64()),
@@ -129,20 +138,57 @@ impl Session {
             clock,
             start_ns,
             opts,
-        })
+        };
+        let joined = family.len();
+        for (child, _) in family {
+            session.adopted.insert(child);
+            session.attach_process(child);
+        }
+        // Said once every probe is in: a test (or a person) may act on it.
+        let children = match joined {
+            0 => String::new(),
+            n => format!(" and {n} of its running descendants"),
+        };
+        eprintln!(
+            "memtrace: tracing PID {pid} ({}){children} with {} probes; Ctrl-C stops and reports",
+            session.command,
+            session.probes.attached.len()
+        );
+        Ok(session)
+    }
+}
+
+/// `--children`: the target's running descendants (zombies left out),
+/// added to the kernel's scope parents first; looked for again until none
+/// is new, so a process forked meanwhile by one not yet added is found.
+fn join_family(probes: &mut Probes, pid: u32) -> Result<Vec<(u32, u32)>> {
+    let mut family: Vec<(u32, u32)> = Vec::new();
+    loop {
+        let new: Vec<(u32, u32)> = procfs::descendants(pid)
+            .into_iter()
+            .filter(|(child, _)| !family.iter().any(|(known, _)| known == child))
+            .filter(|(child, _)| std::fs::read_link(format!("/proc/{child}/exe")).is_ok())
+            .collect();
+        if new.is_empty() {
+            return Ok(family);
+        }
+        for &(child, _) in &new {
+            probes.trace_process(child)?;
+        }
+        family.extend(new);
     }
 }
 
 /// Attach mode: what was mapped, the program break, the RSS counters and
 /// the per-file kernel truth before memtrace attached.
-fn attach_baseline(consumer: &mut Consumer, pid: u32) -> Option<KernelTruth> {
-    let root = consumer.root_mut();
-    root.sync();
+fn attach_baseline(p: &mut crate::session::process::ProcessModel) -> Option<KernelTruth> {
+    let pid = p.pid;
+    p.sync();
     if let Some((start, end)) = procfs::brk_range(pid) {
-        root.stats.kernel_heap.set_start(start, end);
+        p.stats.kernel_heap.set_start(start, end);
     }
     if let Some(rss) = procfs::rss_counters(pid) {
-        root.loading.set_baseline(rss);
+        p.loading.set_baseline(rss);
     }
     KernelTruth::read(pid).ok()
 }
@@ -250,7 +296,18 @@ impl Session {
         }
         if let Some(parent) = self.consumer.processes.get(&pid).and_then(|p| p.parent) {
             self.unwind.inherit(parent, pid);
+            // The kernel copied the parent's probes into it at the fork:
+            // only what the parent lacks is attached below.
+            let forked_ns = self.consumer.processes[&pid].started_ns;
+            self.probes.inherit_probes(parent, pid, forked_ns);
         }
+        self.attach_process(pid);
+    }
+
+    /// The per-process probes of `pid`: its allocators, its phase markers
+    /// (in its executable and in the libraries found with them) and
+    /// `--phase-fn`; those it already runs (copied at its fork) are skipped.
+    fn attach_process(&mut self, pid: u32) {
         if let Ok(allocators) = &self.heap {
             for (allocator, _) in allocators {
                 if let Err(e) = self.probes.attach_allocator(pid, allocator) {

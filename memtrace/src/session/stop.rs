@@ -28,14 +28,19 @@ use crate::{
 
 /// Per-file kernel truth at one instant.
 pub struct KernelTruth {
-    pub smaps: HashMap<FileId, u64>,
-    pub pagemap: Option<HashMap<FileId, u64>>,
+    pub smaps: HashMap<FileId, procfs::SmapsFile>,
+    pub pagemap: Option<HashMap<FileId, procfs::FilePages>>,
 }
 
 impl KernelTruth {
     pub fn read(pid: u32) -> Result<KernelTruth, String> {
-        let smaps = procfs::file_rss(pid).map_err(|e| format!("could not read /proc/{pid}/smaps: {e}"))?;
+        let smaps = procfs::file_smaps(pid).map_err(|e| format!("could not read /proc/{pid}/smaps: {e}"))?;
         Ok(KernelTruth { smaps, pagemap: procfs::file_pagemap(pid).ok() })
+    }
+
+    /// smaps Rss of one file (0 when not mapped).
+    pub fn rss(&self, id: &FileId) -> u64 {
+        self.smaps.get(id).map_or(0, |s| s.rss)
     }
 }
 
@@ -156,7 +161,7 @@ impl Session {
             now_ns: now,
             made_by_ns: made_by,
             last_exec_ns: p.last_exec_ns,
-            marks: &self.consumer.heap_marks,
+            marks: &p.heap_marks,
             saved_mappings: &p.mappings,
         };
         let suspects = self.sampler.suspects_of(pid);
@@ -191,8 +196,13 @@ impl Session {
             let frames = crate::symbolize::symbolize(self.pid, &stacks, &self.consumer.root().mappings);
             log.finish(&ids.into_iter().zip(frames).collect::<Vec<_>>())
         });
+        let now = monotonic_ns();
         let end_totals = self.consumer.totals();
-        self.consumer.phases.finish(monotonic_ns(), &end_totals);
+        self.consumer.phases.finish(now, &end_totals);
+        for p in self.consumer.processes.values_mut() {
+            let totals = p.phase_totals();
+            p.phases.finish(p.ended.map_or(now, |e| e.ts_ns), &totals);
+        }
         let counters = self.probes.counters()?;
         self.unwind.collect_cuts(&self.probes);
         if let Some(e) = &self.sampler.growth_error {
@@ -217,6 +227,7 @@ impl Session {
             captures: &self.captures,
             scope_heap,
             start_truth: self.start_truth.as_ref(),
+            start_truths: &self.start_truths,
             own_faults,
             phase_truth: self.phase_truth,
             boundaries: &self.boundaries,

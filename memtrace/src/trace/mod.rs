@@ -125,6 +125,10 @@ pub struct ProcessEntry {
     /// Its leak candidates.
     pub leaks: Vec<Leak>,
     pub leak_groups_not_listed: u64,
+    /// Its own phases: its markers (and a forked child's inherited open
+    /// phases, from its birth) and `memtrace mark`s while it ran, with its
+    /// own figures.
+    pub phases: Vec<PhaseEntry>,
     pub files: Vec<FileEntry>,
     pub file_totals: FileTotals,
 }
@@ -520,6 +524,15 @@ pub struct FileEntry {
     pub kernel_rss_bytes: Option<u64>,
     /// Present pages of the file's mappings in /proc/PID/pagemap at the same moment.
     pub kernel_pagemap_bytes: Option<u64>,
+    /// smaps Pss of the file's mappings at the same moment (a page shared by
+    /// n processes counts 1/n in each).
+    pub kernel_pss_bytes: Option<u64>,
+    /// The file's own pages present in the mappings (pagemap), each page of
+    /// the file counted once: for a process tree, the union over its
+    /// processes, each read at its exit stop or when tracing stopped; what
+    /// the machine really spends on the file, beside `kernel_rss_bytes`
+    /// (what `top` adds up) and `kernel_pss_bytes`.
+    pub kernel_distinct_resident_bytes: Option<u64>,
     pub estimates: FileEstimates,
 }
 
@@ -541,6 +554,11 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("files.resident_at_start_pagemap_bytes", "kernel truth (/proc/PID/pagemap present pages at attach)"),
         ("files.kernel_rss_bytes", "kernel truth (/proc/PID/smaps Rss at stop)"),
         ("files.kernel_pagemap_bytes", "kernel truth (/proc/PID/pagemap present pages at stop)"),
+        ("files.kernel_pss_bytes", "kernel truth (/proc/PID/smaps Pss at stop; a tree's is the sum over its processes)"),
+        (
+            "files.kernel_distinct_resident_bytes",
+            "kernel truth (/proc/PID/pagemap file pages at stop, by page of the file; a tree's is the union over its processes)",
+        ),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
         ("files.estimates", "estimate (fixed 80 % of size; peak RSS growth minus anon growth, by size share; min(peak RSS growth, 80 % of mapped size), by size share)"),
     ]

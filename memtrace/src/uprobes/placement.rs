@@ -337,6 +337,17 @@ impl Library {
             .find(|(start, len)| (*start..start + len).contains(&vaddr))
     }
 
+    /// Where the byte at virtual address `vaddr` is in the file (what a
+    /// tracefs uprobe is placed by): through the loadable segment holding it.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        use object::{Object, ObjectSegment};
+        let file = object::File::parse(&*self.data).ok()?;
+        file.segments().find_map(|s| {
+            let (offset, size) = s.file_range();
+            (s.address()..s.address() + size).contains(&vaddr).then(|| vaddr - s.address() + offset)
+        })
+    }
+
     pub fn functions(&self, names: &[&str]) -> Result<Vec<(String, FunctionCode)>> {
         let file = object::File::parse(&*self.data)?;
         let mut found: Vec<Option<FunctionCode>> = names.iter().map(|_| None).collect();

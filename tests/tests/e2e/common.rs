@@ -609,6 +609,12 @@ impl Workload {
         argv
     }
 
+    /// The workload's command line as shell words (single-quoted).
+    pub fn shell_words(&self) -> String {
+        let quote = |a: &OsString| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"));
+        self.argv().iter().map(quote).collect::<Vec<_>>().join(" ")
+    }
+
     /// The workload alone (for attach mode).
     pub fn command(&self) -> Command {
         let argv = self.argv();

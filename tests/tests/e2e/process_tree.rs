@@ -10,7 +10,8 @@ use crate::common::*;
 /// map one 32 MiB file and each read a different quarter of it: each
 /// worker's measured loaded bytes match the smaps Rss it read itself while
 /// the file was mapped, the tree's total is the sum, and each worker's heap
-/// was traced in its own process.
+/// was traced in its own process; the tree's distinct resident pages of the
+/// file are the union of the workers' own pagemaps, its RSS their sum.
 #[test]
 fn multiprocessing_workers_are_each_traced_with_their_own_file_pages_and_heap() {
     let _root = require_root();
@@ -26,12 +27,17 @@ fn multiprocessing_workers_are_each_traced_with_their_own_file_pages_and_heap() 
             .target([OsStr::new("/usr/bin/python3"), script.as_ref(), file.as_ref(), OsStr::new(method)])
             .traced();
         let t = &run.trace;
+        let mut union = std::collections::BTreeSet::new();
         let reported: Vec<(u32, u64)> = stdout(&run.out)
             .lines()
             .filter_map(|l| l.strip_prefix("worker "))
             .map(|l| {
-                let (pid, rss) = l.split_once(' ').unwrap();
-                (pid.parse().unwrap(), rss.parse().unwrap())
+                let fields: Vec<&str> = l.split(' ').collect();
+                for range in fields[2].split(',').filter(|r| !r.is_empty()) {
+                    let (a, b) = range.split_once('-').unwrap();
+                    union.extend(a.parse::<u64>().unwrap()..=b.parse().unwrap());
+                }
+                (fields[0].parse().unwrap(), fields[1].parse().unwrap())
             })
             .collect();
         assert_eq!(reported.len(), 4, "{method}: {}", stdout(&run.out));
@@ -61,6 +67,15 @@ fn multiprocessing_workers_are_each_traced_with_their_own_file_pages_and_heap() 
         let tree = t.files.iter().find(|f| f.path == path).expect("the file at the top level");
         assert_eq!(tree.measured_loaded_bytes, tree_loaded, "{method}: the tree's figure is the workers' sum");
         assert!(tree_loaded >= 32 << 20, "{method}: every quarter was read: {tree_loaded}");
+        let rss_sum: u64 = reported.iter().map(|r| r.1).sum();
+        assert_eq!(tree.kernel_rss_bytes, Some(rss_sum), "{method}: the tree's smaps Rss is the workers' sum");
+        assert_eq!(
+            tree.kernel_distinct_resident_bytes,
+            Some(union.len() as u64 * 4096),
+            "{method}: distinct pages are the union of the workers' pagemaps (sum of Rss {rss_sum})"
+        );
+        let pss = tree.kernel_pss_bytes.expect("Pss read");
+        assert!(pss <= rss_sum && pss > 0, "{method}: Pss {pss} within Rss {rss_sum}");
         let root = t.processes.iter().find(|p| p.pid == t.target.pid).expect("the command itself");
         assert_eq!(root.parent, None);
         let heap = t.heap.as_ref().unwrap();
@@ -92,4 +107,162 @@ fn no_follow_traces_the_command_alone() {
 
 fn pids(t: &Trace) -> Vec<u32> {
     t.processes.iter().map(|p| p.pid).collect()
+}
+
+/// Two bundled workloads started by a shell, as a pipeline and as a
+/// background job beside a foreground one: both are in the trace, each
+/// with its own phases, heap growth, leaks and file loading matching its
+/// own ground truth, as the single-process tests check them.
+#[test]
+fn shell_pipelines_and_background_jobs_trace_each_workload_against_its_own_truth() {
+    let _root = require_root();
+    for (name, join) in [("pipeline", " | "), ("background", " & ")] {
+        let dir = scratch(&format!("process_tree_{name}"));
+        let workloads: Vec<(Workload, u64)> = [("a", 100), ("b", 300)]
+            .into_iter()
+            .map(|(w, leak)| {
+                let sub = dir.join(w);
+                std::fs::create_dir_all(&sub).unwrap();
+                (Workload::in_dir(&sub).size_mib(8).touch(0.3).heap_mib(4).leak(leak).truth(), leak)
+            })
+            .collect();
+        let line: Vec<String> = workloads.iter().map(|(w, _)| w.shell_words()).collect();
+        let script = format!("{}; wait", line.join(join));
+        let t = Memtrace::run().json(dir.join("t.json")).target(["/bin/sh", "-c", &script]).traced().trace;
+        for (w, leak) in &workloads {
+            let truth = w.read_truth();
+            let p = t
+                .processes
+                .iter()
+                .find(|p| p.pid == truth.pid)
+                .unwrap_or_else(|| panic!("{name}: workload {} not traced: {:?}", truth.pid, pids(&t)));
+            assert_eq!(p.exit_code, Some(0), "{name}: {p:?}");
+            assert!(p.command.contains("memtrace-workload"), "{name}: {}", p.command);
+            // Its own phases, at its own times, with its own heap growth.
+            let names: Vec<&str> = p.phases.iter().map(|ph| ph.name.as_str()).collect();
+            let truth_names: Vec<&str> = truth.phases.iter().map(|ph| ph.name.as_str()).collect();
+            assert_eq!(names, truth_names, "{name}: {}", p.pid);
+            for (ph, tp) in p.phases.iter().zip(&truth.phases) {
+                let ms = |a: u64, b: u64| a.abs_diff(b) as f64 / 1e6;
+                assert!(ms(ph.start_monotonic_ns, tp.start_ns) < 5.0, "{name}: {ph:#?} vs {tp:#?}");
+                assert!(ms(ph.end_monotonic_ns, tp.end_ns) < 5.0, "{name}: {ph:#?} vs {tp:#?}");
+                let (measured, expected) = (ph.heap_growth_bytes.unwrap(), tp.heap_growth_bytes);
+                let bound = (expected.unsigned_abs() / 100).max(4096);
+                assert!(
+                    measured.abs_diff(expected) <= bound,
+                    "{name}: {} {}: {measured} vs {expected}",
+                    p.pid,
+                    ph.name
+                );
+            }
+            // Its leak, exactly, in its own leak phase.
+            let leaky: Vec<_> = p.leaks.iter().filter(|l| has_frame(&l.stack, "leaky_cache_insert")).collect();
+            assert_eq!(leaky.iter().map(|l| l.count).sum::<u64>(), *leak, "{name}: {leaky:#?}");
+            assert!(leaky.iter().all(|l| l.phase == "leak" && l.pid == p.pid), "{name}: {leaky:#?}");
+            // Its file: loaded only inside its phases, the search phase's
+            // reads at least what the workload touched.
+            let f = p.files.iter().find(|f| f.path == truth.file.path).expect("its file");
+            assert_eq!((f.size_bytes, f.inode), (Some(truth.file.size_bytes), truth.file.inode));
+            let in_phases: u64 = p
+                .phases
+                .iter()
+                .map(|ph| ph.files.iter().find(|pf| pf.path == f.path).map_or(0, |pf| pf.measured_loaded_bytes))
+                .sum();
+            assert_eq!(in_phases, f.measured_loaded_bytes, "{name}: {:#?}", p.phases);
+            assert!(f.measured_loaded_bytes >= truth.file_pages_touched_total * truth.file.page_size, "{f:#?}");
+            let kernel = p.kernel.as_ref().expect("its own fault count");
+            let (seen, counted) = (p.counters.page_faults_seen, kernel.minor_faults + kernel.major_faults);
+            assert!(seen <= counted && (counted - seen) * 50 <= counted, "{name}: {seen} of {counted}");
+        }
+        let leaks: u64 = t.leaks.iter().filter(|l| has_frame(&l.stack, "leaky_cache_insert")).map(|l| l.count).sum();
+        assert_eq!(leaks, 400, "{name}: the tree's leaks are both workloads'");
+    }
+}
+
+/// A pre-fork C server (tests/c/prefork.c) whose 3 workers each leak a
+/// different number of sessions of a different size: each worker's leak
+/// candidates are exactly its own; the parent's configuration block,
+/// which every worker inherited, is the parent's leak alone.
+#[test]
+fn prefork_workers_each_have_exactly_their_own_leaks() {
+    let _root = require_root();
+    let dir = scratch("process_tree_prefork");
+    let server = build_c("prefork", &dir);
+    let run = Memtrace::run().json(dir.join("t.json")).target([&server]).traced();
+    let t = &run.trace;
+    let workers: Vec<(u32, u64, u64)> = stdout(&run.out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("worker "))
+        .map(|l| {
+            let f: Vec<u64> = l.split(' ').map(|v| v.parse().unwrap()).collect();
+            (f[0] as u32, f[1], f[2])
+        })
+        .collect();
+    assert_eq!(workers.len(), 3, "{}", stdout(&run.out));
+    for (pid, requests, size) in &workers {
+        let p = t.processes.iter().find(|p| p.pid == *pid).unwrap_or_else(|| panic!("worker {pid}: {:?}", pids(t)));
+        let sessions: Vec<_> = p.leaks.iter().filter(|l| has_frame(&l.stack, "remember_session")).collect();
+        assert_eq!(sessions.len(), 1, "worker {pid}: {sessions:#?}");
+        assert_eq!((sessions[0].count, sessions[0].bytes), (*requests, requests * size), "worker {pid}");
+        assert_eq!(top_function(&sessions[0].stack), "remember_session");
+        assert!(has_frame(&sessions[0].stack, "serve"), "{:#?}", sessions[0].stack);
+        assert!(!p.leaks.iter().any(|l| has_frame(&l.stack, "main") && l.bytes == 1000), "{:#?}", p.leaks);
+        let heap = p.heap.as_ref().unwrap();
+        // 2 per request (scratch and session) and stdio's buffer.
+        assert!(heap.totals.allocs >= 2 * requests, "worker {pid}: {heap:?}");
+    }
+    let parent = t.processes.iter().find(|p| p.pid == t.target.pid).unwrap();
+    let config: Vec<_> = parent.leaks.iter().filter(|l| l.bytes == 1000 && top_function(&l.stack) == "main").collect();
+    assert_eq!(config.len(), 1, "the parent's configuration: {:#?}", parent.leaks);
+    let all: u64 = t.leaks.iter().filter(|l| has_frame(&l.stack, "remember_session")).map(|l| l.count).sum();
+    assert_eq!(all, 10 + 20 + 30, "the tree's leaks are the workers'");
+}
+
+/// `-p PID --children` on a running Python parent whose 2 workers wait:
+/// once traced, it forks 2 more that allocate the moment they exist, and
+/// wakes the old 2, which allocate too. Every worker's blocks are exactly
+/// its leak candidates: the new ones from their first allocation (their
+/// probes were copied at the fork), the old ones from when they joined.
+#[test]
+fn attach_with_children_traces_existing_and_new_workers_from_their_first_allocation() {
+    use std::io::{BufRead, Write};
+    let _root = require_root();
+    let dir = scratch("process_tree_attach");
+    let (blocks, size) = (25u64, 54_321u64);
+    let script = root_dir().join("tests/python/fork_on_request.py");
+    let mut tree = spawn_until(
+        std::process::Command::new("/usr/bin/python3").arg(&script).arg(blocks.to_string()).arg(size.to_string()),
+        "ready",
+    );
+    let parent = tree.child.id();
+    let mut memtrace = Memtrace::attach(parent).arg("--children").arg("-q").json(dir.join("t.json")).spawn();
+    writeln!(tree.stdin, "go").unwrap();
+    let mut workers = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(tree.out.read_line(&mut line).unwrap() > 0, "the tree ended early");
+        if let Some(pid) = line.trim().strip_prefix("worker ") {
+            workers.push(pid.parse::<u32>().unwrap());
+        } else if line.trim() == "done" {
+            break;
+        }
+    }
+    memtrace.interrupt();
+    assert!(memtrace.wait().success());
+    drop(tree.stdin);
+    tree.child.wait().unwrap();
+    let t = memtrace.trace();
+    assert_eq!(workers.len(), 4);
+    for pid in &workers {
+        let p = t.processes.iter().find(|p| p.pid == *pid).unwrap_or_else(|| panic!("worker {pid}: {:?}", pids(&t)));
+        assert_eq!(p.parent, Some(parent), "{p:?}");
+        let blocks_seen: u64 = p.leaks.iter().filter(|l| l.bytes == l.count * size).map(|l| l.count).sum();
+        assert_eq!(blocks_seen, blocks, "worker {pid}'s blocks: {:#?}", p.leaks);
+        let heap = p.heap.as_ref().expect("its heap");
+        assert!(heap.totals.allocs >= blocks, "{heap:?}");
+    }
+    let all: u64 = t.leaks.iter().filter(|l| l.bytes == l.count * size).map(|l| l.count).sum();
+    assert_eq!(all, 4 * blocks, "the tree's leaks are the workers'");
+    let h = t.heap.as_ref().unwrap();
+    assert_eq!(h.totals.dropped_allocs + h.totals.lost_calls + h.totals.missed_frees, 0, "{h:#?}");
 }

@@ -172,9 +172,14 @@ fn render_leaks(o: &mut String, t: &Trace) {
         let _ = writeln!(o, "  none");
     }
     for (i, l) in t.leaks.iter().take(LEAKS_SHOWN).enumerate() {
+        // In a process tree, whose leak it is.
+        let process = match t.processes.iter().find(|p| p.pid == l.pid) {
+            Some(p) if t.processes.len() > 1 => format!(" in PID {} ({})", p.pid, short_command(&p.command)),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "  #{} {} in {} allocations, phase {}, oldest {:.2} s",
+            "  #{} {} in {} allocations{process}, phase {}, oldest {:.2} s",
             i + 1,
             bytes(l.bytes),
             thousands(l.count),
@@ -255,5 +260,15 @@ fn explain_library(o: &mut String, allocator: &Allocator, probes: &[HeapProbe]) 
                 let _ = writeln!(o, "  {:<15} {}", p.function, p.status);
             }
         }
+    }
+}
+
+/// A command line cut to its program's file name and first argument.
+fn short_command(command: &str) -> String {
+    let mut words = command.split_whitespace();
+    let program = words.next().map_or("", |p| p.rsplit('/').next().unwrap_or(p));
+    match words.next() {
+        Some(arg) => format!("{program} {}", arg.chars().take(24).collect::<String>()),
+        None => program.to_string(),
     }
 }

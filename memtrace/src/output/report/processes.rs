@@ -31,6 +31,57 @@ pub fn render(o: &mut String, t: &Trace) {
         let _ = writeln!(o, "  ... {} more processes in the JSON trace (processes[])", lines - MAX_LINES);
     }
     let _ = writeln!(o);
+    render_shared_files(o, t);
+}
+
+/// Files mapped by several processes: what `top` adds up (the processes'
+/// Rss), their Pss, and the pages the machine really keeps (each page of
+/// the file once).
+fn render_shared_files(o: &mut String, t: &Trace) {
+    let mapped_by = |f: &crate::trace::FileEntry| {
+        t.processes
+            .iter()
+            .filter(|p| {
+                p.files
+                    .iter()
+                    .any(|g| (g.device_major, g.device_minor, g.inode) == (f.device_major, f.device_minor, f.inode))
+            })
+            .count()
+    };
+    let mut shared: Vec<_> = t
+        .files
+        .iter()
+        .filter_map(|f| Some((f, f.kernel_distinct_resident_bytes?, mapped_by(f))))
+        .filter(|(_, distinct, n)| *n > 1 && *distinct > 0)
+        .collect();
+    if shared.is_empty() {
+        return;
+    }
+    shared.sort_by(|a, b| b.0.kernel_rss_bytes.cmp(&a.0.kernel_rss_bytes).then(a.0.path.cmp(&b.0.path)));
+    let _ = writeln!(
+        o,
+        "Files shared across the tree [kernel truth: smaps and pagemap, each process read at its exit stop or when tracing stopped]"
+    );
+    let _ = writeln!(o, "  {:>9} {:>12} {:>12} {:>12}  path", "processes", "sum of Rss", "sum of Pss", "distinct");
+    for (f, distinct, n) in shared.iter().take(8) {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), bytes);
+        let _ = writeln!(
+            o,
+            "  {n:>9} {:>12} {:>12} {:>12}  {}",
+            opt(f.kernel_rss_bytes),
+            opt(f.kernel_pss_bytes),
+            bytes(*distinct),
+            f.path
+        );
+    }
+    if shared.len() > 8 {
+        let _ = writeln!(o, "  ... {} more shared files in the JSON trace", shared.len() - 8);
+    }
+    let _ = writeln!(
+        o,
+        "  distinct: the file's pages resident in any of them, each counted once (what the machine spends); sum of Rss: what top adds up"
+    );
+    let _ = writeln!(o);
 }
 
 fn walk(o: &mut String, t: &Trace, p: &ProcessEntry, depth: usize, lines: &mut usize) {
