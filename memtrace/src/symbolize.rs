@@ -33,6 +33,26 @@ pub struct FileMapping {
     pub path: String,
 }
 
+thread_local! {
+    /// One symbolizer for the whole session: it keeps each file's parsed
+    /// symbols and DWARF, so the processes of a tree (41 for a pyenv shim
+    /// running python) decompress glibc's debug sections once, not each.
+    static SYMBOLIZER: Symbolizer = Symbolizer::new();
+}
+
+/// The file to read a target's mapped `path` from: the path itself when it
+/// is the same file the target sees (the symbolizer's cache is by path, so
+/// every process of a tree shares it), else the target's own through its
+/// root (a container's), or the path once the target is gone.
+fn source_path(pid: u32, path: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = crate::procfs::in_target_root(pid, std::path::Path::new(path));
+    match (std::fs::metadata(path), std::fs::metadata(&theirs)) {
+        (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()) => std::path::PathBuf::from(path),
+        _ => theirs,
+    }
+}
+
 /// Symbolizes every stack; frames come back in the same order. Addresses
 /// are turned into (file, offset) with the target's mappings (`saved` when
 /// it has exited: the last ones memtrace read), then each file is
@@ -56,26 +76,25 @@ pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Ve
         }
         by_address.insert(address, frame);
     }
-    let symbolizer = Symbolizer::new();
     for (path, addrs) in per_file {
         let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
-        // The target's file (through its root: a container's own), or the
-        // path itself once the target is gone.
-        let file = crate::procfs::in_target_root(pid, std::path::Path::new(path));
-        let Ok(symbols) = symbolizer.symbolize(&Source::Elf(Elf::new(file)), Input::FileOffset(&offsets)) else {
-            continue; // unreadable or not ELF: module + offset only
-        };
-        for ((address, _), sym) in addrs.iter().zip(symbols) {
-            let (Symbolized::Sym(sym), Some(frame)) = (sym, by_address.get_mut(address)) else { continue };
-            frame.function = Some(sym.name.to_string());
-            if let Some(info) = &sym.code_info {
-                frame.file = Some(match &info.dir {
-                    Some(dir) => dir.join(&*info.file).display().to_string(),
-                    None => info.file.to_string_lossy().into_owned(),
-                });
-                frame.line = info.line;
+        let file = source_path(pid, path);
+        SYMBOLIZER.with(|symbolizer| {
+            let Ok(symbols) = symbolizer.symbolize(&Source::Elf(Elf::new(file)), Input::FileOffset(&offsets)) else {
+                return; // unreadable or not ELF: module + offset only
+            };
+            for ((address, _), sym) in addrs.iter().zip(symbols) {
+                let (Symbolized::Sym(sym), Some(frame)) = (sym, by_address.get_mut(address)) else { continue };
+                frame.function = Some(sym.name.to_string());
+                if let Some(info) = &sym.code_info {
+                    frame.file = Some(match &info.dir {
+                        Some(dir) => dir.join(&*info.file).display().to_string(),
+                        None => info.file.to_string_lossy().into_owned(),
+                    });
+                    frame.line = info.line;
+                }
             }
-        }
+        });
     }
     stacks.iter().map(|s| s.iter().map(|a| by_address[a].clone()).collect()).collect()
 }

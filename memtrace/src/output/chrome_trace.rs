@@ -2,8 +2,10 @@
 //! ui.perfetto.dev and chrome://tracing open. Phases are complete ("X")
 //! slices on the target's track; the timeline becomes counter ("C") tracks
 //! (RSS split, live heap, each file's loaded bytes); leak candidates and
-//! losses are instant ("i") events at the stop. Timestamps are µs since
-//! tracing started.
+//! losses are instant ("i") events at the stop. A process tree gets one
+//! track per process: its life as a slice, its own phases, its leaks; the
+//! counters stay on the first process's track and cover the tree.
+//! Timestamps are µs since tracing started.
 use serde_json::{json, Value};
 
 use crate::trace::Trace;
@@ -60,8 +62,13 @@ pub fn from_trace(t: &Trace) -> Value {
         }
     }
     let end = us(t.duration_s);
+    if t.processes.len() > 1 {
+        process_tracks(&mut events, t);
+    }
     for l in &t.leaks {
         let top = l.stack.first().and_then(|f| f.function.clone()).unwrap_or_else(|| "(no symbol)".into());
+        // A tree's leak on its own process's track (a single process's: 0 or its PID).
+        let pid = if t.processes.iter().any(|p| p.pid == l.pid) { l.pid } else { pid };
         events.push(json!({
             "name": format!("leak: {top}"), "cat": "leak", "ph": "i", "s": "p", "pid": pid, "tid": pid, "ts": end,
             "args": {"bytes": l.bytes, "count": l.count, "phase": l.phase, "oldest_age_s": l.oldest_age_s},
@@ -82,6 +89,41 @@ pub fn from_trace(t: &Trace) -> Value {
         "displayTimeUnit": "ms",
         "otherData": {"memtrace_format": t.format, "version": t.version, "started_at": t.started_at, "command": t.target.command},
     })
+}
+
+/// One track per process of a tree: its name, its life (fork or start to
+/// exit or stop) with its main figures, and its own phases.
+fn process_tracks(events: &mut Vec<Value>, t: &Trace) {
+    for p in &t.processes {
+        let pid = p.pid;
+        if pid != t.target.pid {
+            events.push(json!({"name": "process_name", "ph": "M", "pid": pid, "tid": pid, "args": {"name": format!("{} (PID {pid})", p.command)}}));
+            events.push(json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": pid, "args": {"name": "phases"}}));
+            for ph in &p.phases {
+                events.push(json!({
+                    "name": ph.name, "cat": "phase", "ph": "X", "pid": pid, "tid": pid,
+                    "ts": us(ph.start_s), "dur": us(ph.end_s - ph.start_s),
+                    "args": {"path": ph.path, "page_faults": ph.page_faults, "heap_growth_bytes": ph.heap_growth_bytes},
+                }));
+            }
+        }
+        let ended = p.ended_s.unwrap_or(t.duration_s);
+        events.push(json!({
+            "name": "process", "cat": "process", "ph": "X", "pid": pid, "tid": pid + 1_000_000_000,
+            "ts": us(p.started_s), "dur": us(ended - p.started_s),
+            "args": {
+                "parent": p.parent,
+                "exit_code": p.exit_code,
+                "exit_signal": p.exit_signal,
+                "files_loaded_bytes (measured)": p.file_totals.measured_loaded_bytes,
+                "heap_live_bytes (measured)": p.heap.as_ref().map(|h| h.live_bytes),
+                "page_faults (measured)": p.counters.page_faults_seen,
+            },
+        }));
+        events.push(
+            json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": pid + 1_000_000_000, "args": {"name": "life"}}),
+        );
+    }
 }
 
 /// Writes it whole or not at all (mode 0600), like the JSON trace.

@@ -17,6 +17,9 @@ pub struct Status {
     pub ringbuf_drops: u64,
     /// (path, loaded bytes), most loaded first.
     pub top_files: Vec<(String, u64)>,
+    /// Traced processes running now, and traced in all (a tree's figures are their sums).
+    pub processes_running: u32,
+    pub processes_traced: u32,
 }
 
 /// Files shown on a terminal.
@@ -45,8 +48,13 @@ impl LiveView {
         self.last = Some((s.elapsed_s, s.faults_total));
         let phase = if s.phase.is_empty() { "-" } else { &s.phase };
         let heap = s.heap_live.map_or_else(|| "not traced".into(), signed_bytes);
+        // A tree: how many processes the sums cover.
+        let tree = match s.processes_traced {
+            0 | 1 => String::new(),
+            n => format!("  processes {} running of {n}", s.processes_running),
+        };
         let head = format!(
-            "{:.1} s  phase {phase}  RSS (rss_stat) file {} anon {} shmem {}  heap (measured) {heap}  faults/s (measured) {}  drops {}",
+            "{:.1} s{tree}  phase {phase}  RSS (rss_stat) file {} anon {} shmem {}  heap (measured) {heap}  faults/s (measured) {}  drops {}",
             s.elapsed_s,
             bytes(s.rss_file),
             bytes(s.rss_anon),
@@ -113,7 +121,10 @@ mod tests {
                 && line.contains("heap (measured) +4.0 KiB")
         );
         assert!(line.contains("top file loaded (measured) 1.0 MiB /data/a.arrow"), "{line}");
+        assert!(!line.contains("processes"), "one process: no count");
         assert_eq!(v.clear(), "");
+        let tree = v.render(&Status { processes_running: 3, processes_traced: 5, ..status(3.0, 1100) });
+        assert!(tree.contains("3.0 s  processes 3 running of 5  phase search"), "{tree}");
     }
 
     #[test]

@@ -160,6 +160,15 @@ pub fn trace(p: Parts) -> Trace {
         stop_reason: p.stop.reason(),
         counters: scope_counters(c, p.counters),
         kernel,
+        kernel_wait4: match p.stop {
+            Stop::Exited(Some(e)) if tree => Some(KernelFaults {
+                source: "wait4 rusage of the command at its exit (its own faults and those of the descendants reaped under it)"
+                    .into(),
+                minor_faults: e.minflt,
+                major_faults: e.majflt,
+            }),
+            _ => None,
+        },
         regions: if tree { tree_regions(&processes) } else { regions(root) },
         rss: if tree { tree_rss(&processes, &p.timeline) } else { rss_summary(root, capture) },
         final_truth: final_truth(capture),

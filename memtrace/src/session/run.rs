@@ -183,6 +183,8 @@ impl Session {
             faults_total: self.consumer.faults_seen(),
             ringbuf_drops: self.probes.counters().map_or(0, |c| c[Counter::RingbufDrops]),
             top_files: r.files.into_iter().map(|f| (f.path, f.loaded_bytes)).collect(),
+            processes_running: r.processes,
+            processes_traced: self.consumer.processes.len() as u32,
         };
         if let Some(view) = &mut self.live {
             eprint!("{}", view.render(&status));

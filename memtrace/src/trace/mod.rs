@@ -47,6 +47,10 @@ pub struct Trace {
     pub counters: Counters,
     /// The kernel's own fault accounting for the target, to check ours against.
     pub kernel: Option<KernelFaults>,
+    /// A tree in run mode: wait4's rusage of the command, which adds the
+    /// descendants it (and they) reaped: compared with the tree's total,
+    /// never with one process's.
+    pub kernel_wait4: Option<KernelFaults>,
     pub regions: Vec<RegionFaults>,
     /// The target's RSS counters at the start and end of the trace.
     pub rss: Option<RssSummary>,
@@ -606,6 +610,7 @@ pub(crate) mod tests {
             stop_reason: "target exited".into(),
             counters: Counters { page_faults: 3, ..Default::default() },
             kernel: None,
+            kernel_wait4: None,
             regions: vec![],
             rss: None,
             phase_markers: "none".into(),

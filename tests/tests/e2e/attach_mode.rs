@@ -50,6 +50,11 @@ fn our_loaded_programs() -> usize {
         .count()
 }
 
+/// The uprobe events defined in tracefs now.
+fn uprobe_events() -> String {
+    std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap()
+}
+
 /// The kernel frees programs after an RCU grace period: poll a little.
 fn wait_for_no_programs_of_ours() -> usize {
     let start = Instant::now();
@@ -75,6 +80,8 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     let mut memtrace = Memtrace::attach(pid).json(dir.join("trace.json")).spawn();
     // The workload exports the phase markers, so the two uprobes load too.
     assert_eq!(our_loaded_programs(), OUR_PROGRAMS.len(), "all our programs are loaded while tracing");
+    let group = format!("memtrace_{}", memtrace.child.id());
+    assert!(uprobe_events().contains(&group), "its uprobes are tracefs events in {group}");
 
     // Activity after attach: 300 fresh anonymous pages, written once each.
     writeln!(w.stdin, "fault 300").unwrap();
@@ -106,6 +113,8 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     assert!(anon.faults.write >= 300, "{anon:#?}");
 
     assert_eq!(wait_for_no_programs_of_ours(), 0, "memtrace left programs loaded after it exited");
+    let left = uprobe_events();
+    assert!(!left.contains(&group), "memtrace left uprobe events defined: {left}");
     assert!(w.child.try_wait().unwrap().is_none(), "detaching must not disturb the target");
     drop(w.stdin); // EOF: the workload exits
     assert!(w.child.wait().unwrap().success());

@@ -42,6 +42,10 @@ pub fn mapper_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memtrace-mapper"))
 }
 
+pub fn mallocloop_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_memtrace-mallocloop"))
+}
+
 pub fn mimalloc_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memtrace-mimalloc"))
 }

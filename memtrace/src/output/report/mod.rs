@@ -76,6 +76,16 @@ pub fn render(t: &Trace) -> String {
             k.source
         );
     }
+    if let Some(k) = &t.kernel_wait4 {
+        let _ = writeln!(
+            o,
+            "  wait4's count    {:>12}   (minor {}, major {}) [kernel truth: {}]",
+            thousands(k.minor_faults + k.major_faults),
+            thousands(k.minor_faults),
+            thousands(k.major_faults),
+            k.source
+        );
+    }
     let _ = writeln!(o, "  mmap calls       {:>12}   ({} failed)", thousands(c.mmap_calls), thousands(c.mmap_failed));
     let _ =
         writeln!(o, "  munmap calls     {:>12}   ({} failed)", thousands(c.munmap_calls), thousands(c.munmap_failed));
