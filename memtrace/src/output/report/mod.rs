@@ -66,25 +66,17 @@ pub fn render(t: &Trace) -> String {
             thousands(c.page_faults + c.page_faults_kernel_mode)
         );
     }
-    if let Some(k) = &t.kernel {
-        let _ = writeln!(
-            o,
-            "  kernel's count   {:>12}   (minor {}, major {}) [kernel truth: {}]",
-            thousands(k.minor_faults + k.major_faults),
-            thousands(k.minor_faults),
-            thousands(k.major_faults),
-            k.source
-        );
-    }
-    if let Some(k) = &t.kernel_wait4 {
-        let _ = writeln!(
-            o,
-            "  wait4's count    {:>12}   (minor {}, major {}) [kernel truth: {}]",
-            thousands(k.minor_faults + k.major_faults),
-            thousands(k.minor_faults),
-            thousands(k.major_faults),
-            k.source
-        );
+    for (label, k) in [("kernel's count", &t.kernel), ("wait4's count", &t.kernel_wait4)] {
+        if let Some(k) = k {
+            let _ = writeln!(
+                o,
+                "  {label:<16} {:>12}   (minor {}, major {}) [kernel truth: {}]",
+                thousands(k.minor_faults + k.major_faults),
+                thousands(k.minor_faults),
+                thousands(k.major_faults),
+                k.source
+            );
+        }
     }
     let _ = writeln!(o, "  mmap calls       {:>12}   ({} failed)", thousands(c.mmap_calls), thousands(c.mmap_failed));
     let _ =
