@@ -33,6 +33,7 @@ pub enum EventKind {
     MmapPath = 19,
     ProcessFork = 20,
     ProcessExit = 21,
+    ProcessJoin = 22,
 }
 
 impl EventKind {
@@ -62,6 +63,7 @@ impl EventKind {
             19 => MmapPath,
             20 => ProcessFork,
             21 => ProcessExit,
+            22 => ProcessJoin,
             _ => return None,
         })
     }
@@ -278,6 +280,11 @@ bodies! {
     }
     /// A traced process forked (or cloned without CLONE_THREAD) a child,
     /// which is traced from now on; sent by the parent (header `pid`).
+    /// A running process of the traced cgroup (`--cgroup`) met for the
+    /// first time (header `pid`): traced from this event on.
+    ProcessJoinEvent = ProcessJoin {
+        _pad: u64,
+    }
     ProcessForkEvent = ProcessFork {
         child: u32,
         _pad: u32,

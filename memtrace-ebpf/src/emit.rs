@@ -1,12 +1,12 @@
 //! Shared state of all programs: the traced processes, counters and the event ring buffer.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
     Global,
 };
 use memtrace_common::{
-    event::{EventBody, EventHeader, EventKind, Record},
+    event::{EventBody, EventHeader, EventKind, ProcessJoinEvent, Record},
     Counter, TracedProcess, TracepointOffsets, MAX_TRACED,
 };
 
@@ -16,6 +16,31 @@ use memtrace_common::{
 /// a recycled PID is never traced by mistake).
 #[map]
 pub(crate) static TRACED: HashMap<u32, TracedProcess> = HashMap::with_max_entries(MAX_TRACED, 0);
+
+/// `--cgroup`: the cgroup v2 id (its directory's inode number) whose
+/// processes are all in the scope, those started later too; 0: none.
+#[no_mangle]
+static CGROUP: Global<u64> = Global::new(0);
+
+/// A process of the traced cgroup met before userspace or a fork added it
+/// (moved in from outside, or started by a process outside the scope):
+/// into the scope now, and userspace is told so it can probe it.
+#[inline(always)]
+fn joins(pid_tgid: u64) -> bool {
+    let cgroup = CGROUP.load();
+    // SAFETY: a helper with no arguments.
+    if cgroup == 0 || unsafe { bpf_get_current_cgroup_id() } != cgroup {
+        return false;
+    }
+    let pid = (pid_tgid >> 32) as u32;
+    const BPF_NOEXIST: u64 = 1;
+    if TRACED.insert(pid, TracedProcess::default(), BPF_NOEXIST).is_err() {
+        // Another CPU added it first (or the map is full: counted there).
+        return unsafe { TRACED.get(pid) }.is_some();
+    }
+    emit(Task { tid: pid_tgid as u32, pid }, ProcessJoinEvent { _pad: 0 });
+    true
+}
 
 /// Tracepoint field offsets read from tracefs by the loader.
 #[no_mangle]
@@ -94,7 +119,19 @@ pub fn traced() -> Option<Task> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     // SAFETY: read-only lookup of a plain value.
-    unsafe { TRACED.get(pid) }.map(|_| Task { tid: pid_tgid as u32, pid })
+    match unsafe { TRACED.get(pid) } {
+        Some(_) => Some(Task { tid: pid_tgid as u32, pid }),
+        None => joins(pid_tgid).then_some(Task { tid: pid_tgid as u32, pid }),
+    }
+}
+
+/// The current task and its process's entry, when its process is in
+/// TRACED already (never joining it: for its exit).
+#[inline(always)]
+pub fn known_process() -> Option<(Task, *mut TracedProcess)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    TRACED.get_ptr_mut(pid).map(|p| (Task { tid: pid_tgid as u32, pid }, p))
 }
 
 /// The current task and its process's entry, when its process is traced.
@@ -102,7 +139,12 @@ pub fn traced() -> Option<Task> {
 pub fn traced_process() -> Option<(Task, *mut TracedProcess)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
-    TRACED.get_ptr_mut(pid).map(|p| (Task { tid: pid_tgid as u32, pid }, p))
+    let task = Task { tid: pid_tgid as u32, pid };
+    match TRACED.get_ptr_mut(pid) {
+        Some(p) => Some((task, p)),
+        None if joins(pid_tgid) => TRACED.get_ptr_mut(pid).map(|p| (task, p)),
+        None => None,
+    }
 }
 
 #[inline(always)]

@@ -17,7 +17,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    emit::{emit, traced_process, Task},
+    emit::{emit, emit_in_place, traced_process, Task},
     heap,
     hold::{hold, Hold},
     regs::{stack_pointer, RETURN_SP_OFFSET},
@@ -69,9 +69,16 @@ fn boundary(task: Task, process: *mut TracedProcess, mut event: PhaseEvent) -> u
     let seq = next_phase_seq(process);
     event.seq = seq;
     emit(task, event);
-    // SAFETY: as in next_phase_seq.
-    let own = unsafe { (*process).heap };
-    emit(task, HeapMarkEvent { totals: heap::snapshot(), process: own, seq, _pad: 0 });
+    // Written in the ring buffer itself: two totals do not fit on the
+    // stack beside the phase event.
+    emit_in_place(task, |mark: &mut HeapMarkEvent| {
+        mark.totals = heap::snapshot();
+        // SAFETY: as in next_phase_seq.
+        mark.process = unsafe { (*process).heap };
+        mark.seq = seq;
+        mark._pad = 0;
+        true
+    });
     // `--phase-truth`: memtrace reads the kernel truth before the marker runs.
     hold(task, Hold::PhaseMarker);
     0

@@ -12,7 +12,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    emit::{count, emit, offsets, traced, traced_process, TRACED},
+    emit::{count, emit, known_process, offsets, traced, traced_process, TRACED},
     filemap::MM_OWNERS,
     mmap_file::{field, KERNEL_OFFSETS},
     unwind,
@@ -90,7 +90,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 /// heap totals go to userspace and it leaves the scope.
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let Some((task, process)) = traced_process() else { return 0 };
+    let Some((task, process)) = known_process() else { return 0 };
     let at = offsets().exit_group_dead;
     // SAFETY: offset from this kernel's tracefs format file.
     let group_dead = if at == 0 {

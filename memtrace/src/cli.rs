@@ -127,6 +127,14 @@ pub struct TraceArgs {
     #[arg(long)]
     pub children: bool,
 
+    /// Trace every process of a cgroup v2 (a container, a systemd unit:
+    /// e.g. /sys/fs/cgroup/system.slice/nginx.service), those that start in it
+    /// later too (filtered in the kernel by cgroup id); instead of -p PID.
+    /// The scope's first process (lowest PID) is the report's target; tracing
+    /// ends when it exits, or at Ctrl-C or --duration
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Option<PathBuf>,
+
     /// Run mode: stop the target's main thread at each phase marker for a
     /// moment to read /proc/PID/smaps, so every phase has kernel truth for
     /// its per-file RSS change (adds a few ms per marker to the phase times)

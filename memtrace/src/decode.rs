@@ -181,6 +181,11 @@ pub enum Event {
         tid: u32,
         child: u32,
     },
+    /// A running process of the traced cgroup joined the scope.
+    ProcessJoin {
+        ts_ns: u64,
+        tid: u32,
+    },
     /// The process's last thread exited: its heap totals then.
     ProcessExit {
         ts_ns: u64,
@@ -422,6 +427,10 @@ impl Event {
             EventKind::ProcessFork => {
                 let e: event::ProcessForkEvent = body(bytes)?;
                 Event::ProcessFork { ts_ns, tid, child: e.child }
+            }
+            EventKind::ProcessJoin => {
+                let _: event::ProcessJoinEvent = body(bytes)?;
+                Event::ProcessJoin { ts_ns, tid }
             }
             EventKind::ProcessExit => {
                 let e: event::ProcessExitEvent = body(bytes)?;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let mut cgroup = None;
     let (args, target) = match (cli.command, cli.pid) {
         (Some(Command::Mark { name, end, pid }), _) => {
             let pid = control::send(Path::new(control::DIR), pid, !end, &name)?;
@@ -61,6 +62,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        (Some(Command::Run { trace, .. }), _) if trace.cgroup.is_some() => {
+            bail!("--cgroup traces processes already running: use it instead of `run` (`sudo memtrace --cgroup DIR`)")
+        }
         (Some(Command::Run { trace, .. }), _) if trace.children => {
             bail!("--children is for attach mode (-p PID): `memtrace run` follows the command's children already (--no-follow to stop that)")
         }
@@ -69,6 +73,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let phase_fns = resolve_phase_fns(&trace, &program)?;
             (trace, Err((command, phase_fns)))
         }
+        (None, None) if cli.trace.cgroup.is_some() => {
+            let dir = cli.trace.cgroup.clone().unwrap_or_default();
+            let scope = target::cgroup::resolve(&dir)?;
+            let pid = scope.members[0];
+            let command = target::child::check_pid(pid)?;
+            let phase_fns = resolve_phase_fns(&cli.trace, Path::new(&format!("/proc/{pid}/exe")))?;
+            cgroup = Some(scope);
+            (cli.trace, Ok((pid, command, phase_fns)))
+        }
+        (_, Some(_)) if cli.trace.cgroup.is_some() => bail!("--cgroup names the scope itself: give it without -p PID"),
         (None, Some(_)) if cli.trace.phase_truth => {
             bail!("--phase-truth needs run mode (memtrace must be the target's ptrace tracer): use `memtrace run --phase-truth -- CMD`")
         }
@@ -98,7 +112,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Ok((pid, command, phase_fns)) => (Target::Attach { pid, command }, phase_fns),
         Err((argv, phase_fns)) => (Target::Run(target::child::HeldChild::spawn(&argv)?), phase_fns),
     };
-    trace_and_report(target, &args, phase_fns)
+    trace_and_report(target, &args, phase_fns, cgroup)
 }
 
 /// Checks each `--phase-fn` against the file that must define it.
@@ -106,13 +120,19 @@ fn resolve_phase_fns(args: &TraceArgs, executable: &Path) -> Result<Vec<phase_fn
     args.phase_fns.iter().map(|spec| phase_fn::resolve(spec, executable)).collect()
 }
 
-fn trace_and_report(target: Target, args: &TraceArgs, phase_fns: Vec<phase_fn::PhaseFn>) -> Result<ExitCode> {
+fn trace_and_report(
+    target: Target,
+    args: &TraceArgs,
+    phase_fns: Vec<phase_fn::PhaseFn>,
+    cgroup: Option<target::cgroup::Cgroup>,
+) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let opts = Options {
         duration: args.duration.map(Duration::from_secs_f64),
         phase_truth: args.phase_truth,
         follow: !args.no_follow,
         children: args.children,
+        cgroup,
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
         probe_at_entry: args.probe_at_entry,

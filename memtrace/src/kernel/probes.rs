@@ -190,6 +190,8 @@ pub struct LoadOptions {
     /// memtrace is the first process's ptrace tracer (run mode): eBPF may
     /// hold it (and the children ptrace's fork options trace with it).
     pub holdable: bool,
+    /// `--cgroup`: the cgroup v2 id whose every process is in the scope (0: none).
+    pub cgroup: u64,
 }
 
 impl Probes {
@@ -199,6 +201,7 @@ impl Probes {
         let kernel_offsets = kernel_offsets();
         let mut ebpf = EbpfLoader::new()
             .override_global("FOLLOW", &u32::from(load.follow_forks), true)
+            .override_global("CGROUP", &load.cgroup, true)
             .override_global("OFFSETS", offsets, true)
             .override_global("PHASE_STOP", &u32::from(load.hold_at_markers), true)
             .override_global("CODE_STOP", &u32::from(load.hold_at_code), true)

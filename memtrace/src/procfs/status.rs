@@ -45,6 +45,11 @@ pub fn descendants(pid: u32) -> Vec<(u32, u32)> {
     out
 }
 
+/// The parent of process `pid` (its `PPid`).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    Some(Process::new(pid as i32).ok()?.stat().ok()?.ppid as u32)
+}
+
 /// The command line, arguments joined by spaces (none for a kernel thread).
 pub fn command_line(pid: u32) -> Option<String> {
     let cmdline = Process::new(pid as i32).ok()?.cmdline().ok()?;

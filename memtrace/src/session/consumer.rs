@@ -101,6 +101,8 @@ pub struct Consumer {
     pub stray_events: u64,
     /// Processes forked since the session last took them (their probes go in).
     pub forked: Vec<u32>,
+    /// Processes of the traced cgroup met since (none of their probes copied).
+    pub joined: Vec<u32>,
 }
 
 impl Consumer {
@@ -117,13 +119,14 @@ impl Consumer {
             malformed_events: 0,
             stray_events: 0,
             forked: Vec::new(),
+            joined: Vec::new(),
         }
     }
 
     /// A running process that joined the scope when tracing began (a
     /// descendant of the first, with `--children`).
-    pub fn add_process(&mut self, pid: u32, parent: u32, started_ns: u64) -> &mut ProcessModel {
-        let model = ProcessModel::new(pid, Some(parent), started_ns, (self.proc_for)(pid));
+    pub fn add_process(&mut self, pid: u32, parent: Option<u32>, started_ns: u64) -> &mut ProcessModel {
+        let model = ProcessModel::new(pid, parent, started_ns, (self.proc_for)(pid));
         self.processes.entry(pid).or_insert(model)
     }
 
@@ -195,6 +198,11 @@ impl Consumer {
                 if let Some(log) = &mut self.events {
                     log.on_free(ts_ns, tid, address, size, stack_id);
                 }
+            }
+            Event::ProcessJoin { ts_ns, .. } if !self.processes.contains_key(&pid) => {
+                let parent = crate::procfs::parent_of(pid).filter(|p| self.processes.contains_key(p));
+                self.add_process(pid, parent, ts_ns).joined_now();
+                self.joined.push(pid);
             }
             // Already known: it joined when tracing began (`--children`).
             Event::ProcessFork { child, .. } if self.processes.contains_key(&child) => {}

@@ -63,6 +63,8 @@ pub struct Options {
     pub follow: bool,
     /// Attach mode: trace the target's descendants and what they fork.
     pub children: bool,
+    /// `--cgroup`: every process of it (the target is its first).
+    pub cgroup: Option<crate::target::cgroup::Cgroup>,
     /// Leak candidates: live allocations at least this old (None: all live at the end).
     pub leak_age: Option<Duration>,
     /// Print the allocator probes' placement at start.

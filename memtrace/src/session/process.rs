@@ -116,6 +116,16 @@ impl ProcessModel {
         child
     }
 
+    /// A running process that joined the scope: what it maps now, and its
+    /// RSS counters now as the baseline (its pages from before are not
+    /// "loaded" while traced).
+    pub fn joined_now(&mut self) {
+        self.sync();
+        if let Some(rss) = self.proc.rss_counters() {
+            self.loading.set_baseline(rss);
+        }
+    }
+
     /// Its running totals for phase accounting.
     pub fn phase_totals(&self) -> Totals {
         let mut totals = Totals::default();
@@ -249,6 +259,7 @@ impl ProcessModel {
             Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
             Event::PageCacheDelete { file, index, pages, .. } => self.loading.on_cache_delete(file, index, pages),
             Event::ProcessExit { ts_ns, totals, .. } => self.ended = Some(ProcessEnd { ts_ns, heap: totals }),
+            Event::ProcessJoin { .. } => {}
             Event::HeapMark { .. } | Event::Alloc { .. } | Event::Free { .. } | Event::ProcessFork { .. } => {}
         }
     }

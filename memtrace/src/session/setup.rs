@@ -50,14 +50,20 @@ impl Session {
             hold_at_markers: phase_truth,
             hold_at_code: dwarf && run_mode,
             heap_events: opts.events.is_some(),
-            follow_forks: if run_mode { opts.follow } else { opts.children },
+            follow_forks: if run_mode { opts.follow } else { opts.children || opts.cgroup.is_some() },
             holdable: run_mode,
+            cgroup: opts.cgroup.as_ref().map_or(0, |c| c.id),
         };
         let mut probes = Probes::attach(pid, &offsets, load, &mut warnings)?;
         // `--children`: its running descendants join the scope before any
         // uprobe goes in (so none of them inherited one); what they fork
         // from now on the kernel adds at the fork.
-        let family = if opts.children && !run_mode { join_family(&mut probes, pid)? } else { Vec::new() };
+        let family = match &opts.cgroup {
+            _ if run_mode => Vec::new(),
+            Some(cgroup) => join_cgroup(&mut probes, cgroup)?,
+            None if opts.children => join_family(&mut probes, pid)?,
+            None => Vec::new(),
+        };
         let mut unwind = UnwindTables::new(opts.unwind);
         if dwarf && !run_mode {
             // Already running: its code is mapped. The tables go in before
@@ -161,8 +167,8 @@ impl Session {
 /// `--children`: the target's running descendants (zombies left out),
 /// added to the kernel's scope parents first; looked for again until none
 /// is new, so a process forked meanwhile by one not yet added is found.
-fn join_family(probes: &mut Probes, pid: u32) -> Result<Vec<(u32, u32)>> {
-    let mut family: Vec<(u32, u32)> = Vec::new();
+fn join_family(probes: &mut Probes, pid: u32) -> Result<Vec<(u32, Option<u32>)>> {
+    let mut family: Vec<(u32, Option<u32>)> = Vec::new();
     loop {
         let new: Vec<(u32, u32)> = procfs::descendants(pid)
             .into_iter()
@@ -175,8 +181,24 @@ fn join_family(probes: &mut Probes, pid: u32) -> Result<Vec<(u32, u32)>> {
         for &(child, _) in &new {
             probes.trace_process(child)?;
         }
-        family.extend(new);
+        family.extend(new.into_iter().map(|(child, parent)| (child, Some(parent))));
     }
+}
+
+/// `--cgroup`: the processes in it now besides the first (the target),
+/// added to the kernel's scope before any uprobe goes in; each one's parent
+/// when it is in the cgroup too. Those that start later join in the kernel.
+fn join_cgroup(probes: &mut Probes, cgroup: &crate::target::cgroup::Cgroup) -> Result<Vec<(u32, Option<u32>)>> {
+    let mut family = Vec::new();
+    for &pid in &cgroup.members[1..] {
+        if std::fs::read_link(format!("/proc/{pid}/exe")).is_err() {
+            continue; // a zombie, or gone already
+        }
+        probes.trace_process(pid)?;
+        let parent = procfs::parent_of(pid).filter(|p| cgroup.members.contains(p));
+        family.push((pid, parent));
+    }
+    Ok(family)
 }
 
 /// Attach mode: what was mapped, the program break, the RSS counters and
@@ -267,6 +289,14 @@ impl Session {
     pub(super) fn watch_new_files(&mut self) {
         for pid in std::mem::take(&mut self.consumer.forked) {
             self.adopt(pid);
+        }
+        // `--cgroup`: running processes met in the kernel (none of their
+        // probes copied from a parent), probed from now on.
+        for pid in std::mem::take(&mut self.consumer.joined) {
+            if self.adopted.insert(pid) {
+                self.unwind.refresh(pid, &mut self.probes, &mut self.warnings);
+                self.attach_process(pid);
+            }
         }
         for p in self.consumer.processes.values_mut() {
             // New code mapped (an exec, a library loaded): the unwinder's tables

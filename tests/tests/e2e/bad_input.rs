@@ -36,6 +36,18 @@ fn bad_arguments() {
             Memtrace::attach(own_pid).arg("--phase-truth"),
             &["--phase-truth needs run mode"],
         ),
+        (
+            "--children in run mode",
+            Memtrace::run().arg("--children").target(["true"]),
+            &["--children is for attach mode"],
+        ),
+        (
+            "--cgroup that does not exist",
+            Memtrace::bare().args(["--cgroup", "/no/such/cgroup"]),
+            &["no such directory"],
+        ),
+        ("--cgroup not a cgroup", Memtrace::bare().args(["--cgroup", "/tmp"]), &["not a cgroup v2 directory"]),
+        ("--cgroup with -p", Memtrace::attach(own_pid).args(["--cgroup", "/tmp"]), &["without -p PID"]),
     ]);
     zombie.wait().unwrap();
     // An option `run` does not know, before the command: refused by the
@@ -55,6 +67,16 @@ fn bad_arguments() {
 fn bad_environment() {
     let _root = require_root();
     let nobody = unprivileged("unprivileged");
+    // A cgroup made here (root only).
+    if let Some(root) = memtrace::target::cgroup::mount_point() {
+        let empty = root.join(format!("memtrace-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_refused(&[
+            ("the root cgroup", Memtrace::bare().arg("--cgroup").arg(&root), &["the root cgroup"]),
+            ("an empty cgroup", Memtrace::bare().arg("--cgroup").arg(&empty), &["no process in it yet"]),
+        ]);
+        let _ = std::fs::remove_dir(&empty);
+    }
     assert_refused(&[
         (
             "unwritable trace path",

@@ -57,6 +57,10 @@ fn multiprocessing_workers_are_each_traced_with_their_own_file_pages_and_heap() 
             tree_loaded += loaded;
             let heap = p.heap.as_ref().expect("heap traced");
             assert!(heap.totals.allocs >= 100, "{method}: worker {pid}'s own allocations: {heap:?}");
+            // Its 100 bytearray(1000) buffers (1,001 bytes each, from malloc),
+            // still live at its exit: exactly, in its own leak candidates.
+            let kept: u64 = p.leaks.iter().filter(|l| l.bytes == l.count * 1001).map(|l| l.count).sum();
+            assert_eq!(kept, 100, "{method}: worker {pid}'s kept buffers: {:#?}", p.leaks);
             let kernel = p.kernel.as_ref().expect("its own fault count").minor_faults;
             let seen = p.counters.page_faults_seen;
             assert!(
@@ -333,4 +337,92 @@ fn an_unrelated_malloc_loop_beside_a_traced_tree_runs_at_its_own_speed() {
     assert!(beside < 3.0 * before, "the unrelated loop was slowed: {beside} vs {before} ns");
     let t = session.trace();
     assert!(t.processes.len() >= 4, "sh, the loop and two sleeps: {:?}", pids(&t));
+}
+
+/// `--cgroup DIR` on a cgroup the test makes: a Python parent and its 2
+/// workers moved into it before memtrace starts, 2 more workers it forks
+/// while traced, and a process moved in while traced are all in the
+/// trace, each with exactly its own blocks; the same program outside the
+/// cgroup, allocating at the same time, is not.
+#[test]
+fn a_cgroup_is_traced_whole_and_nothing_outside_it() {
+    use std::io::{BufRead, Write};
+    let _root = require_root();
+    let dir = scratch("process_tree_cgroup");
+    let root = memtrace::target::cgroup::mount_point().expect("a cgroup2 filesystem mounted");
+    let cgroup = root.join(format!("memtrace-test-{}", std::process::id()));
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let move_in = |pid: u32| std::fs::write(cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+    let (blocks, size) = (25u64, 54_321u64);
+    let python = |script: &str| {
+        let mut cmd = std::process::Command::new("/usr/bin/python3");
+        cmd.arg(root_dir().join("tests/python").join(script)).arg(blocks.to_string()).arg(size.to_string());
+        cmd
+    };
+    let mut inside = spawn_until(&mut python("fork_on_request.py"), "ready");
+    let mut outside = spawn_until(&mut python("fork_on_request.py"), "ready");
+    let mut late = spawn_until(&mut python("allocate_on_request.py"), "ready");
+    let inside_pid = inside.child.id();
+    move_in(inside_pid);
+    for worker in procfs_children(inside_pid) {
+        move_in(worker);
+    }
+    let mut memtrace = Memtrace::bare().arg("--cgroup").arg(&cgroup).arg("-q").json(dir.join("t.json")).spawn();
+    assert_eq!(memtrace.pid, inside_pid, "the cgroup's first process is the target");
+    move_in(late.child.id());
+    for tree in [&mut inside, &mut outside] {
+        writeln!(tree.stdin, "go").unwrap();
+    }
+    writeln!(late.stdin, "go").unwrap();
+    let mut workers = Vec::new();
+    for (tree, into) in [(&mut inside, true), (&mut outside, false)] {
+        loop {
+            let mut line = String::new();
+            assert!(tree.out.read_line(&mut line).unwrap() > 0, "a tree ended early");
+            match line.trim().strip_prefix("worker ") {
+                Some(pid) => workers.push((pid.parse::<u32>().unwrap(), into)),
+                None if line.trim() == "done" => break,
+                None => {}
+            }
+        }
+    }
+    read_line_with_text(&mut late.out, "done");
+    memtrace.interrupt();
+    assert!(memtrace.wait().success());
+    for steered in [inside, outside, late] {
+        drop(steered.stdin);
+        let mut child = steered.child;
+        child.wait().unwrap();
+    }
+    let _ = std::fs::remove_dir(&cgroup);
+    let t = memtrace.trace();
+    let blocks_of = |pid: u32| -> Option<u64> {
+        let p = t.processes.iter().find(|p| p.pid == pid)?;
+        Some(p.leaks.iter().filter(|l| l.bytes == l.count * size).map(|l| l.count).sum())
+    };
+    for (pid, inside) in &workers {
+        if *inside {
+            assert_eq!(blocks_of(*pid), Some(blocks), "worker {pid} in the cgroup: {:?}", pids(&t));
+        } else {
+            assert_eq!(blocks_of(*pid), None, "worker {pid} outside the cgroup is not traced");
+        }
+    }
+    assert_eq!(blocks_of(late_pid(&t, &workers, inside_pid)), Some(blocks), "the process moved in while traced");
+}
+
+/// The children of `pid` now.
+fn procfs_children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// The traced process that is neither the target nor one of the workers.
+fn late_pid(t: &Trace, workers: &[(u32, bool)], target: u32) -> u32 {
+    let others: Vec<u32> =
+        t.processes.iter().map(|p| p.pid).filter(|p| *p != target && !workers.iter().any(|(w, _)| w == p)).collect();
+    assert_eq!(others.len(), 1, "one more process: {others:?}");
+    others[0]
 }

@@ -32,6 +32,60 @@ pub fn render(o: &mut String, t: &Trace) {
     }
     let _ = writeln!(o);
     render_shared_files(o, t);
+    render_top_processes(o, t);
+}
+
+/// Processes given a few lines of their own: those with the most bytes
+/// (files loaded plus live heap).
+const DETAILED: usize = 3;
+
+/// The processes that matter most, each with its top files and its
+/// largest leak candidate (the rest of every process is in `processes[]`).
+fn render_top_processes(o: &mut String, t: &Trace) {
+    let weight = |p: &ProcessEntry| {
+        p.file_totals.measured_loaded_bytes + p.heap.as_ref().map_or(0, |h| h.live_bytes.max(0) as u64)
+    };
+    let mut ranked: Vec<&ProcessEntry> = t.processes.iter().filter(|p| weight(p) > 0).collect();
+    ranked.sort_by_key(|p| std::cmp::Reverse(weight(p)));
+    if ranked.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "The {} processes with the most bytes (files loaded + live heap) [measured: eBPF; smaps: kernel truth at each one's exit stop or when tracing stopped]",
+        ranked.len().min(DETAILED)
+    );
+    for p in ranked.into_iter().take(DETAILED) {
+        let command: String = p.command.chars().take(60).collect();
+        let heap = p.heap.as_ref().map_or_else(
+            || "heap not traced".to_string(),
+            |h| format!("heap live {} in {} allocations", signed_bytes(h.live_bytes), thousands(h.live_allocations)),
+        );
+        let _ = writeln!(
+            o,
+            "  PID {} {command}: files loaded {}, {heap}, faults {}",
+            p.pid,
+            bytes(p.file_totals.measured_loaded_bytes),
+            thousands(p.counters.page_faults_seen)
+        );
+        let mut files: Vec<_> = p.files.iter().filter(|f| f.measured_loaded_bytes > 0).collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.measured_loaded_bytes));
+        for f in files.iter().take(3) {
+            let smaps = f.kernel_rss_bytes.map_or_else(|| "-".to_string(), bytes);
+            let _ = writeln!(o, "    {:>10} loaded, smaps {:>10}  {}", bytes(f.measured_loaded_bytes), smaps, f.path);
+        }
+        if let Some(l) = p.leaks.first() {
+            let top = l.stack.first().map_or_else(|| "(no stack)".to_string(), crate::symbolize::describe);
+            let _ = writeln!(
+                o,
+                "    largest leak candidate: {} in {} allocations from {top}, phase {}",
+                bytes(l.bytes),
+                thousands(l.count),
+                l.phase
+            );
+        }
+    }
+    let _ = writeln!(o);
 }
 
 /// Files mapped by several processes: what `top` adds up (the processes'
