@@ -73,7 +73,11 @@ fn render_unwind(o: &mut String, u: &crate::trace::UnwindStats) {
 
 pub fn render_heap(o: &mut String, t: &Trace) {
     let Some(h) = &t.heap else { return };
-    let _ = writeln!(o, "Heap [measured: uprobes on the malloc family; requested bytes, not allocator overhead]");
+    let _ = writeln!(
+        o,
+        "Heap [measured: uprobes on the malloc family; requested bytes, not allocator overhead]{}",
+        super::covers(t)
+    );
     if h.allocators.is_empty() {
         let _ = writeln!(o, "  {}", h.status);
     }

@@ -49,7 +49,7 @@ pub fn render(t: &Trace) -> String {
     let _ = writeln!(o, "  started {}, traced {:.2} s, stopped: {}{exit}", t.started_at, t.duration_s, t.stop_reason);
     let _ = writeln!(o);
     processes::render(&mut o, t);
-    let _ = writeln!(o, "Page faults and mmap calls [measured: eBPF]");
+    let _ = writeln!(o, "Page faults and mmap calls [measured: eBPF]{}", covers(t));
     let _ = writeln!(
         o,
         "  page faults      {:>12}   (read {}, write {}, exec {})",
@@ -86,8 +86,11 @@ pub fn render(t: &Trace) -> String {
     let _ =
         writeln!(o, "  mremap calls     {:>12}   ({} failed)", thousands(c.mremap_calls), thousands(c.mremap_failed));
     let _ = writeln!(o);
-    let _ =
-        writeln!(o, "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]");
+    let _ = writeln!(
+        o,
+        "Faults by mapping [measured: eBPF fault addresses, mappings from mmap events + /proc/PID/maps]{}",
+        covers(t)
+    );
     let _ = writeln!(o, "  {:>10} {:>10} {:>10}  mapping", "faults", "read", "write");
     let mut rows: Vec<(String, crate::model::stats::FaultCounts)> =
         t.files.iter().map(|f| (f.path.clone(), f.page_faults)).collect();
@@ -102,7 +105,11 @@ pub fn render(t: &Trace) -> String {
         let _ = writeln!(o, "  ... {quiet} more mappings in the JSON trace");
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "Mapped files [size: kernel truth (stat); mapped: measured (mmap events + /proc/PID/maps)]");
+    let _ = writeln!(
+        o,
+        "Mapped files [size: kernel truth (stat); mapped: measured (mmap events + /proc/PID/maps)]{}",
+        covers(t)
+    );
     let _ = writeln!(o, "  {:>10} {:>10} {:>6} {:>10}  path", "size", "mapped", "mmaps", "faults");
     let mut files: Vec<_> = t.files.iter().collect();
     files.sort_by(|a, b| b.mapped_bytes.cmp(&a.mapped_bytes).then(a.path.cmp(&b.path)));
@@ -213,6 +220,15 @@ fn render_phases(o: &mut String, t: &Trace) {
     let _ = writeln!(o);
 }
 
+/// Which processes a section's figures cover, said after its title when
+/// there are several ("" for one process).
+pub(super) fn covers(t: &Trace) -> String {
+    match t.processes.len() {
+        0 | 1 => String::new(),
+        n => format!(" (all {n} processes, summed)"),
+    }
+}
+
 /// Per-file loading and the estimated-vs-measured comparison.
 fn render_loading(o: &mut String, t: &Trace) {
     let mut files: Vec<_> =
@@ -222,7 +238,8 @@ fn render_loading(o: &mut String, t: &Trace) {
     if files.is_empty() {
         return;
     }
-    let _ = writeln!(o, "File loading [measured: eBPF rss_stat + filemap tracepoints; smaps: kernel truth]");
+    let _ =
+        writeln!(o, "File loading [measured: eBPF rss_stat + filemap tracepoints; smaps: kernel truth]{}", covers(t));
     let _ = writeln!(
         o,
         "  {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  path",
