@@ -48,6 +48,11 @@ pub enum Unwind {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Internal: started by memtrace itself, waits until that memtrace is
+    /// gone (its stdin closes), even by SIGKILL, and removes the tracefs
+    /// uprobe events of GROUP it left defined.
+    #[command(name = "__remove-uprobe-events", hide = true)]
+    RemoveUprobeEvents { group: String },
     /// Spawn CMD and trace it from its first instruction until it exits.
     /// memtrace exits with CMD's exit code.
     Run {

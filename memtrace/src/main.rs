@@ -44,6 +44,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        (Some(Command::RemoveUprobeEvents { group }), _) => {
+            memtrace::kernel::uprobe_events::remove_when_orphaned(&group);
+            return Ok(ExitCode::SUCCESS);
+        }
         (Some(Command::Schema), _) => {
             println!("{}", serde_json::to_string_pretty(&trace::json_schema())?);
             return Ok(ExitCode::SUCCESS);

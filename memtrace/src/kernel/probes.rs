@@ -146,6 +146,8 @@ pub struct Probes {
     covered: StdHashMap<u32, StdHashMap<Site, Coverage>>,
     /// Processes that ended (their probes go once no copy is running).
     ended: HashSet<u32>,
+    /// Each traced process's dummy perf event (see `own_context`).
+    contexts: StdHashMap<u32, std::os::fd::OwnedFd>,
     /// Phase boundaries made from userspace so far (`memtrace mark`).
     user_phase_marks: u32,
     /// `--probe-at-entry`: allocator probes on the first instruction.
@@ -246,6 +248,7 @@ impl Probes {
             uprobe_events: UprobeEvents::new(&super::tracefs::ensure_mounted()?, load.follow_forks)?,
             covered: StdHashMap::new(),
             ended: HashSet::new(),
+            contexts: StdHashMap::new(),
             user_phase_marks: 0,
             probe_at_entry: false,
         })
@@ -318,6 +321,20 @@ impl Probes {
         self.uprobes.push((pid, probe));
         self.covered.entry(pid).or_default().insert(site, Coverage { since, owner: pid });
         Ok(true)
+    }
+
+    /// Gives process `pid` a perf event context of its own (see
+    /// `uprobe_events::own_context`), before it runs when it is held.
+    pub fn own_context(&mut self, pid: u32) {
+        if !self.uprobe_events.inherit {
+            return;
+        }
+        match super::uprobe_events::own_context(pid) {
+            Ok(fd) => {
+                self.contexts.insert(pid, fd);
+            }
+            Err(e) => eprintln!("memtrace: warning: PID {pid}: a perf event of its own: {e}"),
+        }
     }
 
     /// A child forked at `fork_ns` runs every probe its parent ran then
@@ -424,6 +441,7 @@ impl Probes {
     /// thread of their own while tracing goes on.
     pub fn take_process_links(&mut self, pid: u32) -> super::retire::Links {
         self.covered.remove(&pid);
+        self.contexts.remove(&pid);
         self.ended.insert(pid);
         // Probes opened for an ended process that no running one copied.
         let in_use: HashSet<u32> = self.covered.values().flat_map(|sites| sites.values().map(|c| c.owner)).collect();

@@ -11,8 +11,11 @@
 //! the opener's memory, which is not the forking process's.)
 //!
 //! Each probe is its own tracefs event in a group named after memtrace's
-//! PID, removed when the probe is dropped; groups left by a memtrace that
-//! died are removed at the next start.
+//! PID, removed when the probe is dropped. Killed with SIGKILL, memtrace
+//! cannot remove them (its perf events and programs go with its file
+//! descriptors, so no probe keeps firing; only the definitions stay): a
+//! helper process it starts waits for it to be gone and removes them; the
+//! groups of memtraces that died without it are removed at the next start.
 use std::{
     fs::OpenOptions,
     io::Write,
@@ -59,6 +62,47 @@ pub struct UprobeEvents {
     next: u64,
     /// Children inherit the probes (the scope follows forks).
     pub inherit: bool,
+    /// The helper that removes what is left once memtrace is gone (its
+    /// stdin is our pipe: it reads EOF when we exit, however we exit).
+    remover: Option<std::process::Child>,
+}
+
+impl Drop for UprobeEvents {
+    fn drop(&mut self) {
+        if let Some(mut helper) = self.remover.take() {
+            drop(helper.stdin.take());
+            let _ = helper.wait();
+        }
+    }
+}
+
+/// The helper's work (`memtrace __remove-uprobe-events GROUP`): wait for
+/// EOF on stdin (memtrace gone), then remove GROUP's events, retrying while
+/// one is still busy (a perf event closing), for a minute at most.
+pub fn remove_when_orphaned(group: &str) {
+    // Ctrl-C or a hangup reaches the whole process group: outlive them.
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: setting a signal's disposition to ignore.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    let Ok(tracefs) = super::tracefs::ensure_mounted() else { return };
+    let path = tracefs.join("uprobe_events");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.split_once(':').map(|(_, e)| e.to_string()))
+            .filter(|e| e.split('/').next() == Some(group))
+            .collect();
+        let removed = left.iter().filter(|e| append(&path, &format!("-:{e}")).is_ok()).count();
+        if removed == left.len() || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 impl UprobeEvents {
@@ -77,7 +121,15 @@ impl UprobeEvents {
                 let _ = append(&path, &format!("-:{event}"));
             }
         }
-        Ok(UprobeEvents { tracefs: tracefs.to_path_buf(), group: group_of(std::process::id()), next: 0, inherit })
+        let group = group_of(std::process::id());
+        let remover = std::process::Command::new("/proc/self/exe")
+            .args(["__remove-uprobe-events", &group])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        Ok(UprobeEvents { tracefs: tracefs.to_path_buf(), group, next: 0, inherit, remover })
     }
 
     /// A uprobe (or, with `ret`, a uretprobe) at file offset `offset` of
@@ -142,6 +194,42 @@ impl UprobeEvents {
         }
         Ok(probe)
     }
+}
+
+/// A software "dummy" perf event on process `pid` (counts nothing, never
+/// inherited). Why: perf marks a child's event context as a clone of its
+/// parent's when every event in the parent's is inherited, and swaps the
+/// contexts of two such clones at a context switch; the uprobe filter goes
+/// by each event's target task, so after a swap a sibling's exit frees the
+/// events standing for the other sibling and the kernel takes the probes
+/// out of that one's memory (measured: `sh -c "A & B"` and forkserver
+/// workers lost their last allocations in one run in three). An event that
+/// is not inherited makes the context its own: one per traced process.
+pub fn own_context(pid: u32) -> std::io::Result<OwnedFd> {
+    const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_COUNT_SW_DUMMY: u64 = 9;
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_DUMMY,
+        ..PerfEventAttr::default()
+    };
+    // SAFETY: perf_event_open(2) with a valid attribute; the fd is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            pid as libc::pid_t,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Writes one line to a tracefs control file (each write is one command).

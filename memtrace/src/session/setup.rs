@@ -331,6 +331,7 @@ impl Session {
             let forked_ns = self.consumer.processes[&pid].started_ns;
             self.probes.inherit_probes(parent, pid, forked_ns);
         }
+        self.probes.own_context(pid);
         self.attach_process(pid);
     }
 

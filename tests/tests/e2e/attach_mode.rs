@@ -119,3 +119,34 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     drop(w.stdin); // EOF: the workload exits
     assert!(w.child.wait().unwrap().success());
 }
+
+/// memtrace killed with SIGKILL while attached: its programs and links go
+/// with its file descriptors, the definitions of its uprobe events are
+/// removed by the helper it started, and the target finishes as if never
+/// traced (its own ground truth complete, exit 0).
+#[test]
+fn sigkill_leaves_nothing_in_the_kernel_and_the_target_finishes_right() {
+    let _root = require_root_alone();
+    assert_eq!(wait_for_no_programs_of_ours(), 0, "another memtrace is running; this test needs the kernel to itself");
+    let dir = scratch("attach_sigkill");
+    let workload = Workload::in_dir(&dir).size_mib(8).touch(0.3).heap_mib(4).pause_after("load").truth();
+    let mut w = spawn_until(&mut workload.command(), "paused after load");
+    let mut memtrace = Memtrace::attach(w.child.id()).json(dir.join("trace.json")).spawn();
+    let group = format!("memtrace_{}", memtrace.child.id());
+    assert!(uprobe_events().contains(&group));
+    memtrace.child.kill().unwrap();
+    memtrace.wait();
+    let start = Instant::now();
+    while uprobe_events().contains(&group) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = uprobe_events();
+    assert!(!left.contains(&group), "uprobe events left after SIGKILL: {left}");
+    assert_eq!(wait_for_no_programs_of_ours(), 0, "programs left after SIGKILL");
+    writeln!(w.stdin,).unwrap();
+    drop(w.stdin);
+    assert!(w.child.wait().unwrap().success(), "the target finishes");
+    let truth = workload.read_truth();
+    assert!(truth.complete, "its ground truth is whole");
+    assert!(!dir.join("trace.json").exists(), "no half-written trace");
+}

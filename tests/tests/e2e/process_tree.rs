@@ -58,9 +58,10 @@ fn multiprocessing_workers_are_each_traced_with_their_own_file_pages_and_heap() 
             let heap = p.heap.as_ref().expect("heap traced");
             assert!(heap.totals.allocs >= 100, "{method}: worker {pid}'s own allocations: {heap:?}");
             // Its 100 bytearray(1000) buffers (1,001 bytes each, from malloc),
-            // still live at its exit: exactly, in its own leak candidates.
+            // still live at its exit, in its own leak candidates (the
+            // interpreter makes a few other blocks of that size now and then).
             let kept: u64 = p.leaks.iter().filter(|l| l.bytes == l.count * 1001).map(|l| l.count).sum();
-            assert_eq!(kept, 100, "{method}: worker {pid}'s kept buffers: {:#?}", p.leaks);
+            assert!((100..=120).contains(&kept), "{method}: worker {pid}'s kept buffers: {kept}: {:#?}", p.leaks);
             let kernel = p.kernel.as_ref().expect("its own fault count").minor_faults;
             let seen = p.counters.page_faults_seen;
             assert!(
@@ -425,4 +426,29 @@ fn late_pid(t: &Trace, workers: &[(u32, bool)], target: u32) -> u32 {
         t.processes.iter().map(|p| p.pid).filter(|p| *p != target && !workers.iter().any(|(w, _)| w == p)).collect();
     assert_eq!(others.len(), 1, "one more process: {others:?}");
     others[0]
+}
+
+/// Grandchildren running side by side (`sh -c "A & B"` under a shell, 6
+/// times): every malloc loop's calls are all counted. Before each traced
+/// process got a perf event context of its own, perf swapped the contexts
+/// of such siblings and one's exit took the probes out of the other
+/// (18,893 of 20,013 calls seen, about one run in three).
+#[test]
+fn grandchildren_side_by_side_keep_their_probes_to_the_end() {
+    let _root = require_root();
+    let dir = scratch("process_tree_grandchildren");
+    let looper = mallocloop_bin();
+    let pair = format!("{0} 20000 & {0} 20000; wait", looper.display());
+    let script = format!("for i in 1 2 3 4 5 6; do /bin/sh -c '{pair}'; done");
+    let t = Memtrace::run().arg("-q").json(dir.join("t.json")).target(["/bin/sh", "-c", &script]).traced().trace;
+    let loops: Vec<(u32, u64, u64)> = t
+        .processes
+        .iter()
+        .filter(|p| p.command.starts_with(looper.to_str().unwrap()))
+        .filter_map(|p| p.heap.as_ref().map(|h| (p.pid, h.totals.allocs, h.totals.frees)))
+        .collect();
+    assert_eq!(loops.len(), 12, "{loops:?}");
+    for (pid, allocs, frees) in loops {
+        assert!(allocs >= 20_000 && frees >= 20_000, "loop {pid}: {allocs} allocs, {frees} frees seen of 20,000 each");
+    }
 }
