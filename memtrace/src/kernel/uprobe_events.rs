@@ -214,22 +214,7 @@ pub fn own_context(pid: u32) -> std::io::Result<OwnedFd> {
         config: PERF_COUNT_SW_DUMMY,
         ..PerfEventAttr::default()
     };
-    // SAFETY: perf_event_open(2) with a valid attribute; the fd is ours.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            pid as libc::pid_t,
-            -1 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    open_event(&attr, pid)
 }
 
 /// Writes one line to a tracefs control file (each write is one command).
@@ -285,12 +270,17 @@ fn perf_event_open(id: u64, tid: u32, inherit: bool) -> std::io::Result<OwnedFd>
         wakeup_events: 1,
         ..PerfEventAttr::default()
     };
+    open_event(&attr, tid)
+}
+
+/// perf_event_open(2) of `attr` on task `pid`, any CPU, no group.
+fn open_event(attr: &PerfEventAttr, pid: u32) -> std::io::Result<OwnedFd> {
     // SAFETY: perf_event_open(2) with a valid attribute; the fd is ours.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            tid as libc::pid_t,
+            attr as *const PerfEventAttr,
+            pid as libc::pid_t,
             -1 as libc::c_int,
             -1 as libc::c_int,
             PERF_FLAG_FD_CLOEXEC,
