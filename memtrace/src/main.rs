@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode, time::Duration};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use memtrace::{
@@ -17,7 +17,17 @@ use memtrace::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    // A tracing run catches its stopping signals from here on; the other
+    // commands keep the default (Ctrl-C ends `memtrace report` at once).
+    let tracing = matches!(cli.command, None | Some(Command::Run { .. }));
+    let signals = match tracing.then(session::signals::catch).transpose() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("memtrace: error: installing signal handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cli, signals) {
         Ok(code) => code,
         Err(err) => {
             // One line: the cause chain joined with ": ".
@@ -27,7 +37,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, signals: Option<session::signals::Caught>) -> Result<ExitCode> {
     let mut cgroup = None;
     let (args, target) = match (cli.command, cli.pid) {
         (Some(Command::Mark { name, end, pid }), _) => {
@@ -116,7 +126,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Ok((pid, command, phase_fns)) => (Target::Attach { pid, command }, phase_fns),
         Err((argv, phase_fns)) => (Target::Run(target::child::HeldChild::spawn(&argv)?), phase_fns),
     };
-    trace_and_report(target, &args, phase_fns, cgroup)
+    let signals = signals.context("signal handlers not installed")?;
+    trace_and_report(target, &args, phase_fns, cgroup, signals)
 }
 
 /// Checks each `--phase-fn` against the file that must define it.
@@ -129,6 +140,7 @@ fn trace_and_report(
     args: &TraceArgs,
     phase_fns: Vec<phase_fn::PhaseFn>,
     cgroup: Option<target::cgroup::Cgroup>,
+    signals: session::signals::Caught,
 ) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let opts = Options {
@@ -148,12 +160,14 @@ fn trace_and_report(
         interval: Duration::from_secs_f64(args.interval),
         quiet: args.quiet,
     };
-    let (trace, detaching) = runtime.block_on(session::trace(target, opts))?;
+    let (trace, detaching) = runtime.block_on(session::trace(target, opts, signals))?;
     runtime.shutdown_background();
     print!("{}", report::render(&trace));
     let written = args.json.as_ref().map(|path| trace::write_json(path, &trace).map(|_| path));
     let chrome = args.chrome_trace.as_ref().map(|path| chrome_trace::write(path, &trace).map(|_| path));
-    // Every probe is gone from the kernel before memtrace exits.
+    // memtrace's references to its probes are dropped (cheap: the
+    // detacher process holds the last ones and the kernel's detaching
+    // happens at its exit, after memtrace's).
     let _ = detaching.join();
     if let Some(written) = written {
         eprintln!("memtrace: trace written to {}", written?.display());

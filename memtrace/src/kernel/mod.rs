@@ -4,6 +4,7 @@
 //! `model` types; never on `session` or `output`.
 mod batch;
 pub mod btf;
+pub mod detacher;
 pub mod preflight;
 pub mod probes;
 pub mod retire;

@@ -69,9 +69,11 @@ pub struct UprobeEvents {
 
 impl Drop for UprobeEvents {
     fn drop(&mut self) {
+        // Not waited for: the detacher (kernel::detacher) holds the pipe
+        // too, and the helper's removals can only succeed once the
+        // detacher's copies of the perf events are closed.
         if let Some(mut helper) = self.remover.take() {
             drop(helper.stdin.take());
-            let _ = helper.wait();
         }
     }
 }

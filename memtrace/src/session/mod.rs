@@ -11,6 +11,7 @@ pub mod heap_sampler;
 pub mod process;
 mod run;
 mod setup;
+pub mod signals;
 mod stop;
 pub mod target;
 mod unwind;
@@ -93,8 +94,8 @@ pub struct Options {
 pub type Detaching = std::thread::JoinHandle<()>;
 
 /// Traces until the target exits, the duration elapses or a signal comes.
-pub async fn trace(target: Target, opts: Options) -> Result<(Trace, Detaching)> {
-    let mut session = Session::start(target, opts)?;
+pub async fn trace(target: Target, opts: Options, signals: signals::Caught) -> Result<(Trace, Detaching)> {
+    let mut session = Session::start(target, opts, signals)?;
     let stop = session.run_until_stop().await?;
     session.capture_at_stop(&stop);
     session.finish(stop)
@@ -134,7 +135,7 @@ struct Session {
     live: Option<LiveView>,
     marks: mpsc::UnboundedReceiver<Mark>,
     control: Option<ControlSocket>,
-    signals: Signals,
+    signals: signals::Signals,
     warnings: Warnings,
     /// Drops the probes of processes that ended while tracing goes on.
     retirer: crate::kernel::retire::Retirer,
@@ -143,28 +144,6 @@ struct Session {
     started: SystemTime,
     clock: Instant,
     start_ns: u64,
-}
-
-/// SIGINT and SIGTERM, handled from before the child runs: a signal that
-/// arrives early must stop the trace, not kill memtrace.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
-    }
-
-    /// The next one, as its number.
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.int.recv() => libc::SIGINT,
-            _ = self.term.recv() => libc::SIGTERM,
-        }
-    }
 }
 
 /// Registers an owned fd for readiness polling.

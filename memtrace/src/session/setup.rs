@@ -29,15 +29,15 @@ use crate::{
 use super::{
     consumer::{Consumer, LiveProc},
     heap_sampler::HeapSampler,
-    monotonic_ns, readable,
+    monotonic_ns, readable, signals,
     stop::{BoundaryTruth, KernelTruth},
     target::TargetHandle,
     unwind::UnwindTables,
-    Options, Session, Signals, Target,
+    Options, Session, Target,
 };
 
 impl Session {
-    pub(super) fn start(target: Target, opts: Options) -> Result<Session> {
+    pub(super) fn start(target: Target, opts: Options, signals: signals::Caught) -> Result<Session> {
         let (pid, command, run_mode) = match &target {
             Target::Run(child) => (child.pid, child.command.clone(), true),
             Target::Attach { pid, command } => (*pid, command.clone(), false),
@@ -90,7 +90,7 @@ impl Session {
         let events = opts.events.as_deref().map(|path| EventLog::create(path, start_ns)).transpose()?;
         let phase_fn_names = opts.phase_fns.iter().map(|f| f.name.clone()).collect();
         let mut consumer = Consumer::new(pid, LiveProc::factory(), phase_fn_names, events);
-        let signals = Signals::new()?;
+        let signals = signals::Signals::new(signals)?;
         let (started, clock) = (SystemTime::now(), Instant::now());
         let (target, start_truth) = match target {
             Target::Run(child) => {

@@ -251,6 +251,9 @@ impl Session {
         // Closing the ring and the control socket before detaching: nothing
         // reads them any more.
         drop((self.ring, self.control));
+        if let Err(e) = crate::kernel::detacher::hand_over() {
+            eprintln!("memtrace: detaching in the foreground (could not fork the detacher: {e})");
+        }
         let (probes, retirer) = (self.probes, self.retirer);
         Ok((
             trace,

@@ -148,7 +148,11 @@ impl TargetHandle {
     /// it to the child and keeps tracing until it exits (or the grace
     /// period ends), so its last events and its exit stop are not lost.
     pub fn on_signal(&mut self, sig: i32) -> Option<Stop> {
-        let name = if sig == libc::SIGINT { "interrupted (SIGINT)" } else { "terminated (SIGTERM)" };
+        let name = match sig {
+            libc::SIGINT => "interrupted (SIGINT)",
+            libc::SIGHUP => "hung up (SIGHUP)",
+            _ => "terminated (SIGTERM)",
+        };
         match self {
             TargetHandle::Spawned { pid, grace: grace @ None, .. } => {
                 // SAFETY: kill(2) on our own child.

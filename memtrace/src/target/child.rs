@@ -341,6 +341,12 @@ unsafe fn held_child(
     argv: &[*const libc::c_char],
 ) -> ! {
     unsafe {
+        // memtrace's handlers (session::signals) write to memtrace's pipe:
+        // the command gets the default dispositions, also before its exec
+        // (which would reset them anyway).
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(signal, libc::SIG_DFL);
+        }
         // Our copies of the parent's ends: holding go_write would keep the
         // read below from seeing EOF when memtrace gives up.
         libc::close(go_write);

@@ -55,15 +55,30 @@ fn uprobe_events() -> String {
     std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap()
 }
 
-/// The kernel frees programs after an RCU grace period: poll a little.
+/// memtrace's detacher process closes the last references after memtrace
+/// exited, and the kernel detaches (tens of ms a probe) and frees programs
+/// after an RCU grace period: poll.
 fn wait_for_no_programs_of_ours() -> usize {
     let start = Instant::now();
     loop {
         let n = our_loaded_programs();
-        if n == 0 || start.elapsed() > Duration::from_secs(3) {
+        if n == 0 || start.elapsed() > Duration::from_secs(10) {
             return n;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The uprobe events still defined in `group` once its helper had time to
+/// remove them (after the detacher's perf events are closed).
+fn uprobe_events_left(group: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left: Vec<String> = uprobe_events().lines().filter(|l| l.contains(group)).map(String::from).collect();
+        if left.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -113,8 +128,8 @@ fn attaches_sees_activity_and_detaches_without_leaving_probes() {
     assert!(anon.faults.write >= 300, "{anon:#?}");
 
     assert_eq!(wait_for_no_programs_of_ours(), 0, "memtrace left programs loaded after it exited");
-    let left = uprobe_events();
-    assert!(!left.contains(&group), "memtrace left uprobe events defined: {left}");
+    let left = uprobe_events_left(&group);
+    assert!(left.is_empty(), "memtrace left uprobe events defined: {left:?}");
     assert!(w.child.try_wait().unwrap().is_none(), "detaching must not disturb the target");
     drop(w.stdin); // EOF: the workload exits
     assert!(w.child.wait().unwrap().success());
@@ -136,12 +151,8 @@ fn sigkill_leaves_nothing_in_the_kernel_and_the_target_finishes_right() {
     assert!(uprobe_events().contains(&group));
     memtrace.child.kill().unwrap();
     memtrace.wait();
-    let start = Instant::now();
-    while uprobe_events().contains(&group) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let left = uprobe_events();
-    assert!(!left.contains(&group), "uprobe events left after SIGKILL: {left}");
+    let left = uprobe_events_left(&group);
+    assert!(left.is_empty(), "uprobe events left after SIGKILL: {left:?}");
     assert_eq!(wait_for_no_programs_of_ours(), 0, "programs left after SIGKILL");
     writeln!(w.stdin,).unwrap();
     drop(w.stdin);

@@ -22,5 +22,6 @@ mod report_cmd;
 mod run_mode;
 mod schema;
 mod security;
+mod signals;
 mod timeline;
 mod unwind;
