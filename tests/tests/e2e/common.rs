@@ -662,3 +662,80 @@ pub fn has_frame(stack: &[memtrace::symbolize::Frame], function: &str) -> bool {
 pub fn top_function(stack: &[memtrace::symbolize::Frame]) -> &str {
     stack.first().and_then(|f| f.function.as_deref()).unwrap_or("")
 }
+
+// What memtrace leaves in the kernel (tests that count it hold the kernel
+// alone: `require_root_alone`).
+
+/// Names of memtrace's programs as the kernel stores them (15 bytes at most:
+/// sched_process_exec and sched_process_exit are both "sched_process_e",
+/// so it is listed twice).
+pub const OUR_PROGRAMS: [&str; 29] = [
+    "sched_process_e",
+    "sched_process_e",
+    "sched_process_f",
+    "page_fault_kern",
+    "sys_enter_mmap",
+    "sys_exit_mmap",
+    "sys_enter_munma",
+    "sys_exit_munmap",
+    "sys_enter_madvi",
+    "sys_exit_madvis",
+    "sys_enter_mrema",
+    "sys_exit_mremap",
+    "sys_exit_brk",
+    "page_fault_user",
+    "rss_stat",
+    "mm_filemap_faul",
+    "mm_filemap_map_",
+    "mm_filemap_add_",
+    "mm_filemap_dele",
+    "phase_begin",
+    "phase_end",
+    "malloc_enter",
+    "calloc_enter",
+    "realloc_enter",
+    "memalign_enter",
+    "posix_memalign_",
+    "valloc_enter",
+    "alloc_exit",
+    "free_enter",
+];
+
+pub fn our_loaded_programs() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| OUR_PROGRAMS.contains(&n)))
+        .count()
+}
+
+/// The uprobe events defined in tracefs now.
+pub fn uprobe_events() -> String {
+    std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap()
+}
+
+/// memtrace's detacher process closes the last references after memtrace
+/// exited, and the kernel detaches (tens of ms a probe) and frees programs
+/// after an RCU grace period: poll.
+pub fn wait_for_no_programs_of_ours() -> usize {
+    let start = std::time::Instant::now();
+    loop {
+        let n = our_loaded_programs();
+        if n == 0 || start.elapsed() > std::time::Duration::from_secs(10) {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The uprobe events still defined in `group` once its helper had time to
+/// remove them (after the detacher's perf events are closed).
+pub fn uprobe_events_left(group: &str) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<String> = uprobe_events().lines().filter(|l| l.contains(group)).map(String::from).collect();
+        if left.is_empty() || start.elapsed() > std::time::Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -13,6 +13,7 @@ mod heap;
 mod heap_allocators;
 mod html_report;
 mod kernel_faults;
+mod kill;
 mod live_view;
 mod mapping_cases;
 mod mark;
