@@ -66,19 +66,24 @@ pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Ve
     unique.dedup();
     let mut by_address: HashMap<u64, Frame> = HashMap::new();
     // Per file: (address, file offset of the call: return addresses point after it).
-    let mut per_file: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    let mut per_file: HashMap<&str, (&FileMapping, Vec<(u64, u64)>)> = HashMap::new();
     for &address in &unique {
         let mut frame = Frame { address, ..Frame::default() };
         if let Some(m) = maps.iter().find(|m| m.start <= address && address < m.end) {
             let offset = address - m.start + m.offset;
             (frame.module, frame.offset) = (Some(m.path.clone()), Some(offset));
-            per_file.entry(&m.path).or_default().push((address, offset.saturating_sub(1)));
+            per_file.entry(&m.path).or_insert((m, vec![])).1.push((address, offset.saturating_sub(1)));
         }
         by_address.insert(address, frame);
     }
-    for (path, addrs) in per_file {
+    for (path, (mapping, addrs)) in per_file {
         let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
-        let file = source_path(pid, path);
+        let file = match path.strip_suffix(" (deleted)") {
+            // Deleted (or replaced) since it was mapped: the mapped file
+            // itself, through the target's map_files, while it lives.
+            Some(_) => std::path::PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end)),
+            None => source_path(pid, path),
+        };
         SYMBOLIZER.with(|symbolizer| {
             let Ok(symbols) = symbolizer.symbolize(&Source::Elf(Elf::new(file)), Input::FileOffset(&offsets)) else {
                 return; // unreadable or not ELF: module + offset only

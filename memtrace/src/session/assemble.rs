@@ -612,6 +612,11 @@ fn file_entries(c: &ProcessModel, start: Option<&KernelTruth>, end: Option<&Kern
         .collect()
 }
 
+/// The heap status when no allocator memtrace probed was in the target.
+pub const NO_ALLOCATOR_MAPPED: &str =
+    "not traced: no allocator found in the target (none of the files memtrace probed was mapped: \
+     a static executable without symbols, or an allocator memtrace does not know; name it with --alloc-lib)";
+
 /// The trace's heap section and leak candidates.
 fn heap_section(
     c: &Consumer,
@@ -671,6 +676,11 @@ fn heap_section(
         events,
         ..Heap::default()
     };
+    if !heap.allocators.iter().any(|a| a.mapped) {
+        // Probes in files the target never mapped see nothing: zeros here
+        // would read as "no allocations".
+        heap.status = NO_ALLOCATOR_MAPPED.into();
+    }
     let when = capture.moment.heap_read_at();
     let mut leaks = vec![];
     match &capture.heap {

@@ -11,14 +11,14 @@ const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 const TCMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4";
 
 /// The line of leaky.c carrying `/* SITE:name */`.
-fn site_line(name: &str) -> u32 {
+pub fn site_line(name: &str) -> u32 {
     let text = std::fs::read_to_string(root_dir().join("tests/c/leaky.c")).unwrap();
     let marker = format!("/* SITE:{name} */");
     text.lines().position(|l| l.contains(&marker)).map(|i| i as u32 + 1).unwrap()
 }
 
 /// The leak group whose innermost frame is `function`.
-fn group<'a>(trace: &'a Trace, function: &str) -> &'a Leak {
+pub fn group<'a>(trace: &'a Trace, function: &str) -> &'a Leak {
     let leaks = &trace.leaks;
     let found: Vec<&Leak> = leaks.iter().filter(|l| top_function(&l.stack) == function).collect();
     assert_eq!(found.len(), 1, "one group allocated in {function}: {leaks:#?}");
@@ -26,7 +26,7 @@ fn group<'a>(trace: &'a Trace, function: &str) -> &'a Leak {
 }
 
 /// The three leaks of leaky.c, each at its allocator function's site, exact.
-fn assert_c_leaks(trace: &Trace) {
+pub fn assert_c_leaks(trace: &Trace) {
     for (function, site, count, bytes) in [
         ("leak_with_calloc", "calloc", 100, 100_000),
         ("leak_with_realloc", "realloc", 50, 150_000),

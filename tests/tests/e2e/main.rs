@@ -7,6 +7,7 @@ mod address_reuse;
 mod attach_loading;
 mod attach_mode;
 mod bad_input;
+mod binaries;
 mod chrome_trace;
 mod file_loading;
 mod heap;

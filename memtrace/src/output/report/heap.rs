@@ -78,7 +78,7 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         "Heap [measured: uprobes on the malloc family; requested bytes, not allocator overhead]{}",
         super::covers(t)
     );
-    if h.allocators.is_empty() {
+    if h.allocators.is_empty() || h.status != "traced" {
         let _ = writeln!(o, "  {}", h.status);
     }
     for a in &h.allocators {
