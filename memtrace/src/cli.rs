@@ -116,7 +116,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone, Default)]
 pub struct TraceArgs {
     /// Stop tracing after SECS seconds (default: until the target exits or Ctrl-C)
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub duration: Option<f64>,
 
     /// Run mode: trace only the command's own process, not the processes
@@ -155,7 +155,7 @@ pub struct TraceArgs {
 
     /// Leak candidates are live allocations at least SECS old when tracing
     /// stops (default: every allocation still live at the stop)
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, allow_negative_numbers = true)]
     pub leak_age: Option<f64>,
 
     /// Print, for each allocator function, where its uprobe was placed and

@@ -50,6 +50,32 @@ fn bad_arguments() {
         ("--cgroup with -p", Memtrace::attach(own_pid).args(["--cgroup", "/tmp"]), &["without -p PID"]),
     ]);
     zombie.wait().unwrap();
+    // Bad values: refused by the parser (exit 2) with the option and the
+    // reason on the first line, before anything is traced or written.
+    let dir = scratch("bad_values");
+    let json = dir.join("t.json");
+    for (option, value, says) in [
+        ("--interval", "0", "below the 10ms minimum"),
+        ("--interval", "fast", "not an interval like 100ms"),
+        ("--duration", "-1", "not a positive number of seconds"),
+        ("--duration", "0", "not a positive number of seconds"),
+        ("--leak-age", "abc", "not a positive number of seconds"),
+        ("--growth-window", "0", "not in 2..=600"),
+        ("--unwind", "frames", "possible values: fp, dwarf"),
+    ] {
+        let out = Memtrace::run().args([option, value]).json(&json).target(["true"]).output();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{option} {value}: {}", describe(&out));
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.contains(&format!("invalid value '{value}' for '{option}")), "{option} {value}: {err}");
+        assert!(err.contains(says), "{option} {value}: `{says}` not in {err}");
+        assert!(!json.exists(), "{option} {value}: nothing written");
+    }
+    assert_refused(&[(
+        "--phase-fn without =",
+        Memtrace::run().args(["--phase-fn", "search"]).target(["true"]),
+        &["--phase-fn search", "expected NAME=SYMBOL"],
+    )]);
     // An option `run` does not know, before the command: refused by the
     // parser (exit 2), the closest known one suggested; never run as the command.
     for (flag, suggested) in [("--phase-trut", "--phase-truth"), ("--no-such-flag", "")] {
