@@ -538,6 +538,8 @@ pub const fn unwind_cache_key(pc: u64, generation: u64) -> u64 {
 
 /// `LIVE_ALLOCS` capacity unless the loader overrides it.
 pub const DEFAULT_MAX_LIVE_ALLOCS: u32 = 1 << 20;
+/// Distinct allocation stacks kept by default (`--max-stacks`).
+pub const DEFAULT_MAX_STACKS: u32 = 65536;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use memtrace_common::{
     event::{AllocEvent, FreeEvent},
     AllocKey, AllocKind, HeapTotals, LiveAlloc, PendingAlloc, StackCut, StackFrames, StackStats, TracedProcess,
-    DEFAULT_MAX_LIVE_ALLOCS, MAX_STACK_DEPTH,
+    DEFAULT_MAX_LIVE_ALLOCS, DEFAULT_MAX_STACKS, MAX_STACK_DEPTH,
 };
 
 use crate::{
@@ -56,14 +56,14 @@ static LIVE_ALLOCS: HashMap<AllocKey, LiveAlloc> =
 /// 130 of 5,215 allocations' stacks on the workload); a 64-bit hash of the
 /// frames does not collide in practice, and memory grows with use.
 #[map]
-static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+static STACKS: HashMap<u64, StackFrames> = HashMap::with_max_entries(DEFAULT_MAX_STACKS, BPF_F_NO_PREALLOC);
 
 /// Per-CPU scratch space for one stack (too big for the BPF stack).
 #[map]
 pub(crate) static STACK_SCRATCH: PerCpuArray<StackFrames> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(65537, 0);
+static STACK_STATS: HashMap<u64, StackStats> = HashMap::with_max_entries(DEFAULT_MAX_STACKS + 1, 0);
 
 /// The scope's heap totals (every traced process's); each process's own
 /// are in its TRACED entry.

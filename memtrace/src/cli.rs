@@ -207,6 +207,28 @@ pub struct TraceArgs {
     #[arg(long, value_name = "INTERVAL", default_value = "100ms", value_parser = parse_interval)]
     pub interval: f64,
 
+    /// Size of the ring buffer that carries events from the kernel to
+    /// memtrace, in KiB (a power of two, at least 4). When it is full the
+    /// kernel side drops events and counts them ("ring-buffer drops" in the
+    /// report; per-mapping figures are then incomplete); heap totals and
+    /// leak candidates, kept in kernel maps, stay exact
+    #[arg(long, value_name = "KIB", default_value_t = 16384, value_parser = parse_ring_kib)]
+    pub ring_buffer_kib: u32,
+
+    /// Most allocations tracked as live at once. Past it, allocations are
+    /// counted as "dropped allocations (live map full)" and left out of
+    /// live bytes and leaks (their frees count as unknown frees); kernel
+    /// memory grows with use (about 100 bytes an allocation)
+    #[arg(long, value_name = "N", default_value_t = memtrace_common::DEFAULT_MAX_LIVE_ALLOCS,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 26))]
+    pub max_live_allocs: u32,
+
+    /// Most distinct allocation stacks kept. Past it, allocations are
+    /// recorded without a stack ("allocations without stack" in the report)
+    #[arg(long, value_name = "N", default_value_t = memtrace_common::DEFAULT_MAX_STACKS,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
+    pub max_stacks: u32,
+
     /// No live view while tracing (by default, once a second on stderr:
     /// redrawn in place on a terminal, one plain line otherwise)
     #[arg(long, short = 'q')]
@@ -221,6 +243,13 @@ pub struct TraceArgs {
     /// Also write the trace as JSON to PATH (written whole at the end, mode 0600)
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if v >= 4 && v.is_power_of_two() && v <= 1 << 22 => Ok(v),
+        _ => Err(format!("`{s}` is not a power of two from 4 to 4194304 (KiB)")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {

@@ -159,6 +159,11 @@ fn trace_and_report(
         phase_fns,
         interval: Duration::from_secs_f64(args.interval),
         quiet: args.quiet,
+        map_sizes: memtrace::kernel::probes::MapSizes {
+            ring_bytes: args.ring_buffer_kib * 1024,
+            live_allocs: args.max_live_allocs,
+            stacks: args.max_stacks,
+        },
     };
     let (trace, detaching) = runtime.block_on(session::trace(target, opts, signals))?;
     runtime.shutdown_background();

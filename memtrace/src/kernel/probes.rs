@@ -194,6 +194,28 @@ pub struct LoadOptions {
     pub holdable: bool,
     /// `--cgroup`: the cgroup v2 id whose every process is in the scope (0: none).
     pub cgroup: u64,
+    /// Map sizes: `--ring-buffer-kib`, `--max-live-allocs`, `--max-stacks`.
+    pub sizes: MapSizes,
+}
+
+/// The sizes of the maps a busy target can fill (each exhaustion is
+/// counted: ring-buffer drops, dropped allocations, allocations without stack).
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
+    pub ring_bytes: u32,
+    pub live_allocs: u32,
+    pub stacks: u32,
+}
+
+impl Default for MapSizes {
+    /// The sizes the eBPF object declares (the command line's defaults).
+    fn default() -> MapSizes {
+        MapSizes {
+            ring_bytes: 16 << 20,
+            live_allocs: memtrace_common::DEFAULT_MAX_LIVE_ALLOCS,
+            stacks: memtrace_common::DEFAULT_MAX_STACKS,
+        }
+    }
 }
 
 impl Probes {
@@ -209,6 +231,11 @@ impl Probes {
             .override_global("CODE_STOP", &u32::from(load.hold_at_code), true)
             .override_global("HEAP_EVENTS", &u32::from(load.heap_events), true)
             .override_global("KERNEL_OFFSETS", kernel_offsets.as_ref().unwrap_or(&KernelOffsets::default()), true)
+            .map_max_entries("EVENTS", load.sizes.ring_bytes)
+            .map_max_entries("LIVE_ALLOCS", load.sizes.live_allocs)
+            .map_max_entries("STACKS", load.sizes.stacks)
+            // One more: the per-stack statistics of "no stack" (id 0).
+            .map_max_entries("STACK_STATS", load.sizes.stacks + 1)
             .load(OBJECT)
             .context("loading memtrace's eBPF object into the kernel")?;
         let mut attached = Vec::new();

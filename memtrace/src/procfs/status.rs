@@ -66,3 +66,20 @@ pub fn rss_counters(pid: u32) -> Option<crate::model::loading::RssCounters> {
         swap: st.vmswap.unwrap_or(0) * 1024,
     })
 }
+
+/// memtrace's own cost so far: getrusage(RUSAGE_SELF) (all its threads),
+/// with the ring-buffer records it read in `traced_s` seconds.
+pub fn own_cost(ring_records: u64, traced_s: f64) -> crate::trace::OwnCost {
+    // SAFETY: rusage is plain data filled by getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    crate::trace::OwnCost {
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        cpu_user_s: seconds(usage.ru_utime),
+        cpu_system_s: seconds(usage.ru_stime),
+        ring_records,
+        ring_records_per_s: if traced_s > 0.0 { ring_records as f64 / traced_s } else { 0.0 },
+    }
+}

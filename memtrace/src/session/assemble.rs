@@ -214,6 +214,7 @@ pub fn trace(p: Parts) -> Trace {
         sources: trace::default_sources(),
         warnings: p.warnings,
         processes,
+        memtrace: None,
     }
 }
 

@@ -99,6 +99,8 @@ pub struct Consumer {
     pub malformed_events: u64,
     /// Records naming a process the consumer never saw begin (none expected).
     pub stray_events: u64,
+    /// Ring-buffer records read.
+    pub records: u64,
     /// Processes forked since the session last took them (their probes go in).
     pub forked: Vec<u32>,
     /// Processes of the traced cgroup met since (none of their probes copied).
@@ -118,6 +120,7 @@ impl Consumer {
             phase_fn_names,
             malformed_events: 0,
             stray_events: 0,
+            records: 0,
             forked: Vec::new(),
             joined: Vec::new(),
         }
@@ -157,6 +160,7 @@ impl Consumer {
 
     /// One raw record.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.records += 1;
         match (decode::pid_of(bytes), Event::decode(bytes)) {
             (Some(pid), Ok(event)) => self.on_event(pid, event),
             _ => self.malformed_events += 1,

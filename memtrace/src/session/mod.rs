@@ -87,6 +87,7 @@ pub struct Options {
     pub interval: Duration,
     /// No live view (`--quiet`).
     pub quiet: bool,
+    pub map_sizes: crate::kernel::probes::MapSizes,
 }
 
 /// The kernel takes tens of ms per probe to unregister, seconds in all:

@@ -53,6 +53,7 @@ impl Session {
             follow_forks: if run_mode { opts.follow } else { opts.children || opts.cgroup.is_some() },
             holdable: run_mode,
             cgroup: opts.cgroup.as_ref().map_or(0, |c| c.id),
+            sizes: opts.map_sizes,
         };
         let mut probes = Probes::attach(pid, &offsets, load, &mut warnings)?;
         // `--children`: its running descendants join the scope before any

@@ -214,7 +214,7 @@ impl Session {
         let traced_s = self.clock.elapsed().as_secs_f64();
         let own_faults = self.target.own_faults();
         let scope_heap = self.heap.is_ok().then(|| self.probes.heap_totals().ok()).flatten();
-        let trace = assemble::trace(Parts {
+        let mut trace = assemble::trace(Parts {
             pid: self.pid,
             mode: self.target.mode(),
             command: self.command,
@@ -248,6 +248,7 @@ impl Session {
             unwind: self.unwind.stats,
             warnings: self.warnings.into_vec(),
         });
+        trace.memtrace = Some(crate::procfs::own_cost(self.consumer.records, traced_s));
         // Closing the ring and the control socket before detaching: nothing
         // reads them any more.
         drop((self.ring, self.control));

@@ -98,6 +98,23 @@ pub struct Trace {
     /// traces).
     #[serde(default)]
     pub processes: Vec<ProcessEntry>,
+    /// What tracing cost memtrace itself (absent in older traces).
+    #[serde(default)]
+    pub memtrace: Option<OwnCost>,
+}
+
+/// memtrace's own cost, from the start to the end of tracing (kernel
+/// truth: getrusage of memtrace's process, its threads together).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct OwnCost {
+    /// Peak resident set (ru_maxrss).
+    pub peak_rss_bytes: u64,
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    /// Records read from the eBPF ring buffer (measured).
+    pub ring_records: u64,
+    /// ring_records per second traced.
+    pub ring_records_per_s: f64,
 }
 
 /// One traced process: what it did, measured in its own context.
@@ -631,6 +648,7 @@ pub(crate) mod tests {
             sources: default_sources(),
             warnings: vec![],
             processes: vec![],
+            memtrace: None,
         }
     }
 }

@@ -25,5 +25,6 @@ mod run_mode;
 mod schema;
 mod security;
 mod signals;
+mod storm;
 mod timeline;
 mod unwind;

@@ -103,8 +103,9 @@ pub fn render_heap(o: &mut String, t: &Trace) {
     );
     let _ = writeln!(
         o,
-        "  not in the figures: unknown frees {} (by the program, of blocks allocated before tracing), allocator-internal frees {} (by the allocator's own code, e.g. thread caches at thread exit), dropped allocations {} (live map full), missed frees {}, allocations without stack {}, allocations with a stack cut short {} (no unwind table {}, unsupported rule {}, unreadable stack {}, depth limit {}), calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
+        "  not in the figures: unknown frees {} (by the program, of blocks allocated before tracing{}), allocator-internal frees {} (by the allocator's own code, e.g. thread caches at thread exit), dropped allocations {} (live map full: --max-live-allocs), missed frees {}, allocations without stack {} (stack map full: --max-stacks, or no user stack), allocations with a stack cut short {} (no unwind table {}, unsupported rule {}, unreadable stack {}, depth limit {}), calls lost {}, calls never returned {}, calls open at stop {}, failed allocations {}",
         thousands(h.totals.unknown_frees),
+        if h.totals.dropped_allocs > 0 { " or dropped" } else { "" },
         thousands(h.totals.internal_frees),
         thousands(h.totals.dropped_allocs),
         thousands(h.totals.missed_frees),

@@ -145,8 +145,23 @@ pub fn render(t: &Trace) -> String {
         thousands(c.unresolved_file_mappings),
         bytes(c.unattributed_file_loaded_bytes),
         bytes(c.unattributed_file_unloaded_bytes),
-        if lost == 0 { " (nothing lost)" } else { " (per-mapping figures are incomplete)" }
+        match (lost, c.ringbuf_drops) {
+            (0, _) => " (nothing lost)",
+            (_, 0) => " (per-mapping figures are incomplete)",
+            _ => " (per-mapping figures are incomplete; a larger --ring-buffer-kib keeps more)",
+        }
     );
+    if let Some(m) = &t.memtrace {
+        let _ = writeln!(
+            o,
+            "memtrace itself [kernel truth: getrusage]: peak RSS {}, CPU {:.2} s user + {:.2} s system; {} ring-buffer records read ({}/s)",
+            bytes(m.peak_rss_bytes),
+            m.cpu_user_s,
+            m.cpu_system_s,
+            thousands(m.ring_records),
+            thousands(m.ring_records_per_s.round() as u64)
+        );
+    }
     for w in &t.warnings {
         let _ = writeln!(o, "Warning during the run: {w}");
     }
