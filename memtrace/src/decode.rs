@@ -352,7 +352,7 @@ impl Event {
                     String::new()
                 } else {
                     let len = e.name.iter().position(|&b| b == 0).unwrap_or(e.name.len());
-                    String::from_utf8_lossy(&e.name[..len]).into_owned()
+                    printable(&e.name[..len])
                 };
                 Event::Phase { ts_ns, tid, begin: e.begin != 0, name, name_at, seq: e.seq, function: e.function }
             }
@@ -448,6 +448,18 @@ impl Event {
             }
         })
     }
+}
+
+/// A name the target wrote (a phase name read from its memory), as text
+/// that is safe to print: invalid UTF-8 replaced, control characters
+/// (a terminal's escape sequences, newlines) written as `\u{..}` escapes,
+/// so a hostile target cannot drive the terminal of the root who reads
+/// the report or break its lines.
+pub fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .flat_map(|c| if c.is_control() { c.escape_unicode().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
 }
 
 #[cfg(test)]
@@ -595,6 +607,13 @@ mod tests {
         // A depth past the slots is malformed, not trusted.
         let r = MmapPathEvent { result: 0x7f00_0000, depth: 99, complete: 1, names };
         assert!(Event::decode(&bytes(r)).is_err());
+    }
+
+    #[test]
+    fn names_from_the_target_print_safely() {
+        assert_eq!(printable(b"search"), "search");
+        assert_eq!(printable(b"a\x1b[2Jb\nc"), "a\\u{1b}[2Jb\\u{a}c");
+        assert_eq!(printable(&[0x66, 0xff, 0x6f]), "f\u{fffd}o");
     }
 
     #[test]

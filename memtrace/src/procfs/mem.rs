@@ -8,5 +8,5 @@ pub fn read_c_string(pid: u32, addr: u64, max: usize) -> Option<String> {
     let mut buf = vec![0u8; max];
     let n = mem.read_at(&mut buf, addr).ok()?;
     let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+    Some(crate::decode::printable(&buf[..end]))
 }

@@ -165,7 +165,16 @@ pub fn render(t: &Trace) -> String {
     for w in &t.warnings {
         let _ = writeln!(o, "Warning during the run: {w}");
     }
-    o
+    without_control_characters(o)
+}
+
+/// Paths and names come from the target (a file it created, a name it
+/// passed): no control character of theirs reaches the reader's terminal.
+fn without_control_characters(o: String) -> String {
+    if !o.chars().any(|c| c.is_control() && c != '\n') {
+        return o;
+    }
+    o.chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
 }
 
 fn percent(err: i64, reference: u64) -> String {
