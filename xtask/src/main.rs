@@ -2,6 +2,7 @@
 //! Every set-up step lives here, idempotent, so a fresh machine needs only
 //! `cargo xtask demo` / `cargo xtask test`.
 mod bench;
+mod load;
 mod setup;
 
 use std::{
@@ -22,6 +23,10 @@ commands:
   test           setup + build + the whole test suite (unit + end-to-end with real eBPF, as root)
   bench [files|heap]  build, then time untraced vs traced side by side: the workload (files),
                  a malloc/free loop under memtrace and under a bpftrace script (heap)
+  bench storm [SECS]  a fault storm and a malloc storm, SECS each (60): rates untraced and
+                 traced, what memtrace counted and dropped, its peak RSS and CPU
+  bench soak [SECS]   the workload in a loop under `memtrace -p --children` for SECS (600):
+                 memtrace's RSS and CPU every 30 s
   lint           cargo fmt --check and cargo clippy -D warnings on every crate (memtrace-ebpf for
                  bpfel-unknown-none with nightly)";
 
@@ -37,8 +42,12 @@ fn main() -> ExitCode {
         Some("bench") => build().and_then(|()| match args.get(1).map(String::as_str) {
             Some("files") => bench::run(),
             Some("heap") => bench::heap(),
+            Some("storm") => seconds(args.get(2), 60).and_then(load::storm),
+            Some("soak") => seconds(args.get(2), 600).and_then(load::soak),
             None => bench::run().and_then(|()| bench::heap()),
-            Some(other) => Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files` or `heap`")),
+            Some(other) => {
+                Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files`, `heap`, `storm` or `soak`"))
+            }
         }),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
@@ -52,6 +61,14 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A benchmark's SECS argument, or its default.
+fn seconds(arg: Option<&String>, default: u64) -> Result<u64> {
+    match arg {
+        None => Ok(default),
+        Some(a) => a.parse().ok().filter(|s| *s > 0).with_context(|| format!("`{a}` is not a number of seconds")),
     }
 }
 

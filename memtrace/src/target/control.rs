@@ -200,6 +200,8 @@ mod tests {
         let socket = ControlSocket::open(&dir, 4242, tx, || 7).unwrap();
         let mode = std::fs::metadata(&socket.path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700, "only its owner (root) may even look in the directory");
         // `cargo xtask test` runs as root, and under CI=true this part must
         // run (a non-root CI fails here); a developer's plain `cargo test`
         // as another user gets the refusal the end-to-end test covers.
