@@ -53,6 +53,9 @@ fn source_path(pid: u32, path: &str) -> std::path::PathBuf {
     }
 }
 
+/// An address and the file offset of its call.
+type AddressOffset = (u64, u64);
+
 /// Symbolizes every stack; frames come back in the same order. Addresses
 /// are turned into (file, offset) with the target's mappings (`saved` when
 /// it has exited: the last ones memtrace read), then each file is
@@ -65,8 +68,9 @@ pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Ve
     unique.sort_unstable();
     unique.dedup();
     let mut by_address: HashMap<u64, Frame> = HashMap::new();
-    // Per file: (address, file offset of the call: return addresses point after it).
-    let mut per_file: HashMap<&str, (&FileMapping, Vec<(u64, u64)>)> = HashMap::new();
+    // Per file: one of its mappings (to reach it when deleted), and each
+    // (address, file offset of the call: return addresses point after it).
+    let mut per_file: HashMap<&str, (&FileMapping, Vec<AddressOffset>)> = HashMap::new();
     for &address in &unique {
         let mut frame = Frame { address, ..Frame::default() };
         if let Some(m) = maps.iter().find(|m| m.start <= address && address < m.end) {

@@ -45,9 +45,7 @@ fn main() -> ExitCode {
             Some("storm") => seconds(args.get(2), 60).and_then(load::storm),
             Some("soak") => seconds(args.get(2), 600).and_then(load::soak),
             None => bench::run().and_then(|()| bench::heap()),
-            Some(other) => {
-                Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files`, `heap`, `storm` or `soak`"))
-            }
+            Some(other) => Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files`, `heap`, `storm` or `soak`")),
         }),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");

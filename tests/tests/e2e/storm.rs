@@ -128,21 +128,8 @@ fn tiny_maps_drop_what_does_not_fit_count_it_and_keep_the_rest_exact() {
     let lines = std::fs::read_to_string(&events).unwrap().lines().filter(|l| l.contains("\"op\":\"alloc\"")).count();
     assert!((lines as u64) < h.totals.allocs, "the stream lost what the ring dropped: {lines} lines");
     assert!(
-        small.report().contains(&format!("ring-buffer drops {}", thousands_of(c.ringbuf_drops))),
+        small.report().contains(&format!("ring-buffer drops {}", memtrace::output::report::thousands(c.ringbuf_drops))),
         "{}",
         small.report()
     );
-}
-
-/// 1234567 as the report prints it: 1,234,567.
-fn thousands_of(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
