@@ -360,6 +360,8 @@ impl Probes {
             Ok(fd) => {
                 self.contexts.insert(pid, fd);
             }
+            // Ended already (a short-lived child): nothing to keep apart.
+            Err(_) if crate::warnings::has_ended(pid) => {}
             Err(e) => eprintln!("memtrace: warning: PID {pid}: a perf event of its own: {e}"),
         }
     }

@@ -895,7 +895,8 @@ mod tests {
         let f = &t.files[0];
         assert_eq!((f.kernel_rss_bytes, f.estimates.reference.as_str()), (None, "peak_resident_bytes"));
         let heap = t.heap.unwrap();
-        assert_eq!((heap.status.as_str(), heap.read_at.as_str()), ("traced", "never read"));
+        // No allocator probed (nor mapped): the status says so, never a quiet zero.
+        assert_eq!((heap.status.as_str(), heap.read_at.as_str()), (NO_ALLOCATOR_MAPPED, "never read"));
         let stopped = assemble(exit_capture(), &Stop::Duration(Duration::from_secs(2)), Ok(vec![]));
         assert_eq!(stopped.stop_reason, "--duration 2 s elapsed");
     }

@@ -105,6 +105,13 @@ pub struct Consumer {
     pub forked: Vec<u32>,
     /// Processes of the traced cgroup met since (none of their probes copied).
     pub joined: Vec<u32>,
+    /// The phase totals of processes that ended, summed once: a tree of
+    /// thousands of short processes made every phase boundary sum them
+    /// all again (quadratic: a 10-minute soak fell behind its ring).
+    ended_totals: Totals,
+    /// Processes whose totals are not in `ended_totals` (alive, or ended
+    /// since the last phase boundary).
+    unfolded: std::collections::BTreeSet<u32>,
 }
 
 impl Consumer {
@@ -123,6 +130,8 @@ impl Consumer {
             records: 0,
             forked: Vec::new(),
             joined: Vec::new(),
+            ended_totals: Totals::default(),
+            unfolded: std::collections::BTreeSet::from([pid]),
         }
     }
 
@@ -130,6 +139,7 @@ impl Consumer {
     /// descendant of the first, with `--children`).
     pub fn add_process(&mut self, pid: u32, parent: Option<u32>, started_ns: u64) -> &mut ProcessModel {
         let model = ProcessModel::new(pid, parent, started_ns, (self.proc_for)(pid));
+        self.unfolded.insert(pid);
         self.processes.entry(pid).or_insert(model)
     }
 
@@ -217,6 +227,7 @@ impl Consumer {
                 };
                 let model = ProcessModel::forked(parent, child, ts_ns, (self.proc_for)(child));
                 self.processes.insert(child, model);
+                self.unfolded.insert(child);
                 self.forked.push(child);
             }
             // An eviction by another task: every process mapping the file.
@@ -248,20 +259,23 @@ impl Consumer {
         self.heap_marks.on_marker(seq, ts_ns, self.phases.current_path());
     }
 
-    /// Running totals of the whole scope for phase accounting.
-    pub fn totals(&self) -> Totals {
-        let mut totals = Totals::default();
-        for p in self.processes.values() {
+    /// Running totals of the whole scope for phase accounting: the
+    /// processes still unfolded, plus the frozen sum of those that ended
+    /// (no event of a process follows its end).
+    pub fn totals(&mut self) -> Totals {
+        let mut totals = self.ended_totals.clone();
+        let mut ended = Vec::new();
+        for pid in &self.unfolded {
+            let Some(p) = self.processes.get(pid) else { continue };
             let own = p.phase_totals();
-            for (id, l) in own.files {
-                let f: &mut FileCounts = totals.files.entry(id).or_default();
-                f.loaded += l.loaded;
-                f.fault_around += l.fault_around;
-                f.read_from_disk += l.read_from_disk;
-                f.unloaded += l.unloaded;
+            add_totals(&mut totals, &own);
+            if !p.alive() {
+                ended.push((*pid, own));
             }
-            totals.page_faults += own.page_faults;
-            totals.anon_rss += own.anon_rss;
+        }
+        for (pid, own) in ended {
+            add_totals(&mut self.ended_totals, &own);
+            self.unfolded.remove(&pid);
         }
         totals
     }
@@ -443,6 +457,19 @@ pub(crate) mod recorded {
             Event::RssStat { ts_ns: ts + 41, tid: pid, member: crate::decode::RssMember::File, bytes: 68 << 10 },
         ]
     }
+}
+
+/// `into += own`, file by file.
+fn add_totals(into: &mut Totals, own: &Totals) {
+    for (id, l) in &own.files {
+        let f: &mut FileCounts = into.files.entry(*id).or_default();
+        f.loaded += l.loaded;
+        f.fault_around += l.fault_around;
+        f.read_from_disk += l.read_from_disk;
+        f.unloaded += l.unloaded;
+    }
+    into.page_faults += own.page_faults;
+    into.anon_rss += own.anon_rss;
 }
 
 #[cfg(test)]

@@ -343,10 +343,13 @@ impl Session {
         if let Ok(allocators) = &self.heap {
             for (allocator, _) in allocators {
                 if let Err(e) = self.probes.attach_allocator(pid, allocator) {
-                    self.warnings.warn(format!(
-                        "allocations of PID {pid} through {} will not be traced: {e:#}",
-                        allocator.path.display()
-                    ));
+                    self.warnings.warn_for(
+                        pid,
+                        format!(
+                            "allocations of PID {pid} through {} will not be traced: {e:#}",
+                            allocator.path.display()
+                        ),
+                    );
                 }
             }
         }
@@ -357,7 +360,7 @@ impl Session {
         self.marker_libs.attach_to(pid, &mut self.probes, &mut self.warnings);
         if !self.opts.phase_fns.is_empty() {
             if let Err(e) = self.probes.attach_phase_fns(pid, &self.opts.phase_fns) {
-                self.warnings.warn(format!("--phase-fn in PID {pid}: {e:#}"));
+                self.warnings.warn_for(pid, format!("--phase-fn in PID {pid}: {e:#}"));
             }
         }
     }

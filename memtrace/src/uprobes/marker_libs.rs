@@ -70,7 +70,7 @@ impl MarkerLibs {
         for path in &self.attached {
             let open = crate::procfs::in_target_root(pid, Path::new(path));
             if let Err(e) = probes.attach_phase_markers(pid, &open) {
-                warnings.warn(format!("phase markers in {path} will not be seen in PID {pid}: {e:#}"));
+                warnings.warn_for(pid, format!("phase markers in {path} will not be seen in PID {pid}: {e:#}"));
             }
         }
     }
