@@ -229,6 +229,15 @@ pub struct TraceArgs {
           value_parser = clap::value_parser!(u32).range(1..=1 << 22))]
     pub max_stacks: u32,
 
+    /// Most processes listed one by one in the trace (`processes[]`). A
+    /// process that ends after that many are listed is read whole (its heap
+    /// at its end, its files' figures), then folded into one summed entry
+    /// (`processes_folded`: how many, their commands, their sums), so a
+    /// tree of thousands of short processes keeps memtrace's memory and
+    /// the trace bounded. Every process counts in the scope's figures
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_processes: u32,
+
     /// No live view while tracing (by default, once a second on stderr:
     /// redrawn in place on a terminal, one plain line otherwise)
     #[arg(long, short = 'q')]

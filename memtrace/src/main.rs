@@ -159,6 +159,7 @@ fn trace_and_report(
         phase_fns,
         interval: Duration::from_secs_f64(args.interval),
         quiet: args.quiet,
+        max_processes: args.max_processes as usize,
         map_sizes: memtrace::kernel::probes::MapSizes {
             ring_bytes: args.ring_buffer_kib * 1024,
             live_allocs: args.max_live_allocs,

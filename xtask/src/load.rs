@@ -100,15 +100,21 @@ pub fn storm(secs: u64) -> Result<()> {
 }
 
 /// RSS (KiB) and CPU seconds (user + system) of `pid` now.
-fn usage(pid: u32) -> Option<(u64, f64)> {
+/// A process's (RSS KiB, of it anonymous KiB, CPU seconds) from /proc.
+/// The file part of memtrace's RSS is mostly the ELF and DWARF files the
+/// symbolizer maps: page cache, reclaimable, shared.
+fn usage(pid: u32) -> Option<(u64, u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        status.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
+    };
+    let (rss, anon) = (kib("VmRSS:")?, kib("RssAnon:")?);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((rss, ticks / hz))
+    Some((rss, anon, ticks / hz))
 }
 
 pub fn soak(secs: u64) -> Result<()> {
@@ -128,27 +134,48 @@ pub fn soak(secs: u64) -> Result<()> {
         .spawn()
         .context("starting memtrace")?;
     println!("soak: the workload in a loop for {secs} s under `memtrace -p LOOP --children`");
-    println!("   t s   memtrace RSS   CPU s (user+system)");
+    println!("   t s   memtrace RSS   of it anonymous   CPU s (user+system)");
     let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(30).min(Duration::from_secs(secs + 5).saturating_sub(start.elapsed())));
+    // A line every 30 s while it traces; then its stop (report and trace
+    // written), timed.
+    let mut next_line = Duration::from_secs(30);
+    let stopping = loop {
+        std::thread::sleep(Duration::from_secs(1));
         if memtrace.try_wait()?.is_some() {
-            break;
+            break None;
         }
-        if let Some((rss, cpu)) = usage(memtrace.id()) {
-            println!("  {:>4.0}   {:>9.1} MiB   {:>8.2}", start.elapsed().as_secs_f64(), rss as f64 / 1024.0, cpu);
+        if start.elapsed() >= Duration::from_secs(secs) {
+            break Some(Instant::now());
         }
+        if start.elapsed() >= next_line {
+            next_line += Duration::from_secs(30);
+            if let Some((rss, anon, cpu)) = usage(memtrace.id()) {
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                println!(
+                    "  {:>4.0}   {:>9.1} MiB   {:>11.1} MiB   {:>8.2}",
+                    start.elapsed().as_secs_f64(),
+                    mib(rss),
+                    mib(anon),
+                    cpu
+                );
+            }
+        }
+    };
+    memtrace.wait()?;
+    if let Some(stopping) = stopping {
+        println!("  stopping (report and trace written) took {:.1} s", stopping.elapsed().as_secs_f64());
     }
     let _ = looping.kill();
     let _ = looping.wait();
     let trace: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("trace.json"))?)?;
     let m = &trace["memtrace"];
     println!(
-        "  at the end: peak RSS {:.1} MiB, CPU {:.2} s user + {:.2} s system, {} processes traced",
+        "  at the end: peak RSS {:.1} MiB, CPU {:.2} s user + {:.2} s system, {} processes traced ({} listed, the rest folded)",
         m["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
         m["cpu_user_s"].as_f64().unwrap_or(0.0),
         m["cpu_system_s"].as_f64().unwrap_or(0.0),
-        trace["processes"].as_array().map_or(0, Vec::len)
+        trace["processes"].as_array().map_or(0, Vec::len) as u64 + trace["processes_folded"]["processes"].as_u64().unwrap_or(0),
+        trace["processes"].as_array().map_or(0, Vec::len),
     );
     Ok(())
 }

@@ -16,7 +16,8 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  setup          install what building memtrace needs (nightly rust-src, bpf-linker, Debian packages); idempotent
+  setup          install what building memtrace needs (nightly rust-src, bpf-linker, cargo-fuzz, Debian
+                 packages); idempotent
   build          build the eBPF object and the userspace binaries (release)
   run -- ARGS    build, then run `memtrace ARGS` as root (via sudo when not root)
   demo           setup + build + trace the bundled Arrow workload and print the report
@@ -28,7 +29,9 @@ commands:
   bench soak [SECS]   the workload in a loop under `memtrace -p --children` for SECS (600):
                  memtrace's RSS and CPU every 30 s
   lint           cargo fmt --check and cargo clippy -D warnings on every crate (memtrace-ebpf for
-                 bpfel-unknown-none with nightly)";
+                 bpfel-unknown-none with nightly)
+  fuzz [SECS]    fuzz the trace reader and the `memtrace report` renderers for SECS (300) with
+                 cargo-fuzz (nightly): a crash's input is saved under fuzz/artifacts/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("lint") => lint(),
+        Some("fuzz") => seconds(args.get(1), 300).and_then(fuzz),
         Some("bench") => build().and_then(|()| match args.get(1).map(String::as_str) {
             Some("files") => bench::run(),
             Some("heap") => bench::heap(),
@@ -148,13 +152,19 @@ fn ebpf_cargo(subcommand: &str) -> Command {
         .arg("--target-dir")
         .arg(root_dir().join("target").join("ebpf"))
         .current_dir(root_dir().join("memtrace-ebpf"));
+    without_outer_toolchain(&mut cmd);
+    cmd
+}
+
+/// Removes the outer cargo's toolchain variables from `cmd`, a nightly
+/// cargo (they would select the stable rustc).
+fn without_outer_toolchain(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("CARGO") || key.starts_with("RUSTC") || key.starts_with("RUSTUP_TOOLCHAIN") {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd
 }
 
 fn build() -> Result<()> {
@@ -212,4 +222,70 @@ fn lint() -> Result<()> {
     status(cargo().args(["clippy", "--all-targets", "--release"]).args(HOST_WORKSPACE).args(["--", "-D", "warnings"]))?;
     // The eBPF crate under the same gate, for the only target it builds for.
     status(ebpf_cargo("clippy").args(["--", "-D", "warnings"]))
+}
+
+/// The fuzz target (fuzz/fuzz_targets/trace_report.rs) and the folder,
+/// inside memtrace, where the inputs it crashed on are kept as tests.
+const FUZZ_TARGET: &str = "trace_report";
+const FUZZ_REGRESSIONS: &str = "memtrace/tests/fuzz-regressions";
+
+/// `cargo xtask fuzz SECS`: `cargo +nightly fuzz run trace_report` for SECS
+/// seconds on one core. libFuzzer starts from the seeds in fuzz/corpus/ and
+/// the earlier crashes in memtrace/tests/fuzz-regressions/ (both left as
+/// they are), grows its corpus in fuzz/target/working-corpus, and saves a
+/// crashing input in fuzz/artifacts/trace_report/. The seed is
+/// fixed, so a run from the same corpus takes the same path.
+fn fuzz(seconds: u64) -> Result<()> {
+    let dir = root_dir().join("fuzz");
+    let mut version = Command::new("rustup");
+    version.args(["run", "nightly", "cargo", "fuzz", "--version"]);
+    without_outer_toolchain(&mut version);
+    if !version.output().is_ok_and(|o| o.status.success()) {
+        bail!("`cargo +nightly fuzz` does not run: `cargo xtask setup` installs cargo-fuzz and the nightly toolchain");
+    }
+    let artifacts = dir.join("artifacts").join(FUZZ_TARGET);
+    let working = dir.join("target/working-corpus").join(FUZZ_TARGET);
+    std::fs::create_dir_all(&working).with_context(|| format!("creating {}", working.display()))?;
+    // Crashes written during this run (one seen before is written again,
+    // under the same name: its hash).
+    let started = std::time::SystemTime::now();
+    let written_since_start = |dir: &Path| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t >= started))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "fuzz", "run", FUZZ_TARGET])
+        // The first folder is the one libFuzzer adds to; the seeds and the
+        // inputs that crashed it before are read only.
+        .arg(&working)
+        .arg(dir.join("corpus").join(FUZZ_TARGET))
+        .arg(root_dir().join(FUZZ_REGRESSIONS))
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-dict={}", dir.join("trace_report.dict").display()))
+        .args(["-rss_limit_mb=4096", "-timeout=30", "-max_len=65536", "-seed=1", "-print_final_stats=1"])
+        .current_dir(&dir);
+    without_outer_toolchain(&mut cmd);
+    let result = status(&mut cmd);
+    let crashes = written_since_start(&artifacts);
+    if crashes.is_empty() {
+        return result.map(|()| eprintln!("xtask: fuzzed {seconds} s: no crash"));
+    }
+    for crash in &crashes {
+        eprintln!("xtask: the fuzzer crashed on the input saved as {}", crash.display());
+        eprintln!("xtask: replay it with `cargo +nightly fuzz run {FUZZ_TARGET} {}` in fuzz/", crash.display());
+    }
+    bail!(
+        "{} crashing input(s): fix the bug, copy each into {FUZZ_REGRESSIONS}/ under a name that says what it \
+         is (`cargo test -p memtrace --test fuzz_regressions` replays them), then fuzz again",
+        crashes.len()
+    )
 }

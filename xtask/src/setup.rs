@@ -45,6 +45,7 @@ fn is_there(proof: &str) -> bool {
 pub fn run() -> Result<()> {
     nightly_with_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     eprintln!("xtask: setup complete");
     Ok(())
@@ -134,6 +135,16 @@ fn bpf_linker() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `cargo xtask fuzz` runs cargo-fuzz (with the nightly toolchain above).
+fn cargo_fuzz() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some() {
+        eprintln!("xtask: cargo-fuzz: already installed");
+        return Ok(());
+    }
+    eprintln!("xtask: cargo-fuzz: installing (a minute or two)");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"])).context("installing cargo-fuzz")
 }
 
 fn has_command(name: &str) -> bool {

@@ -14,7 +14,7 @@ use memtrace_common::{
 };
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet},
+    collections::{BTreeMap, HashMap as StdHashMap, HashSet},
     os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
@@ -146,6 +146,10 @@ pub struct Probes {
     covered: StdHashMap<u32, StdHashMap<Site, Coverage>>,
     /// Processes that ended (their probes go once no copy is running).
     ended: HashSet<u32>,
+    /// The phase markers' file offsets in each executable file looked at
+    /// (None: it defines none), by identity: a tree running one program
+    /// a thousand times reads (and parses) it once.
+    marker_sites: StdHashMap<FileIdentity, Option<Vec<MarkerSite>>>,
     /// Each traced process's dummy perf event (see `own_context`).
     contexts: StdHashMap<u32, std::os::fd::OwnedFd>,
     /// Phase boundaries made from userspace so far (`memtrace mark`).
@@ -275,6 +279,7 @@ impl Probes {
             uprobe_events: UprobeEvents::new(&super::tracefs::ensure_mounted()?, load.follow_forks)?,
             covered: StdHashMap::new(),
             ended: HashSet::new(),
+            marker_sites: StdHashMap::new(),
             contexts: StdHashMap::new(),
             user_phase_marks: 0,
             probe_at_entry: false,
@@ -298,16 +303,18 @@ impl Probes {
     /// (the target's executable, or a library it maps) for process `pid`. Returns false when the
     /// binary has no such symbols: phases are optional.
     pub fn attach_phase_markers(&mut self, pid: u32, binary: &Path) -> Result<bool> {
-        let lib = Library::open(binary)?;
-        let markers = [("phase_begin", "memtrace_phase_begin"), ("phase_end", "memtrace_phase_end")];
-        let mut offsets = Vec::new();
-        for (program, symbol) in markers {
-            // The binary does not define the marker: phases are optional.
-            let Some(code) = lib.function(symbol)? else { return Ok(false) };
-            let offset =
-                lib.file_offset(code.address).with_context(|| format!("{symbol} outside the file's segments"))?;
-            offsets.push((program, symbol, offset));
-        }
+        let meta = std::fs::metadata(binary).with_context(|| format!("reading {}", binary.display()))?;
+        let identity = FileIdentity::of(&meta);
+        let offsets = match self.marker_sites.get(&identity) {
+            Some(known) => known.clone(),
+            None => {
+                let found = marker_offsets(binary)?;
+                self.marker_sites.insert(identity, found.clone());
+                found
+            }
+        };
+        // The binary does not define the markers: phases are optional.
+        let Some(offsets) = offsets else { return Ok(false) };
         for (program, symbol, offset) in offsets {
             if self
                 .attach_site(pid, program, binary, offset, 0)
@@ -360,8 +367,10 @@ impl Probes {
             Ok(fd) => {
                 self.contexts.insert(pid, fd);
             }
-            // Ended already (a short-lived child): nothing to keep apart.
-            Err(_) if crate::warnings::has_ended(pid) => {}
+            // Ended already (a short-lived child), or exiting now (the
+            // kernel refuses an exiting task with ESRCH while /proc still
+            // shows it running): nothing of it left to keep apart.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) || crate::warnings::has_ended(pid) => {}
             Err(e) => eprintln!("memtrace: warning: PID {pid}: a perf event of its own: {e}"),
         }
     }
@@ -597,25 +606,65 @@ impl Probes {
         Ok(pending.keys().filter(|k| k.is_ok()).count() as u64)
     }
 
-    /// Every allocation the live map holds now.
-    pub fn live_allocations(&self) -> Result<Vec<LiveAllocation>> {
+    /// The allocations the live map holds now of the processes `of` takes,
+    /// by process: one walk of the map for all of them (a walk costs two
+    /// syscalls per entry, whoever it belongs to).
+    pub fn live_allocations(&self, of: impl Fn(u32) -> bool) -> Result<BTreeMap<u32, Vec<LiveAllocation>>> {
         let map = self.ebpf.map("LIVE_ALLOCS").context("eBPF object lacks map LIVE_ALLOCS")?;
         let live: HashMap<_, AllocKey, LiveAlloc> = HashMap::try_from(map)?;
-        let mut out = Vec::new();
+        let mut out: BTreeMap<u32, Vec<LiveAllocation>> = BTreeMap::new();
         // An entry freed while we iterate may end the walk early or be
         // skipped: the target is stopped (exit stop) or the count is a snapshot anyway.
         for entry in live.iter() {
             let (key, a) = entry?;
-            out.push(LiveAllocation {
-                pid: key.pid,
-                address: key.address,
-                size: a.size,
-                ts_ns: a.ts_ns,
-                stack_id: a.stack_id,
-                phase_seq: a.phase_seq,
-            });
+            if of(key.pid) {
+                out.entry(key.pid).or_default().push(LiveAllocation {
+                    pid: key.pid,
+                    address: key.address,
+                    size: a.size,
+                    ts_ns: a.ts_ns,
+                    stack_id: a.stack_id,
+                    phase_seq: a.phase_seq,
+                });
+            }
         }
         Ok(out)
+    }
+
+    /// Removes what the kernel maps hold of processes that have ended and
+    /// whose heap was read: their live allocations (`allocs`), their
+    /// stacks' counters and, unless `keep_frames` (the `--events` log
+    /// names stacks by id at the end), their stacks. A stack's id hashes
+    /// its process, so no running process shares one. Without this a tree
+    /// of short processes fills the maps (and the next one's allocations
+    /// are lost). Returns the ids of the stacks removed.
+    pub fn forget_heaps(
+        &mut self,
+        ended: &HashSet<u32>,
+        allocs: &[LiveAllocation],
+        keep_frames: bool,
+    ) -> Result<Vec<u64>> {
+        let map = self.ebpf.map_mut("LIVE_ALLOCS").context("eBPF object lacks map LIVE_ALLOCS")?;
+        let mut live: HashMap<_, AllocKey, LiveAlloc> = HashMap::try_from(map)?;
+        for a in allocs {
+            // Gone already (a free raced the walk) is as good.
+            let _ = live.remove(&AllocKey { address: a.address, pid: a.pid, _pad: 0 });
+        }
+        let map = self.ebpf.map_mut("STACK_STATS").context("eBPF object lacks map STACK_STATS")?;
+        let mut stats: HashMap<_, u64, StackStats> = HashMap::try_from(map)?;
+        let theirs: Vec<u64> =
+            stats.iter().filter_map(|e| e.ok()).filter(|(_, s)| ended.contains(&s.pid)).map(|(id, _)| id).collect();
+        for id in &theirs {
+            let _ = stats.remove(id);
+        }
+        if !keep_frames {
+            let map = self.ebpf.map_mut("STACKS").context("eBPF object lacks map STACKS")?;
+            let mut stacks: HashMap<_, u64, StackFrames> = HashMap::try_from(map)?;
+            for id in &theirs {
+                let _ = stacks.remove(id);
+            }
+        }
+        Ok(theirs)
     }
 
     /// Every allocation stack's counters now. STACK_STATS counts live bytes
@@ -670,6 +719,44 @@ impl Probes {
         let cuts: HashMap<_, u64, u64> = HashMap::try_from(map)?;
         Ok(cuts.iter().filter_map(|entry| entry.ok()).collect())
     }
+}
+
+/// A phase marker's probe: (eBPF program, symbol, file offset).
+type MarkerSite = (&'static str, &'static str, u64);
+
+/// A file as the kernel knows it, and its version: the same path may hold
+/// another build later (a rebuilt binary), which gets its own entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// The file offsets of `binary`'s phase markers (program, symbol, offset),
+/// or None when it does not define both.
+fn marker_offsets(binary: &Path) -> Result<Option<Vec<MarkerSite>>> {
+    let lib = Library::open(binary)?;
+    let markers = [("phase_begin", "memtrace_phase_begin"), ("phase_end", "memtrace_phase_end")];
+    let mut offsets = Vec::new();
+    for (program, symbol) in markers {
+        let Some(code) = lib.function(symbol)? else { return Ok(None) };
+        let offset = lib.file_offset(code.address).with_context(|| format!("{symbol} outside the file's segments"))?;
+        offsets.push((program, symbol, offset));
+    }
+    Ok(Some(offsets))
 }
 
 #[cfg(test)]

@@ -59,6 +59,13 @@ impl GrowthTracker {
         }
     }
 
+    /// Drops these stacks' history (their process ended and was read).
+    pub fn forget(&mut self, stacks: &[u64]) {
+        for id in stacks {
+            self.history.remove(id);
+        }
+    }
+
     /// Stacks whose live bytes rose in each of the last `window` intervals,
     /// most growth first.
     pub fn suspects(&self) -> Vec<Suspect> {

@@ -41,9 +41,25 @@ pub struct FileLoad {
     /// Pages the filemap tracepoints named for the target (an overcount of
     /// what was mapped, kept for page-level views).
     pub pages: PageSet,
+    /// `pages.len()` when the page sets were dropped (the process ended).
+    compacted_pages: u64,
 }
 
 impl FileLoad {
+    /// Pages the filemap tracepoints named (`pages`, or its size when
+    /// the process ended and its page sets were dropped).
+    pub fn fault_range_pages(&self) -> u64 {
+        self.pages.len() + self.compacted_pages
+    }
+
+    /// Drops the page sets, keeping the figures (no event of an ended
+    /// process follows: nothing more to tell apart).
+    fn compact(&mut self) {
+        self.compacted_pages += self.pages.len();
+        self.pages = PageSet::default();
+        self.disk_pages = PageSet::default();
+    }
+
     /// Bytes of the file mapped now by this accounting (measured).
     pub fn resident_bytes(&self) -> u64 {
         self.loaded_bytes.saturating_sub(self.unloaded_bytes)
@@ -120,6 +136,13 @@ impl Loading {
     pub fn on_exit(&mut self) {
         self.exiting = true;
         self.context.clear();
+    }
+
+    /// The process has ended: only its figures are kept.
+    pub fn compact(&mut self) {
+        self.files.values_mut().for_each(FileLoad::compact);
+        self.context = HashMap::new();
+        self.last_increase = HashMap::new();
     }
 
     pub fn on_exec(&mut self) {

@@ -207,6 +207,11 @@ impl TraceStats {
         TraceStats { aspace: self.aspace.clone(), files, kernel_heap: self.kernel_heap.forked(), ..Default::default() }
     }
 
+    /// The process has ended: its address space model goes (its counts stay).
+    pub fn compact(&mut self) {
+        self.aspace = AddressSpace::default();
+    }
+
     /// A new program image replaces the whole address space.
     pub fn on_exec(&mut self) {
         self.execs += 1;

@@ -96,6 +96,9 @@ pub fn from_trace(t: &Trace) -> Value {
 fn process_tracks(events: &mut Vec<Value>, t: &Trace) {
     for p in &t.processes {
         let pid = p.pid;
+        // The life track's thread id: beside the PID's own, in 64 bits (a
+        // PID near u32::MAX, which a damaged trace can hold, still fits).
+        let life = u64::from(pid) + 1_000_000_000;
         if pid != t.target.pid {
             events.push(json!({"name": "process_name", "ph": "M", "pid": pid, "tid": pid, "args": {"name": format!("{} (PID {pid})", p.command)}}));
             events.push(json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": pid, "args": {"name": "phases"}}));
@@ -109,7 +112,7 @@ fn process_tracks(events: &mut Vec<Value>, t: &Trace) {
         }
         let ended = p.ended_s.unwrap_or(t.duration_s);
         events.push(json!({
-            "name": "process", "cat": "process", "ph": "X", "pid": pid, "tid": pid + 1_000_000_000,
+            "name": "process", "cat": "process", "ph": "X", "pid": pid, "tid": life,
             "ts": us(p.started_s), "dur": us(ended - p.started_s),
             "args": {
                 "parent": p.parent,
@@ -120,9 +123,7 @@ fn process_tracks(events: &mut Vec<Value>, t: &Trace) {
                 "page_faults (measured)": p.counters.page_faults_seen,
             },
         }));
-        events.push(
-            json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": pid + 1_000_000_000, "args": {"name": "life"}}),
-        );
+        events.push(json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": life, "args": {"name": "life"}}));
     }
 }
 

@@ -31,9 +31,9 @@ use crate::{
     },
     procfs,
     trace::{
-        self, Counters, FileEntry, FileEstimates, FileTotals, Heap, HeapAllocator, HeapEvents, HeapProbeEntry,
-        HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, ProcessEntry, ProcessHeap,
-        RegionFaults, Rss, RssSummary, Trace,
+        self, Counters, FileEntry, FileEstimates, FileTotals, FoldedProcesses, Heap, HeapAllocator, HeapEvents,
+        HeapProbeEntry, HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, ProcessEntry,
+        ProcessHeap, RegionFaults, Rss, RssSummary, Trace,
     },
 };
 
@@ -51,6 +51,8 @@ pub struct Parts<'a> {
     pub counters: &'a KernelCounters,
     /// Each process's stop capture, by PID.
     pub captures: &'a BTreeMap<u32, StopCapture>,
+    /// The ended processes folded away (`--max-processes`).
+    pub folded: Option<&'a FoldedProcesses>,
     /// The scope's allocator totals at the end (every process's).
     pub scope_heap: Option<HeapTotals>,
     /// Attach mode: per-file kernel truth when tracing began.
@@ -105,7 +107,13 @@ pub fn trace(p: Parts) -> Trace {
             entry
         })
         .collect();
-    let tree = processes.len() > 1;
+    let mut processes = processes;
+    let tree = processes.len() > 1 || p.folded.is_some();
+    // The folded processes count in every sum over processes below, as one
+    // entry (taken out again before the list goes in the trace).
+    if let Some(f) = p.folded {
+        processes.push(super::fold::as_entry(f));
+    }
     let files = if tree { tree_files(&processes, p.captures) } else { file_entries(root, p.start_truth, end_truth) };
     let (mut heap, mut leaks) = heap_section(c, p.heap, capture, heap_timeline(&p.timeline), p.heap_events);
     let mut leak_groups_not_listed =
@@ -114,9 +122,14 @@ pub fn trace(p: Parts) -> Trace {
         capture.heap.as_ref().and_then(|h| h.as_ref().ok()).map(|h| h.growth_suspects.clone()).unwrap_or_default();
     if tree {
         // The scope's heap: every process's totals, leaks and suspects.
+        // The largest groups of all, as many as one process lists: every
+        // group stays in its process's entry (a tree of thousands of
+        // processes listed each twice).
         leaks = processes.iter().flat_map(|pe| pe.leaks.iter().cloned()).collect();
         leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)));
-        leak_groups_not_listed = processes.iter().map(|pe| pe.leak_groups_not_listed).sum();
+        let beyond = leaks.len().saturating_sub(super::heap_at_stop::MAX_LEAK_GROUPS);
+        leaks.truncate(super::heap_at_stop::MAX_LEAK_GROUPS);
+        leak_groups_not_listed = processes.iter().map(|pe| pe.leak_groups_not_listed).sum::<u64>() + beyond as u64;
         growth_suspects = p
             .captures
             .values()
@@ -150,6 +163,11 @@ pub fn trace(p: Parts) -> Trace {
     };
     let (exit_code, exit_signal) = exit.map_or((None, None), |e| (Some(e.code), e.signal));
     let kernel = if tree { tree_kernel_faults(&processes) } else { kernel_faults(p.stop, p.own_faults) };
+    let regions = if tree { tree_regions(&processes) } else { regions(root) };
+    let rss = if tree { tree_rss(&processes, &p.timeline) } else { rss_summary(root, capture) };
+    if p.folded.is_some() {
+        processes.pop();
+    }
     Trace {
         format: trace::FORMAT.into(),
         version: trace::VERSION,
@@ -158,7 +176,7 @@ pub fn trace(p: Parts) -> Trace {
         started_at: trace::rfc3339_utc(p.started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()),
         duration_s: p.traced_s,
         stop_reason: p.stop.reason(),
-        counters: scope_counters(c, p.counters),
+        counters: scope_counters(c, p.counters, p.folded),
         kernel,
         kernel_wait4: match p.stop {
             Stop::Exited(Some(e)) if tree => Some(KernelFaults {
@@ -169,8 +187,8 @@ pub fn trace(p: Parts) -> Trace {
             }),
             _ => None,
         },
-        regions: if tree { tree_regions(&processes) } else { regions(root) },
-        rss: if tree { tree_rss(&processes, &p.timeline) } else { rss_summary(root, capture) },
+        regions,
+        rss,
         final_truth: final_truth(capture),
         phase_markers: if p.marker_libs.is_empty() {
             p.phase_markers
@@ -214,6 +232,7 @@ pub fn trace(p: Parts) -> Trace {
         sources: trace::default_sources(),
         warnings: p.warnings,
         processes,
+        processes_folded: p.folded.cloned(),
         memtrace: None,
     }
 }
@@ -243,7 +262,7 @@ fn rss_summary(p: &ProcessModel, capture: &StopCapture) -> Option<RssSummary> {
 }
 
 /// One process's own figures.
-fn process_entry(
+pub(super) fn process_entry(
     pm: &ProcessModel,
     capture: &StopCapture,
     start_truth: Option<&KernelTruth>,
@@ -321,7 +340,7 @@ fn tree_files(processes: &[ProcessEntry], captures: &BTreeMap<u32, StopCapture>)
     files
 }
 
-fn merge_file(into: &mut FileEntry, f: &FileEntry) {
+pub(super) fn merge_file(into: &mut FileEntry, f: &FileEntry) {
     let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
@@ -441,29 +460,11 @@ fn kernel_faults(stop: &Stop, own: Option<(u64, u64, &'static str)>) -> Option<K
 }
 
 /// The scope's counters: the in-kernel ones, and the processes' sums.
-fn scope_counters(c: &Consumer, k: &KernelCounters) -> Counters {
-    let mut sum = Counters::default();
+/// (The processes folded away count through `folded`'s sums.)
+fn scope_counters(c: &Consumer, k: &KernelCounters, folded: Option<&FoldedProcesses>) -> Counters {
+    let mut sum = folded.map(|f| f.counters.clone()).unwrap_or_default();
     for pm in c.processes.values() {
-        let p = process_counters(pm);
-        for (a, b) in [
-            (&mut sum.page_faults_seen, p.page_faults_seen),
-            (&mut sum.page_faults_kernel_mode, p.page_faults_kernel_mode),
-            (&mut sum.page_faults_read, p.page_faults_read),
-            (&mut sum.page_faults_write, p.page_faults_write),
-            (&mut sum.page_faults_exec, p.page_faults_exec),
-            (&mut sum.mmap_failed, p.mmap_failed),
-            (&mut sum.munmap_failed, p.munmap_failed),
-            (&mut sum.madvise_failed, p.madvise_failed),
-            (&mut sum.mremap_failed, p.mremap_failed),
-            (&mut sum.execs, p.execs),
-            (&mut sum.unattributed_faults, p.unattributed_faults),
-            (&mut sum.unresolved_file_mappings, p.unresolved_file_mappings),
-            (&mut sum.unattributed_file_loaded_bytes, p.unattributed_file_loaded_bytes),
-            (&mut sum.unattributed_file_unloaded_bytes, p.unattributed_file_unloaded_bytes),
-            (&mut sum.file_rss_released_at_exit_bytes, p.file_rss_released_at_exit_bytes),
-        ] {
-            *a += b;
-        }
+        add_counters(&mut sum, &process_counters(pm));
     }
     Counters {
         page_faults: k[Counter::PageFaults],
@@ -479,6 +480,35 @@ fn scope_counters(c: &Consumer, k: &KernelCounters) -> Counters {
         malformed_events: c.malformed_events,
         stray_events: c.stray_events,
         ..sum
+    }
+}
+
+/// `sum += p` for the counters a process has of its own (the others are
+/// the scope's in-kernel counters).
+pub(super) fn add_counters(sum: &mut Counters, p: &Counters) {
+    for (a, b) in [
+        (&mut sum.page_faults, p.page_faults),
+        (&mut sum.mmap_calls, p.mmap_calls),
+        (&mut sum.munmap_calls, p.munmap_calls),
+        (&mut sum.madvise_calls, p.madvise_calls),
+        (&mut sum.mremap_calls, p.mremap_calls),
+        (&mut sum.page_faults_seen, p.page_faults_seen),
+        (&mut sum.page_faults_kernel_mode, p.page_faults_kernel_mode),
+        (&mut sum.page_faults_read, p.page_faults_read),
+        (&mut sum.page_faults_write, p.page_faults_write),
+        (&mut sum.page_faults_exec, p.page_faults_exec),
+        (&mut sum.mmap_failed, p.mmap_failed),
+        (&mut sum.munmap_failed, p.munmap_failed),
+        (&mut sum.madvise_failed, p.madvise_failed),
+        (&mut sum.mremap_failed, p.mremap_failed),
+        (&mut sum.execs, p.execs),
+        (&mut sum.unattributed_faults, p.unattributed_faults),
+        (&mut sum.unresolved_file_mappings, p.unresolved_file_mappings),
+        (&mut sum.unattributed_file_loaded_bytes, p.unattributed_file_loaded_bytes),
+        (&mut sum.unattributed_file_unloaded_bytes, p.unattributed_file_unloaded_bytes),
+        (&mut sum.file_rss_released_at_exit_bytes, p.file_rss_released_at_exit_bytes),
+    ] {
+        *a += b;
     }
 }
 
@@ -594,7 +624,7 @@ fn file_entries(c: &ProcessModel, start: Option<&KernelTruth>, end: Option<&Kern
                     .map_or(load.read_from_disk_bytes, |s| load.read_from_disk_bytes.min(s.div_ceil(PAGE) * PAGE)),
                 cache_added_other_bytes: load.cache_added_other_bytes,
                 evicted_bytes: load.evicted_bytes,
-                fault_ranges_bytes: load.pages.len() * PAGE,
+                fault_ranges_bytes: load.fault_range_pages() * PAGE,
                 kernel_rss_bytes: kernel,
                 kernel_pagemap_bytes: pagemap,
                 kernel_pss_bytes: pss,
@@ -808,6 +838,7 @@ mod tests {
             consumer: &c,
             counters: &counters,
             captures: &BTreeMap::from([(recorded::PID, capture)]),
+            folded: None,
             scope_heap: None,
             start_truth: None,
             start_truths: &BTreeMap::new(),

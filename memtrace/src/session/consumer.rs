@@ -112,6 +112,13 @@ pub struct Consumer {
     /// Processes whose totals are not in `ended_totals` (alive, or ended
     /// since the last phase boundary).
     unfolded: std::collections::BTreeSet<u32>,
+    /// The most records the ring buffer can hold (its size in its
+    /// smallest records): one `drain` reads no more.
+    pub ring_records_max: u64,
+    /// Processes whose exit event came since the session last took them.
+    ended_recently: Vec<u32>,
+    /// The files of processes taken out (folded): still named by path.
+    taken_files: BTreeMap<FileId, FileInfo>,
 }
 
 impl Consumer {
@@ -132,6 +139,9 @@ impl Consumer {
             joined: Vec::new(),
             ended_totals: Totals::default(),
             unfolded: std::collections::BTreeSet::from([pid]),
+            ring_records_max: u64::MAX,
+            ended_recently: Vec::new(),
+            taken_files: BTreeMap::new(),
         }
     }
 
@@ -161,11 +171,20 @@ impl Consumer {
         self.processes.values().filter(|p| p.alive())
     }
 
-    /// Every record in the ring buffer now.
+    /// Every record in the ring buffer now: at most as many as the ring
+    /// holds, so records a storm adds while this reads wait for the next
+    /// call (an unbounded loop never returned to stop, signals or samples).
     pub fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
+        self.drain_at_most(ring, self.ring_records_max);
+    }
+
+    /// At most `max` records; whether the ring was emptied.
+    pub fn drain_at_most(&mut self, ring: &mut RingBuf<MapData>, max: u64) -> bool {
+        for _ in 0..max {
+            let Some(item) = ring.next() else { return true };
             self.feed(&item);
         }
+        false
     }
 
     /// One raw record.
@@ -230,12 +249,23 @@ impl Consumer {
                 self.unfolded.insert(child);
                 self.forked.push(child);
             }
-            // An eviction by another task: every process mapping the file.
+            // An eviction by another task: every running process mapping
+            // the file (one that ended lost nothing by it).
             Event::PageCacheDelete { .. } if pid == 0 => {
-                for p in self.processes.values_mut() {
-                    p.on_event(event.clone());
+                for pid in &self.unfolded {
+                    match self.processes.get_mut(pid) {
+                        Some(p) if p.alive() => p.on_event(event.clone()),
+                        _ => {}
+                    }
                 }
             }
+            Event::ProcessExit { .. } => match self.processes.get_mut(&pid) {
+                Some(p) => {
+                    p.on_event(event);
+                    self.ended_recently.push(pid);
+                }
+                None => self.stray_events += 1,
+            },
             event => match self.processes.get_mut(&pid) {
                 Some(p) => p.on_event(event),
                 None => self.stray_events += 1,
@@ -247,8 +277,17 @@ impl Consumer {
     /// process `pid`, or `memtrace mark` (None: every running process's).
     /// The scope's phases get every boundary.
     pub fn phase(&mut self, pid: Option<u32>, begin: bool, name: String, ts_ns: u64, seq: u32) {
-        for p in self.processes.values_mut().filter(|p| pid.map_or(p.alive(), |pid| p.pid == pid)) {
-            p.phase(begin, &name, ts_ns, seq);
+        // The marking process, or every running one (not every process
+        // ever traced: a tree of thousands made each boundary cost them all).
+        let marked = match pid {
+            Some(pid) => vec![pid],
+            None => self.running(),
+        };
+        for each in &marked {
+            match self.processes.get_mut(each) {
+                Some(p) if pid.is_some() || p.alive() => p.phase(begin, &name, ts_ns, seq),
+                _ => {}
+            }
         }
         let totals = self.totals();
         if begin {
@@ -263,21 +302,55 @@ impl Consumer {
     /// processes still unfolded, plus the frozen sum of those that ended
     /// (no event of a process follows its end).
     pub fn totals(&mut self) -> Totals {
+        self.fold_ended();
         let mut totals = self.ended_totals.clone();
-        let mut ended = Vec::new();
-        for pid in &self.unfolded {
-            let Some(p) = self.processes.get(pid) else { continue };
-            let own = p.phase_totals();
-            add_totals(&mut totals, &own);
-            if !p.alive() {
-                ended.push((*pid, own));
-            }
-        }
-        for (pid, own) in ended {
-            add_totals(&mut self.ended_totals, &own);
-            self.unfolded.remove(&pid);
+        for p in self.unfolded.iter().filter_map(|pid| self.processes.get(pid)) {
+            add_totals(&mut totals, &p.phase_totals());
         }
         totals
+    }
+
+    /// Adds the totals of processes that ended since the last call to
+    /// `ended_totals`, once.
+    fn fold_ended(&mut self) {
+        let ended: Vec<u32> =
+            self.unfolded.iter().copied().filter(|pid| self.processes.get(pid).is_none_or(|p| !p.alive())).collect();
+        for pid in ended {
+            if let Some(p) = self.processes.get(&pid) {
+                add_totals(&mut self.ended_totals, &p.phase_totals());
+            }
+            self.unfolded.remove(&pid);
+        }
+    }
+
+    /// The processes running, and those that ended since the last phase
+    /// boundary or sample (not yet folded into the ended totals).
+    pub fn running(&self) -> Vec<u32> {
+        self.unfolded.iter().copied().collect()
+    }
+
+    /// Takes an ended process's model out (to be folded), its figures
+    /// already in the ended totals and its files' names kept. None for the
+    /// first process and for one still running.
+    pub fn take_ended_model(&mut self, pid: u32) -> Option<ProcessModel> {
+        if pid == self.pid || self.processes.get(&pid).is_none_or(ProcessModel::alive) {
+            return None;
+        }
+        self.fold_ended();
+        let p = self.processes.remove(&pid)?;
+        for (id, f) in &p.stats.files {
+            self.taken_files.entry(*id).or_insert_with(|| FileInfo {
+                id: *id,
+                path: f.path.clone(),
+                size_bytes: f.size_bytes,
+            });
+        }
+        Some(p)
+    }
+
+    /// Processes that ended since the last call (their exit event came).
+    pub fn take_ended(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.ended_recently)
     }
 
     /// A file by identity, named as the first process that knows it names it.
@@ -290,17 +363,24 @@ impl Consumer {
             }
             placeholder.get_or_insert(info);
         }
+        if let Some(info) = self.taken_files.get(&id).filter(|info| info.path != id.placeholder_name()) {
+            return info.clone();
+        }
         placeholder.unwrap_or(FileInfo { id, path: id.placeholder_name(), size_bytes: None })
     }
 
     /// What the timeline and the live view sample now: the scope's sums
     /// (RSS of the processes running now).
-    pub fn reading(&self, t_s: f64, heap: Option<&HeapTotals>) -> Reading {
+    /// (Processes that ended count through their folded totals: a sample
+    /// costs the running ones, not every process ever traced.)
+    pub fn reading(&mut self, t_s: f64, heap: Option<&HeapTotals>) -> Reading {
+        self.fold_ended();
         let mut rss = RssCounters::default();
         let (mut brk_heap, mut anon_mapped_net) = (0, 0);
-        let mut loaded: BTreeMap<FileId, u64> = BTreeMap::new();
+        let mut loaded: BTreeMap<FileId, u64> =
+            self.ended_totals.files.iter().map(|(id, counts)| (*id, counts.loaded)).collect();
         let mut faults: Option<(u64, u64)> = None;
-        for p in self.processes.values() {
+        for p in self.unfolded.iter().filter_map(|pid| self.processes.get(pid)) {
             for (id, l) in &p.loading.files {
                 *loaded.entry(*id).or_default() += l.loaded_bytes;
             }
@@ -340,9 +420,12 @@ impl Consumer {
         }
     }
 
-    /// Faults seen through events, every process.
+    /// Faults seen through events, every process (those that ended through
+    /// their folded totals).
     pub fn faults_seen(&self) -> u64 {
-        self.processes.values().map(|p| p.stats.faults.total).sum()
+        let running: u64 =
+            self.unfolded.iter().filter_map(|pid| self.processes.get(pid)).map(|p| p.stats.faults.total).sum();
+        self.ended_totals.page_faults + running
     }
 }
 
@@ -548,6 +631,42 @@ mod tests {
         c.on_event(PID, fault(0x1008));
         assert_eq!(proc.snapshots.get(), 2, "a second fault on the same unknown page does not re-read");
         assert_eq!(c.root().mappings.len(), 1, "mappings kept for symbolizing after the target is gone");
+    }
+
+    /// A forked child that ends: named once as ended, its figures the
+    /// same in the scope's sums before and after its model is cut down,
+    /// and a later eviction (by another task) is not its own.
+    #[test]
+    fn an_ended_process_keeps_its_figures_when_compacted() {
+        let (mut c, _) = consumer();
+        const CHILD: u32 = PID + 1;
+        c.on_event(PID, Event::ProcessFork { ts_ns: 1, tid: PID, child: CHILD });
+        for e in events() {
+            c.on_event(CHILD, e);
+        }
+        let before = c.root().loading.files.get(&FILE).cloned();
+        assert_eq!(before, None, "the child's events are its own");
+        let loaded = |c: &mut Consumer| {
+            let r = c.reading(1.0, None);
+            (r.files.iter().map(|f| (f.path.clone(), f.loaded_bytes)).collect::<Vec<_>>(), r.processes)
+        };
+        // Its RSS at the fork (8 KiB, recorded) is its baseline.
+        let child_loaded = (68 - 8) << 10;
+        assert_eq!(loaded(&mut c), (vec![(PATH.to_string(), child_loaded)], 2));
+        let faults = c.faults_seen();
+        c.on_event(CHILD, Event::ProcessExit { ts_ns: 2_000, tid: CHILD, totals: HeapTotals::default() });
+        assert_eq!(c.take_ended(), [CHILD]);
+        assert!(c.take_ended().is_empty(), "taken once");
+        let child = &c.processes[&CHILD].loading.files[&FILE];
+        let pages = child.fault_range_pages();
+        assert_eq!(pages, 16, "fault-around's 16 pages (the direct fault's among them)");
+        c.process_mut(CHILD).unwrap().compact();
+        assert_eq!(loaded(&mut c), (vec![(PATH.to_string(), child_loaded)], 1));
+        assert_eq!(c.faults_seen(), faults);
+        let child = &c.processes[&CHILD].loading.files[&FILE];
+        assert_eq!((child.fault_range_pages(), child.loaded_bytes), (pages, child_loaded));
+        c.on_event(0, Event::PageCacheDelete { ts_ns: 3_000, tid: 0, file: FILE, index: 0, pages: 4 });
+        assert_eq!(c.processes[&CHILD].loading.files[&FILE].evicted_bytes, 0, "it had ended");
     }
 
     #[test]

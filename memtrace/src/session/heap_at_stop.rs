@@ -7,7 +7,7 @@ use memtrace_common::HeapTotals;
 use crate::{
     kernel::probes::Probes,
     model::growth::Suspect,
-    model::heap_marks::{leak_groups, HeapMarks},
+    model::heap_marks::{leak_groups, HeapMarks, LiveAllocation},
     symbolize::{self, FileMapping},
     trace::{GrowthSuspect, Leak},
 };
@@ -48,15 +48,18 @@ pub struct StopContext<'a> {
     pub marks: &'a HeapMarks,
     /// The target's mappings at the latest /proc read (if it is gone).
     pub saved_mappings: &'a [FileMapping],
+    /// Its allocations in the live map (read for every process at once).
+    pub live: &'a [LiveAllocation],
+    /// Allocator calls entered and not returned, the whole scope's.
+    pub open_calls: u64,
 }
 
 /// Reads the totals and the live map, groups the leak candidates and
 /// symbolizes their stacks and the growth suspects' (`window_s` long).
 pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, window_s: f64) -> Result<HeapAtStop> {
-    let StopContext { pid, totals, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings } = *ctx;
-    let open_calls = probes.open_alloc_calls()?;
+    let StopContext { pid, totals, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings, live, open_calls } = *ctx;
     let (live, before_exec): (Vec<_>, Vec<_>) =
-        probes.live_allocations()?.into_iter().filter(|a| a.pid == pid).partition(|a| a.ts_ns >= last_exec_ns);
+        live.iter().filter(|a| a.pid == pid).cloned().partition(|a| a.ts_ns >= last_exec_ns);
     let released_by_exec = (before_exec.len() as u64, before_exec.iter().map(|a| a.size).sum());
     let mut groups = leak_groups(&live, made_by_ns, marks);
     let more_leak_groups = groups.len().saturating_sub(MAX_LEAK_GROUPS);

@@ -37,6 +37,15 @@ impl HeapSampler {
         suspects
     }
 
+    /// Stacks removed from the kernel maps (their process ended): no
+    /// longer sampled.
+    pub fn forget(&mut self, stacks: &[u64]) {
+        for id in stacks {
+            self.pids.remove(id);
+        }
+        self.growth.forget(stacks);
+    }
+
     /// Called on every drain tick.
     pub fn tick(&mut self, probes: &Probes) {
         self.ticks += 1;

@@ -6,6 +6,8 @@
 //! but `main`.
 pub mod assemble;
 pub mod consumer;
+mod fold;
+mod harvest;
 pub mod heap_at_stop;
 pub mod heap_sampler;
 pub mod process;
@@ -87,6 +89,8 @@ pub struct Options {
     pub interval: Duration,
     /// No live view (`--quiet`).
     pub quiet: bool,
+    /// Processes listed one by one; ended ones beyond are folded (`--max-processes`).
+    pub max_processes: usize,
     pub map_sizes: crate::kernel::probes::MapSizes,
 }
 
@@ -140,6 +144,8 @@ struct Session {
     warnings: Warnings,
     /// Drops the probes of processes that ended while tracing goes on.
     retirer: crate::kernel::retire::Retirer,
+    /// Reads and removes what processes that ended hold.
+    harvest: harvest::Harvest,
     /// The eBPF unwinder's tables for the target's executable files.
     unwind: unwind::UnwindTables,
     started: SystemTime,

@@ -298,6 +298,20 @@ impl ProcessModel {
         }
     }
 
+    /// It has ended and its heap was read: what only events would still
+    /// need goes (the address space model, page sets, per-thread state,
+    /// the mappings kept for symbolizing), its figures stay. A tree of
+    /// thousands of short processes otherwise holds all of them to the end.
+    pub fn compact(&mut self) {
+        self.stats.compact();
+        self.loading.compact();
+        self.mappings = Vec::new();
+        self.mmap_file = HashMap::new();
+        self.mmap_path = HashMap::new();
+        self.range_entered_ns = HashMap::new();
+        self.unknown_pages = HashSet::new();
+    }
+
     /// Still running (its last thread has not exited).
     pub fn alive(&self) -> bool {
         self.ended.is_none() && self.exit.is_none()

@@ -17,6 +17,10 @@ use crate::{output::live::Status as LiveStatus, target::control::Mark};
 /// How often the ring buffer is drained when no event asked for a wakeup
 /// (frequent events do not wake userspace: see the eBPF side).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Records read per wake-up of the ring buffer before the loop looks at
+/// its other work again (a few milliseconds' worth).
+const DRAIN_SLICE: u64 = 8192;
+
 /// Drain ticks between re-reads of the attached target's fault counters.
 const STAT_FAULTS_TICKS: u64 = 100;
 
@@ -48,8 +52,12 @@ impl Session {
                 _ = sample_tick.tick() => self.sample_timeline(),
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
-                    self.consumer.drain(guard.get_inner_mut());
-                    guard.clear_ready();
+                    // A slice at a time: under a storm the ring refills as
+                    // fast as it is read, and the other branches (stop,
+                    // signals, samples) must still run between slices.
+                    if self.consumer.drain_at_most(guard.get_inner_mut(), DRAIN_SLICE) {
+                        guard.clear_ready();
+                    }
                     self.watch_new_files();
                 }
                 _ = sleep_until(deadline) => break self.target.deadline_stop(self.opts.duration),
@@ -156,6 +164,9 @@ impl Session {
         }
         if ticks.is_multiple_of(STAT_FAULTS_TICKS) {
             self.target.refresh_stat_faults(self.pid);
+        }
+        if ticks.is_multiple_of(super::harvest::HARVEST_TICKS) {
+            self.harvest_ended();
         }
     }
 

@@ -91,6 +91,9 @@ impl Session {
         let events = opts.events.as_deref().map(|path| EventLog::create(path, start_ns)).transpose()?;
         let phase_fn_names = opts.phase_fns.iter().map(|f| f.name.clone()).collect();
         let mut consumer = Consumer::new(pid, LiveProc::factory(), phase_fn_names, events);
+        // Each record is the ring's 8-byte header and at least an event header.
+        let smallest_record = 8 + std::mem::size_of::<memtrace_common::event::EventHeader>() as u64;
+        consumer.ring_records_max = u64::from(opts.map_sizes.ring_bytes) / smallest_record;
         let signals = signals::Signals::new(signals)?;
         let (started, clock) = (SystemTime::now(), Instant::now());
         let (target, start_truth) = match target {
@@ -126,6 +129,7 @@ impl Session {
             watched: HashSet::new(),
             adopted: HashSet::from([pid]),
             retirer: Default::default(),
+            harvest: Default::default(),
             marker_libs: MarkerLibs::new(pid, &binary),
             phase_markers,
             phase_truth,
@@ -299,7 +303,10 @@ impl Session {
                 self.attach_process(pid);
             }
         }
-        for p in self.consumer.processes.values_mut() {
+        // The running processes only (those that ended map nothing new): a
+        // tree of thousands made every drain look at all of them again.
+        for pid in self.consumer.running() {
+            let Some(p) = self.consumer.processes.get_mut(&pid) else { continue };
             // New code mapped (an exec, a library loaded): the unwinder's tables
             // follow, before the allocations made through it if it is quick enough.
             if std::mem::take(&mut p.exec_mapped) && p.alive() {

@@ -5,7 +5,7 @@
 //! exit stop in run mode (memtrace is its ptrace tracer), else when the
 //! loop ends. Also the smaps reads at phase boundaries (`--phase-truth`).
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     time::{Duration, Instant},
 };
@@ -21,10 +21,13 @@ use super::{
     Session,
 };
 use crate::{
-    model::{aspace::FileId, loading::RssCounters},
+    model::{aspace::FileId, heap_marks::LiveAllocation, loading::RssCounters},
     procfs,
     trace::Trace,
 };
+
+/// Live allocations by process, and the scope's open allocator calls.
+pub type LiveHeaps = (BTreeMap<u32, Vec<LiveAllocation>>, u64);
 
 /// Per-file kernel truth at one instant.
 pub struct KernelTruth {
@@ -117,7 +120,31 @@ pub struct BoundaryTruth {
 impl Session {
     /// Reads process `pid`'s kernel truth and heap now, after every event so far.
     pub(super) fn capture(&mut self, pid: u32, moment: Moment) {
+        self.capture_all(&[(pid, moment)]);
+    }
+
+    /// `capture` of several processes at once: the live map is walked once
+    /// for all of them. Returns their live allocations (None: the heap is
+    /// not traced or could not be read).
+    pub(super) fn capture_all(&mut self, which: &[(u32, Moment)]) -> Option<BTreeMap<u32, Vec<LiveAllocation>>> {
         self.consumer.drain(self.ring.get_mut());
+        let pids: HashSet<u32> = which.iter().map(|(pid, _)| *pid).collect();
+        let heap = self.heap.is_ok().then(|| self.live_heaps(&pids));
+        for &(pid, moment) in which {
+            self.capture_with(pid, moment, heap.as_ref());
+        }
+        heap.and_then(Result::ok).map(|(live, _)| live)
+    }
+
+    /// The live allocations of `pids`, and the scope's open allocator calls.
+    pub(super) fn live_heaps(&self, pids: &HashSet<u32>) -> Result<LiveHeaps, String> {
+        let live = self.probes.live_allocations(|pid| pids.contains(&pid)).map_err(|e| format!("{e:#}"))?;
+        let open_calls = self.probes.open_alloc_calls().map_err(|e| format!("{e:#}"))?;
+        Ok((live, open_calls))
+    }
+
+    /// One process's capture, with its heap read from `heap` (None: not traced).
+    pub(super) fn capture_with(&mut self, pid: u32, moment: Moment, heap: Option<&Result<LiveHeaps, String>>) {
         let Some(p) = self.consumer.process_mut(pid) else { return };
         let mut rss_at_truth = None;
         let kernel_faults = moment.target_alive().then(|| p.kernel_faults()).flatten();
@@ -126,28 +153,33 @@ impl Session {
             rss_at_truth = Some(p.loading.rss_now);
             KernelTruth::read(pid)
         });
-        let heap = self.heap.is_ok().then(|| self.heap_at_stop(pid));
+        let heap = heap.map(|h| match h {
+            Ok((live, open_calls)) => {
+                self.heap_at_stop(pid, live.get(&pid).map_or(&[][..], Vec::as_slice), *open_calls)
+            }
+            Err(e) => Err(e.clone()),
+        });
         self.captures.insert(pid, StopCapture { moment, truth, rss_at_truth, kernel_faults, heap });
     }
 
     /// After the loop: the capture of every process whose exit stop did
     /// not take one (still running, or gone without one).
     pub(super) fn capture_at_stop(&mut self, stop: &Stop) {
-        let pending: Vec<(u32, bool)> = self
+        let pending: Vec<(u32, Moment)> = self
             .consumer
             .processes
             .values()
             .filter(|p| !self.captures.contains_key(&p.pid))
-            .map(|p| (p.pid, p.alive()))
+            .map(|p| {
+                let gone = !p.alive() || (p.pid == self.pid && matches!(stop, Stop::Exited(_)));
+                (p.pid, if gone { Moment::AfterExit } else { Moment::Stopped })
+            })
             .collect();
-        for (pid, alive) in pending {
-            let gone = !alive || (pid == self.pid && matches!(stop, Stop::Exited(_)));
-            self.capture(pid, if gone { Moment::AfterExit } else { Moment::Stopped });
-        }
+        self.capture_all(&pending);
     }
 
     /// Process `pid`'s heap at the stop, or why it could not be read.
-    fn heap_at_stop(&self, pid: u32) -> Result<HeapAtStop, String> {
+    fn heap_at_stop(&self, pid: u32, live: &[LiveAllocation], open_calls: u64) -> Result<HeapAtStop, String> {
         let p = &self.consumer.processes[&pid];
         let now = monotonic_ns();
         let made_by = now.saturating_sub(self.opts.leak_age.map_or(0, |a| a.as_nanos() as u64));
@@ -163,6 +195,8 @@ impl Session {
             last_exec_ns: p.last_exec_ns,
             marks: &p.heap_marks,
             saved_mappings: &p.mappings,
+            live,
+            open_calls,
         };
         let suspects = self.sampler.suspects_of(pid);
         heap_at_stop::at_stop(&self.probes, &ctx, suspects, window_s).map_err(|e| format!("{e:#}"))
@@ -225,6 +259,7 @@ impl Session {
             consumer: &self.consumer,
             counters: &counters,
             captures: &self.captures,
+            folded: self.harvest.folded.as_ref(),
             scope_heap,
             start_truth: self.start_truth.as_ref(),
             start_truths: &self.start_truths,

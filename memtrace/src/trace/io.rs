@@ -87,8 +87,17 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
 /// field missing or of the wrong type.
 pub fn read_json(path: &Path) -> Result<Trace> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let shown = path.display();
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| match e.classify() {
+    parse_json(text.as_bytes(), &path.display().to_string())
+}
+
+/// Parses a saved trace from its bytes, with the causes of [`read_json`];
+/// `name` stands for the file in them. Bytes that are not UTF-8 are "not
+/// JSON" (read_json's own reading refuses them first).
+pub fn parse_json(bytes: &[u8], name: &str) -> Result<Trace> {
+    let shown = name;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{shown} is not JSON: not UTF-8 text at byte {}", e.valid_up_to()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Eof => anyhow::anyhow!(
             "{shown} ends early at line {} column {}: the trace is truncated (was memtrace stopped while writing it?)",
             e.line(),
@@ -110,7 +119,7 @@ pub fn read_json(path: &Path) -> Result<Trace> {
     }
     // Parse again from the text, not the Value: serde_json then names the
     // line and column of a missing or mistyped field.
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{shown} is a damaged memtrace trace: {e}"))
+    serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{shown} is a damaged memtrace trace: {e}"))
 }
 
 #[cfg(test)]

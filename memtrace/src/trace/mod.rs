@@ -5,7 +5,9 @@ mod schema;
 
 use std::collections::BTreeMap;
 
-pub use io::{check_writable, give_to_invoking_user, invoking_user, read_json, write_atomically, write_json};
+pub use io::{
+    check_writable, give_to_invoking_user, invoking_user, parse_json, read_json, write_atomically, write_json,
+};
 pub use schema::json_schema;
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +74,8 @@ pub struct Trace {
     pub leak_rule: String,
     /// Leak candidates: live allocations grouped by stack and phase, largest first.
     pub leaks: Vec<Leak>,
-    /// Smaller groups left out of `leaks` (not symbolized).
+    /// Smaller groups left out of `leaks` (not symbolized; with a process
+    /// tree, also the groups listed only in their process's `leaks`).
     pub leak_groups_not_listed: u64,
     /// Which stacks count as growth suspects.
     #[serde(default)]
@@ -98,6 +101,11 @@ pub struct Trace {
     /// traces).
     #[serde(default)]
     pub processes: Vec<ProcessEntry>,
+    /// Processes that ended after `--max-processes` were listed: summed
+    /// here, not listed one by one (their figures are in the scope's sums
+    /// above too). Null when none was folded.
+    #[serde(default)]
+    pub processes_folded: Option<FoldedProcesses>,
     /// What tracing cost memtrace itself (absent in older traces).
     #[serde(default)]
     pub memtrace: Option<OwnCost>,
@@ -153,6 +161,39 @@ pub struct ProcessEntry {
     pub files: Vec<FileEntry>,
     pub file_totals: FileTotals,
 }
+
+/// Ended processes summed into one entry, so that a tree of thousands of
+/// short processes keeps a trace (and memtrace's memory) of bounded size.
+/// Each was read whole before it was folded (its heap at its end, its
+/// files' figures); what is lost is the per-process detail: its phases,
+/// its leak groups' stacks, its PID.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct FoldedProcesses {
+    /// How many were folded.
+    pub processes: u64,
+    /// Their command lines, with how many ran each (the first
+    /// FOLDED_COMMANDS distinct ones; the others under "(other commands)").
+    pub commands: BTreeMap<String, u64>,
+    /// The earliest start and the latest end among them (seconds after tracing began).
+    pub first_started_s: f64,
+    pub last_ended_s: f64,
+    /// Their counters, summed.
+    pub counters: Counters,
+    /// The kernel's counts of their own faults, summed over those that had one.
+    pub kernel: Option<KernelFaults>,
+    pub regions: Vec<RegionFaults>,
+    /// Their heaps at their ends, summed (null when the heap is not traced).
+    pub heap: Option<ProcessHeap>,
+    /// Their leak candidates (alive at their ends), summed.
+    pub leak_bytes: u64,
+    pub leak_allocations: u64,
+    /// Each file once, their figures summed.
+    pub files: Vec<FileEntry>,
+    pub file_totals: FileTotals,
+}
+
+/// Distinct command lines `FoldedProcesses::commands` names.
+pub const FOLDED_COMMANDS: usize = 20;
 
 /// One process's heap, as its allocator probes counted it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -648,6 +689,7 @@ pub(crate) mod tests {
             sources: default_sources(),
             warnings: vec![],
             processes: vec![],
+            processes_folded: None,
             memtrace: None,
         }
     }

@@ -452,3 +452,55 @@ fn grandchildren_side_by_side_keep_their_probes_to_the_end() {
         assert!(allocs >= 20_000 && frees >= 20_000, "loop {pid}: {allocs} allocs, {frees} frees seen of 20,000 each");
     }
 }
+
+/// A shell loop running the workload twelve times under `--max-processes
+/// 4` and a live map too small for all their leftovers: the processes past
+/// the first listed are read at their ends and folded into one summed
+/// entry, every figure still counts in the scope's sums (the file's loaded
+/// bytes, the faults seen, the heap), and each ended workload's
+/// allocations leave the kernel's live map (none is dropped though twelve
+/// left over 1,000 each, 12,000 in all, in 8,192 slots).
+#[test]
+fn ended_processes_past_max_processes_are_folded_and_still_counted() {
+    let _root = require_root();
+    let dir = scratch("process_tree_folded");
+    let workload = Workload::in_dir(&dir).size_mib(8).touch(0.3).heap_mib(2).leak(1000);
+    let script = format!("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do {} >/dev/null; done", workload.shell_words());
+    let traced = Memtrace::run()
+        .json(dir.join("t.json"))
+        .args(["--max-processes", "4", "--max-live-allocs", "8192"])
+        .target(["/bin/sh", "-c", &script])
+        .traced();
+    let t = &traced.trace;
+    let folded = t.processes_folded.as_ref().unwrap_or_else(|| panic!("nothing folded: {:?}", pids(t)));
+    assert_eq!(t.processes.len() as u64 + folded.processes, 13, "sh and twelve workloads: {:?}", pids(t));
+    // Folded as they are harvested (the last ones may still be listed).
+    assert!(folded.processes >= 3, "{} folded", folded.processes);
+    let program = workload_bin().display().to_string();
+    let workload_runs = folded.commands.iter().filter(|(c, _)| c.starts_with(&program)).map(|(_, n)| n);
+    assert_eq!(workload_runs.sum::<u64>(), folded.processes, "{:?}", folded.commands);
+    // Every figure counts once: listed processes plus the folded sums.
+    let arrow = workload.arrow();
+    let path = arrow.to_str().unwrap();
+    let loaded = |files: &[memtrace::trace::FileEntry]| {
+        files.iter().filter(|f| f.path == path).map(|f| f.measured_loaded_bytes).sum::<u64>()
+    };
+    let listed: u64 = t.processes.iter().map(|p| loaded(&p.files)).sum();
+    assert!(loaded(&folded.files) > 0, "{:#?}", folded.files);
+    assert_eq!(loaded(&t.files), listed + loaded(&folded.files));
+    let faults: u64 = t.processes.iter().map(|p| p.counters.page_faults_seen).sum();
+    assert_eq!(t.counters.page_faults_seen, faults + folded.counters.page_faults_seen);
+    // Their heaps were read at their ends: each leaked its 1,000.
+    let h = folded.heap.as_ref().expect("the folded heaps");
+    assert!(folded.leak_allocations >= 1000 * folded.processes, "{folded:#?}");
+    assert!(h.totals.allocs >= 1000 * folded.processes, "{h:#?}");
+    let scope = heap(t);
+    assert_eq!(scope.totals.dropped_allocs, 0, "the live map kept room: {:#?}", scope.totals);
+    // (The shell's command line names the workload too.)
+    let workloads: Vec<_> = t.processes.iter().filter(|p| p.pid != t.target.pid).collect();
+    for p in &workloads {
+        let leaked: u64 = p.leaks.iter().filter(|l| has_frame(&l.stack, "leaky_cache_insert")).map(|l| l.count).sum();
+        assert_eq!(leaked, 1000, "PID {}: {:#?}", p.pid, p.leaks);
+    }
+    assert!(traced.report().contains("more that ended, folded"), "{}", traced.report());
+}

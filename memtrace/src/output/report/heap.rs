@@ -111,10 +111,14 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         thousands(h.totals.missed_frees),
         thousands(h.totals.lost_stacks),
         thousands(
-            h.totals.stacks_cut_no_table
-                + h.totals.stacks_cut_unsupported
-                + h.totals.stacks_cut_unreadable
-                + h.totals.stacks_cut_depth
+            [
+                h.totals.stacks_cut_no_table,
+                h.totals.stacks_cut_unsupported,
+                h.totals.stacks_cut_unreadable,
+                h.totals.stacks_cut_depth
+            ]
+            .into_iter()
+            .fold(0, u64::saturating_add)
         ),
         thousands(h.totals.stacks_cut_no_table),
         thousands(h.totals.stacks_cut_unsupported),
@@ -202,11 +206,16 @@ fn render_leaks(o: &mut String, t: &Trace) {
         }
     }
     if t.leaks.len() > LEAKS_SHOWN {
-        let rest: u64 = t.leaks[LEAKS_SHOWN..].iter().map(|l| l.bytes).sum();
+        let rest = t.leaks[LEAKS_SHOWN..].iter().map(|l| l.bytes).fold(0, u64::saturating_add);
         let _ = writeln!(o, "  ... {} more groups ({}) in the JSON trace", t.leaks.len() - LEAKS_SHOWN, bytes(rest));
     }
     if t.leak_groups_not_listed > 0 {
-        let _ = writeln!(o, "  ... and {} smaller groups not listed", thousands(t.leak_groups_not_listed));
+        let _ = writeln!(
+            o,
+            "  ... and {} smaller groups not listed here{}",
+            thousands(t.leak_groups_not_listed),
+            if t.processes.len() > 1 { " (each process's own are in processes[].leaks)" } else { "" }
+        );
     }
     let _ = writeln!(o);
 }

@@ -63,7 +63,7 @@ pub fn render(t: &Trace) -> String {
             o,
             "  + in kernel mode {:>12}   (on the target's memory, e.g. read() copying into it; together {})",
             thousands(c.page_faults_kernel_mode),
-            thousands(c.page_faults + c.page_faults_kernel_mode)
+            thousands(c.page_faults.saturating_add(c.page_faults_kernel_mode))
         );
     }
     for (label, k) in [("kernel's count", &t.kernel), ("wait4's count", &t.kernel_wait4)] {
@@ -71,7 +71,7 @@ pub fn render(t: &Trace) -> String {
             let _ = writeln!(
                 o,
                 "  {label:<16} {:>12}   (minor {}, major {}) [kernel truth: {}]",
-                thousands(k.minor_faults + k.major_faults),
+                thousands(k.minor_faults.saturating_add(k.major_faults)),
                 thousands(k.minor_faults),
                 thousands(k.major_faults),
                 k.source
@@ -133,7 +133,11 @@ pub fn render(t: &Trace) -> String {
     render_phases(&mut o, t);
     crate::output::report::timeline::render_timeline(&mut o, t);
     crate::output::report::heap::render_heap(&mut o, t);
-    let lost = c.ringbuf_drops + c.syscalls_lost + c.malformed_events + c.eviction_watch_full;
+    // Saturating, as every sum of a trace's figures here: a saved trace can
+    // hold any u64, and a sum past it must not panic (or wrap to "nothing lost").
+    let lost = [c.ringbuf_drops, c.syscalls_lost, c.malformed_events, c.eviction_watch_full]
+        .into_iter()
+        .fold(0u64, u64::saturating_add);
     let _ = writeln!(
         o,
         "Losses: ring-buffer drops {}, syscalls lost {}, files not watched for eviction {}, malformed events {}, faults outside known mappings {}, unidentified file mappings {}, file RSS changes with no file named +{}/-{}{}",
@@ -192,6 +196,9 @@ pub fn signed_bytes(v: i64) -> String {
     }
 }
 
+/// Nesting levels shown as indentation (phases, the process tree).
+pub(super) const MAX_INDENT: usize = 8;
+
 /// Phases from the target's markers, with what each loaded.
 fn render_phases(o: &mut String, t: &Trace) {
     if t.phases.is_empty() {
@@ -225,7 +232,9 @@ fn render_phases(o: &mut String, t: &Trace) {
             format!("{} {}{truth}", bytes(f.measured_loaded_bytes), f.path)
         });
         let anon = signed_bytes(p.anon_rss_growth_bytes);
-        let name = format!("{}{}{}", "  ".repeat(p.depth), p.name, if p.open { " (open)" } else { "" });
+        // Indented by depth up to MAX_INDENT levels (a damaged trace's depth
+        // can be any usize: no `repeat` of that many).
+        let name = format!("{}{}{}", "  ".repeat(p.depth.min(MAX_INDENT)), p.name, if p.open { " (open)" } else { "" });
         let _ = writeln!(
             o,
             "  {:<24} {:>9.3} {:>9.1} {:>10} {:>10} {:>10}  {}",

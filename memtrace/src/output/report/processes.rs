@@ -9,13 +9,14 @@ use crate::trace::{ProcessEntry, Trace};
 const MAX_LINES: usize = 40;
 
 pub fn render(o: &mut String, t: &Trace) {
-    if t.processes.len() < 2 {
+    let folded = t.processes_folded.as_ref();
+    if t.processes.len() < 2 && folded.is_none() {
         return;
     }
     let _ = writeln!(
         o,
         "Process tree: {} processes traced; the figures below cover all of them [measured: eBPF, per process]",
-        t.processes.len()
+        thousands(t.processes.len() as u64 + folded.map_or(0, |f| f.processes))
     );
     let _ = writeln!(
         o,
@@ -23,12 +24,22 @@ pub fn render(o: &mut String, t: &Trace) {
         "PID command", "files loaded", "heap live", "allocs", "faults"
     );
     let mut lines = 0;
-    let roots = t.processes.iter().filter(|p| p.parent.is_none_or(|pp| !t.processes.iter().any(|q| q.pid == pp)));
-    for root in roots {
-        walk(o, t, root, 0, &mut lines);
+    // Each entry once (by index): a saved trace may repeat a PID or make a
+    // process its own ancestor, which would otherwise recurse forever.
+    let mut walked = vec![false; t.processes.len()];
+    let is_root = |p: &ProcessEntry| p.parent.is_none_or(|pp| !t.processes.iter().any(|q| q.pid == pp));
+    for (i, _) in t.processes.iter().enumerate().filter(|(_, p)| is_root(p)) {
+        walk(o, t, i, 0, &mut lines, &mut walked);
+    }
+    // Processes in a cycle of parents have no root above them: listed too.
+    for i in 0..t.processes.len() {
+        walk(o, t, i, 0, &mut lines, &mut walked);
     }
     if lines > MAX_LINES {
         let _ = writeln!(o, "  ... {} more processes in the JSON trace (processes[])", lines - MAX_LINES);
+    }
+    if let Some(f) = folded {
+        render_folded(o, f);
     }
     let _ = writeln!(o);
     render_shared_files(o, t);
@@ -43,7 +54,7 @@ const DETAILED: usize = 3;
 /// largest leak candidate (the rest of every process is in `processes[]`).
 fn render_top_processes(o: &mut String, t: &Trace) {
     let weight = |p: &ProcessEntry| {
-        p.file_totals.measured_loaded_bytes + p.heap.as_ref().map_or(0, |h| h.live_bytes.max(0) as u64)
+        p.file_totals.measured_loaded_bytes.saturating_add(p.heap.as_ref().map_or(0, |h| h.live_bytes.max(0) as u64))
     };
     let mut ranked: Vec<&ProcessEntry> = t.processes.iter().filter(|p| weight(p) > 0).collect();
     ranked.sort_by_key(|p| std::cmp::Reverse(weight(p)));
@@ -138,11 +149,44 @@ fn render_shared_files(o: &mut String, t: &Trace) {
     let _ = writeln!(o);
 }
 
-fn walk(o: &mut String, t: &Trace, p: &ProcessEntry, depth: usize, lines: &mut usize) {
+/// The ended processes summed into one entry (`--max-processes`).
+fn render_folded(o: &mut String, f: &crate::trace::FoldedProcesses) {
+    let (live, allocs) =
+        f.heap.as_ref().map_or(("-".into(), "-".into()), |h| (signed_bytes(h.live_bytes), thousands(h.totals.allocs)));
+    let _ = writeln!(
+        o,
+        "  {:<32} {:>12} {:>12} {:>10} {:>9}",
+        format!("+ {} more that ended, folded", thousands(f.processes)),
+        bytes(f.file_totals.measured_loaded_bytes),
+        live,
+        allocs,
+        thousands(f.counters.page_faults_seen),
+    );
+    let mut commands: Vec<(&String, &u64)> = f.commands.iter().collect();
+    commands.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+    let named: Vec<String> = commands
+        .iter()
+        .take(3)
+        .map(|(c, n)| format!("{} x {}", thousands(**n), c.chars().take(60).collect::<String>()))
+        .collect();
+    let _ = writeln!(
+        o,
+        "    (past --max-processes listed; read whole at their ends, summed in processes_folded: {}{})",
+        named.join(", "),
+        if commands.len() > 3 { ", ..." } else { "" }
+    );
+}
+
+fn walk(o: &mut String, t: &Trace, i: usize, depth: usize, lines: &mut usize, walked: &mut [bool]) {
+    if std::mem::replace(&mut walked[i], true) {
+        return;
+    }
+    let p = &t.processes[i];
     *lines += 1;
     if *lines <= MAX_LINES {
-        let command: String = p.command.chars().take(30usize.saturating_sub(2 * depth.min(8))).collect();
-        let name = format!("{}{} {}", "  ".repeat(depth.min(8)), p.pid, command);
+        let indent = depth.min(super::MAX_INDENT);
+        let command: String = p.command.chars().take(30usize.saturating_sub(2 * indent)).collect();
+        let name = format!("{}{} {}", "  ".repeat(indent), p.pid, command);
         let (live, allocs) = p
             .heap
             .as_ref()
@@ -160,7 +204,7 @@ fn walk(o: &mut String, t: &Trace, p: &ProcessEntry, depth: usize, lines: &mut u
             thousands(p.counters.page_faults_seen),
         );
     }
-    for child in t.processes.iter().filter(|c| c.parent == Some(p.pid)) {
-        walk(o, t, child, depth + 1, lines);
+    for (child, _) in t.processes.iter().enumerate().filter(|(_, c)| c.parent == Some(p.pid)) {
+        walk(o, t, child, depth + 1, lines, walked);
     }
 }

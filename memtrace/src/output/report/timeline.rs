@@ -15,8 +15,8 @@ const ROWS: usize = 10;
 fn fault_sum(samples: &[crate::model::timeline::Sample]) -> Option<u64> {
     samples
         .iter()
-        .filter_map(|s| s.minor_faults.map(|m| m + s.major_faults.unwrap_or(0)))
-        .fold(None, |sum, f| Some(sum.unwrap_or(0) + f))
+        .filter_map(|s| s.minor_faults.map(|m| m.saturating_add(s.major_faults.unwrap_or(0))))
+        .fold(None, |sum, f| Some(sum.unwrap_or(0u64).saturating_add(f)))
 }
 
 pub fn render_timeline(o: &mut String, t: &Trace) {
