@@ -2,6 +2,8 @@
 //! program leaking through calloc, realloc and posix_memalign (glibc, then
 //! jemalloc, then tcmalloc, preloaded and named with --alloc-lib), growth suspects and the
 //! --events stream, and a Rust target with mimalloc linked statically.
+use std::process::Command;
+
 use memtrace::trace::{Leak, Trace};
 use serde_json::Value;
 
@@ -257,4 +259,39 @@ fn several_memtraces_at_once_each_count_only_their_own_target() {
             assert_eq!(value, 0, "memtrace {i}: {counter}");
         }
     }
+}
+
+/// Two memtraces attached to the same busy 8-thread program at once: each
+/// counts every call of it (the two sessions' probes on one process, and
+/// their maps, stay apart), the same figures in both.
+#[test]
+fn two_memtraces_on_the_same_target_each_count_all_of_it() {
+    let _root = require_root_alone();
+    let dir = scratch("heap_same_target");
+    let program = build_c("busy_threads", &dir);
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let mut target = Command::new(&program).arg(&go).spawn().unwrap();
+    let sessions: Vec<_> =
+        (0..2).map(|i| Memtrace::attach(target.id()).json(dir.join(format!("same_{i}.json")))).collect();
+    let running: Vec<_> = sessions.iter().map(|m| m.spawn()).collect();
+    std::fs::write(&go, b"go").unwrap();
+    assert!(target.wait().unwrap().success());
+    let figures: Vec<_> = running
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut session)| {
+            assert!(session.wait().success(), "memtrace {i}");
+            let trace = session.trace();
+            for (counter, value) in heap_losses(heap(&trace)) {
+                assert_eq!(value, 0, "memtrace {i}: {counter}");
+            }
+            let kept = group(&trace, "worker");
+            assert_eq!((kept.count, kept.bytes), (8, 8 * 1136), "memtrace {i}");
+            let h = heap(&trace);
+            assert!(h.totals.allocs >= 8008 && h.totals.frees >= 8000, "memtrace {i}: {h:#?}");
+            (h.totals.allocs, h.totals.frees, h.live_bytes)
+        })
+        .collect();
+    assert_eq!(figures[0], figures[1], "the same target, the same figures");
 }
