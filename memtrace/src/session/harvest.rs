@@ -84,7 +84,9 @@ impl Session {
         let heaps = self.live_heaps(&pids);
         let mut took = started.elapsed();
         for &pid in &pending {
-            if !self.captures.contains_key(&pid) {
+            if self.captures.contains_key(&pid) {
+                self.fill_heap(pid, &heaps);
+            } else {
                 self.capture_with(pid, Moment::AfterExit, Some(&heaps));
             }
         }

@@ -82,8 +82,10 @@ impl Session {
             ChildStop::Exit => {
                 if pid == self.pid {
                     self.target.refresh_stat_faults(self.pid);
+                    self.capture(pid, Moment::ExitStop);
+                } else {
+                    self.capture_at_exit_stop(pid);
                 }
-                self.capture(pid, Moment::ExitStop);
                 if let Some(p) = self.consumer.process_mut(pid) {
                     p.loading.on_exit();
                 }
