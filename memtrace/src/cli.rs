@@ -238,6 +238,15 @@ pub struct TraceArgs {
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_processes: u32,
 
+    /// Most finished phases listed one by one (`phases[]`), in the scope
+    /// and in each process. Later ones are summed by path
+    /// (`phases_folded`: how many, their durations, faults, heap growth and
+    /// files), so a program that marks a phase per request keeps memtrace's
+    /// memory and the trace bounded. Phases open at the stop are always listed
+    #[arg(long, value_name = "N", default_value_t = crate::model::phases::DEFAULT_MAX_LISTED as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_phases: u32,
+
     /// No live view while tracing (by default, once a second on stderr:
     /// redrawn in place on a terminal, one plain line otherwise)
     #[arg(long, short = 'q')]

@@ -160,6 +160,7 @@ fn trace_and_report(
         interval: Duration::from_secs_f64(args.interval),
         quiet: args.quiet,
         max_processes: args.max_processes as usize,
+        max_phases: args.max_phases as usize,
         map_sizes: memtrace::kernel::probes::MapSizes {
             ring_bytes: args.ring_buffer_kib * 1024,
             live_allocs: args.max_live_allocs,

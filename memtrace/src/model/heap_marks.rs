@@ -1,7 +1,10 @@
 //! The heap as the allocator probes saw it: totals at each phase marker,
 //! the phase in force after each marker, and leak candidates grouped from
 //! the live-allocation map. Plain data: the session feeds it, tests too.
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
 
 use memtrace_common::{HeapTotals, PHASE_SEQ_USER};
 
@@ -10,10 +13,15 @@ pub const NO_PHASE: &str = "(no phase)";
 
 #[derive(Clone, Debug, Default)]
 pub struct HeapMarks {
-    /// Allocator totals right after each phase marker, by sequence number.
-    pub at_marker: HashMap<u32, HeapTotals>,
-    /// The phase path in force after each marker (absent: none open).
-    phase_after: BTreeMap<u32, String>,
+    /// Allocator totals right after each phase marker, by sequence number
+    /// (those of folded phases forgotten).
+    at_marker: HashMap<u32, HeapTotals>,
+    /// The highest live bytes among the forgotten markers' totals.
+    forgotten_peak: Option<i64>,
+    /// The phase path in force after each marker (absent: none open), each
+    /// distinct path held once.
+    phase_after: BTreeMap<u32, Arc<str>>,
+    paths: HashSet<Arc<str>>,
     /// When each marker was made (CLOCK_MONOTONIC ns).
     marker_ts: HashMap<u32, u64>,
     /// Marks made in userspace (`memtrace mark`), by time: the kernel
@@ -24,7 +32,15 @@ pub struct HeapMarks {
 
 impl HeapMarks {
     pub fn on_marker(&mut self, seq: u32, ts_ns: u64, path_after: String) {
-        self.phase_after.insert(seq, path_after);
+        let path = match self.paths.get(path_after.as_str()) {
+            Some(p) => p.clone(),
+            None => {
+                let p: Arc<str> = path_after.into();
+                self.paths.insert(p.clone());
+                p
+            }
+        };
+        self.phase_after.insert(seq, path);
         self.marker_ts.insert(seq, ts_ns);
         if seq & PHASE_SEQ_USER != 0 {
             self.user_marks.insert(ts_ns, seq);
@@ -35,7 +51,7 @@ impl HeapMarks {
     /// allocations the child makes before its own first marker; at the open
     /// phases' begin markers the child had no heap of its own yet.
     pub fn forked(&self, open: impl Iterator<Item = u32>) -> HeapMarks {
-        let mut child = HeapMarks { at_marker: HashMap::new(), ..self.clone() };
+        let mut child = HeapMarks { at_marker: HashMap::new(), forgotten_peak: None, ..self.clone() };
         for seq in open {
             child.at_marker.insert(seq, HeapTotals::default());
         }
@@ -44,6 +60,24 @@ impl HeapMarks {
 
     pub fn on_totals(&mut self, seq: u32, totals: HeapTotals) {
         self.at_marker.insert(seq, totals);
+    }
+
+    /// Marker `seq`'s totals are needed no more (its phase was folded):
+    /// only their live bytes stay, in the peak.
+    pub fn forget(&mut self, seq: u32) {
+        if let Some(t) = self.at_marker.remove(&seq) {
+            self.forgotten_peak = self.forgotten_peak.max(Some(t.live_bytes()));
+        }
+    }
+
+    /// The highest live bytes at any marker.
+    pub fn peak_at_markers(&self) -> Option<i64> {
+        self.at_marker.values().map(HeapTotals::live_bytes).max().max(self.forgotten_peak)
+    }
+
+    /// Markers whose totals are held.
+    pub fn totals_held(&self) -> usize {
+        self.at_marker.len()
     }
 
     /// The phase of an allocation made at `ts_ns` after marker `seq`
@@ -55,7 +89,7 @@ impl HeapMarks {
             None => seq,
         };
         match self.phase_after.get(&seq) {
-            Some(path) if !path.is_empty() => path,
+            Some(path) if !path.is_empty() => path.as_ref(),
             _ => NO_PHASE,
         }
     }

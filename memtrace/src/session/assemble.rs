@@ -26,14 +26,14 @@ use crate::{
         heap_marks::HeapMarks,
         loading::{FileLoad, RssCounters, PAGE},
         pageset::PageSet,
-        phases::Phases,
+        phases::{FileCounts, Phases},
         timeline::Timeline,
     },
     procfs,
     trace::{
-        self, Counters, FileEntry, FileEstimates, FileTotals, FoldedProcesses, Heap, HeapAllocator, HeapEvents,
-        HeapProbeEntry, HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile, ProcessEntry,
-        ProcessHeap, RegionFaults, Rss, RssSummary, Trace,
+        self, Counters, FileEntry, FileEstimates, FileTotals, FoldedPhaseEntry, FoldedProcesses, Heap, HeapAllocator,
+        HeapEvents, HeapProbeEntry, HeapSample, KernelFaults, KernelHeapSummary, Leak, Mode, PhaseEntry, PhaseFile,
+        ProcessEntry, ProcessHeap, RegionFaults, Rss, RssSummary, Trace,
     },
 };
 
@@ -104,6 +104,7 @@ pub fn trace(p: Parts) -> Trace {
                 p.start_ns,
                 boundary_truth,
             );
+            entry.phases_folded = folded_phase_entries(c, &pm.phases, p.start_ns);
             entry
         })
         .collect();
@@ -212,6 +213,7 @@ pub fn trace(p: Parts) -> Trace {
             p.start_ns,
             &p.boundaries.at,
         ),
+        phases_folded: folded_phase_entries(c, &c.phases, p.start_ns),
         heap,
         leak_rule: match p.leak_age {
             Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
@@ -302,6 +304,7 @@ pub(super) fn process_entry(
         leaks: heap_at_stop.map(|h| h.leaks.clone()).unwrap_or_default(),
         leak_groups_not_listed: heap_at_stop.map_or(0, |h| h.more_leak_groups as u64),
         phases: Vec::new(),
+        phases_folded: Vec::new(),
         file_totals: FileTotals::of(&files),
         files,
     }
@@ -722,7 +725,7 @@ fn heap_section(
         Some(Err(e)) => heap.read_at = format!("could not be read {when}: {e}"),
         None => heap.read_at = "never read".into(),
     }
-    let at_markers = c.heap_marks.at_marker.values().map(|m| m.live_bytes());
+    let at_markers = c.heap_marks.peak_at_markers();
     heap.peak_live_bytes =
         heap.timeline.iter().map(|s| s.live_bytes).chain(at_markers).chain([heap.live_bytes]).max().unwrap_or(0);
     (Some(heap), leaks)
@@ -770,18 +773,7 @@ fn phase_entries(
             }
             let files = ids
                 .iter()
-                .map(|id| {
-                    let d = p.files.get(id).copied().unwrap_or_default();
-                    PhaseFile {
-                        path: path_of(id),
-                        measured_loaded_bytes: d.loaded,
-                        measured_unloaded_bytes: d.unloaded,
-                        measured_rss_change_bytes: d.loaded as i64 - d.unloaded as i64,
-                        kernel_rss_change_bytes: kernel_change(id),
-                        fault_around_bytes: d.fault_around,
-                        read_from_disk_bytes: d.read_from_disk,
-                    }
-                })
+                .map(|id| phase_file(path_of(id), &p.files.get(id).copied().unwrap_or_default(), kernel_change(id)))
                 .collect();
             PhaseEntry {
                 name: p.name.clone(),
@@ -801,6 +793,48 @@ fn phase_entries(
             }
         })
         .collect()
+}
+
+/// What a phase changed in one file.
+fn phase_file(path: String, d: &FileCounts, kernel_rss_change_bytes: Option<i64>) -> PhaseFile {
+    PhaseFile {
+        path,
+        measured_loaded_bytes: d.loaded,
+        measured_unloaded_bytes: d.unloaded,
+        measured_rss_change_bytes: d.loaded as i64 - d.unloaded as i64,
+        kernel_rss_change_bytes,
+        fault_around_bytes: d.fault_around,
+        read_from_disk_bytes: d.read_from_disk,
+    }
+}
+
+/// The phases past `--max-phases`, summed by path, in order of first start.
+fn folded_phase_entries(c: &Consumer, phases: &Phases, start_ns: u64) -> Vec<FoldedPhaseEntry> {
+    let secs = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
+    let mut out: Vec<(u64, FoldedPhaseEntry)> = phases
+        .folded
+        .values()
+        .map(|f| {
+            let files = f.files.iter().map(|(id, d)| phase_file(c.known_file(*id).path, d, None)).collect();
+            let entry = FoldedPhaseEntry {
+                name: f.name.clone(),
+                path: f.path.clone(),
+                depth: f.depth,
+                count: f.count,
+                first_start_s: secs(f.first_start_ns),
+                last_end_s: secs(f.last_end_ns),
+                total_duration_s: f.total_ns as f64 / 1e9,
+                page_faults: f.page_faults,
+                anon_rss_growth_bytes: f.anon_rss_growth,
+                heap_growth_bytes: (f.heap_growth_of > 0).then_some(f.heap_growth),
+                heap_growth_phases: f.heap_growth_of,
+                files,
+            };
+            (f.first_start_ns, entry)
+        })
+        .collect();
+    out.sort_by_key(|(start, _)| *start);
+    out.into_iter().map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]

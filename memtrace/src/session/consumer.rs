@@ -119,6 +119,8 @@ pub struct Consumer {
     ended_recently: Vec<u32>,
     /// The files of processes taken out (folded): still named by path.
     taken_files: BTreeMap<FileId, FileInfo>,
+    /// Finished phases listed one by one, in the scope and in each process.
+    max_phases: usize,
 }
 
 impl Consumer {
@@ -142,13 +144,25 @@ impl Consumer {
             ring_records_max: u64::MAX,
             ended_recently: Vec::new(),
             taken_files: BTreeMap::new(),
+            max_phases: crate::model::phases::DEFAULT_MAX_LISTED,
+        }
+    }
+
+    /// Lists at most `max` finished phases in the scope and in each
+    /// process, folding the rest by path (`--max-phases`); before tracing.
+    pub fn set_max_phases(&mut self, max: usize) {
+        self.max_phases = max;
+        self.phases = Phases::new(max);
+        for p in self.processes.values_mut() {
+            p.phases = Phases::new(max);
         }
     }
 
     /// A running process that joined the scope when tracing began (a
     /// descendant of the first, with `--children`).
     pub fn add_process(&mut self, pid: u32, parent: Option<u32>, started_ns: u64) -> &mut ProcessModel {
-        let model = ProcessModel::new(pid, parent, started_ns, (self.proc_for)(pid));
+        let mut model = ProcessModel::new(pid, parent, started_ns, (self.proc_for)(pid));
+        model.phases = Phases::new(self.max_phases);
         self.unfolded.insert(pid);
         self.processes.entry(pid).or_insert(model)
     }
@@ -218,8 +232,10 @@ impl Consumer {
             }
             Event::HeapMark { seq, totals, process, .. } => {
                 self.heap_marks.on_totals(seq, totals);
+                self.phases.fold_ready(&mut self.heap_marks);
                 if let Some(p) = self.processes.get_mut(&pid) {
                     p.heap_marks.on_totals(seq, process);
+                    p.phases.fold_ready(&mut p.heap_marks);
                 }
             }
             Event::Alloc { ts_ns, tid, address, size, stack_id, phase_seq } => {
@@ -294,8 +310,10 @@ impl Consumer {
             self.phases.begin(name, ts_ns, seq, totals);
         } else {
             self.phases.end(&name, ts_ns, seq, &totals);
+            self.phases.fold_ready(&mut self.heap_marks);
         }
-        self.heap_marks.on_marker(seq, ts_ns, self.phases.current_path());
+        // The scope's marks hold heap totals only: leak groups are named
+        // with each process's own marks.
     }
 
     /// Running totals of the whole scope for phase accounting: the

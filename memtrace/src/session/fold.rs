@@ -91,6 +91,7 @@ pub fn as_entry(f: &FoldedProcesses) -> ProcessEntry {
         leaks: Vec::new(),
         leak_groups_not_listed: 0,
         phases: Vec::new(),
+        phases_folded: Vec::new(),
         files: f.files.clone(),
         file_totals: f.file_totals.clone(),
     }

@@ -91,6 +91,8 @@ pub struct Options {
     pub quiet: bool,
     /// Processes listed one by one; ended ones beyond are folded (`--max-processes`).
     pub max_processes: usize,
+    /// Finished phases listed one by one; later ones folded by path (`--max-phases`).
+    pub max_phases: usize,
     pub map_sizes: crate::kernel::probes::MapSizes,
 }
 

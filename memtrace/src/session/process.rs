@@ -154,6 +154,7 @@ impl ProcessModel {
             self.phases.begin(name.to_string(), ts_ns, seq, totals);
         } else {
             self.phases.end(name, ts_ns, seq, &totals);
+            self.phases.fold_ready(&mut self.heap_marks);
         }
         self.heap_marks.on_marker(seq, ts_ns, self.phases.current_path());
     }

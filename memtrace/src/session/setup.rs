@@ -91,6 +91,7 @@ impl Session {
         let events = opts.events.as_deref().map(|path| EventLog::create(path, start_ns)).transpose()?;
         let phase_fn_names = opts.phase_fns.iter().map(|f| f.name.clone()).collect();
         let mut consumer = Consumer::new(pid, LiveProc::factory(), phase_fn_names, events);
+        consumer.set_max_phases(opts.max_phases);
         // Each record is the ring's 8-byte header and at least an event header.
         let smallest_record = 8 + std::mem::size_of::<memtrace_common::event::EventHeader>() as u64;
         consumer.ring_records_max = u64::from(opts.map_sizes.ring_bytes) / smallest_record;

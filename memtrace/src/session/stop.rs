@@ -268,10 +268,11 @@ impl Session {
         });
         let now = monotonic_ns();
         let end_totals = self.consumer.totals();
-        self.consumer.phases.finish(now, &end_totals);
-        for p in self.consumer.processes.values_mut() {
+        let c = &mut self.consumer;
+        c.phases.finish(now, &end_totals, &mut c.heap_marks);
+        for p in c.processes.values_mut() {
             let totals = p.phase_totals();
-            p.phases.finish(p.ended.map_or(now, |e| e.ts_ns), &totals);
+            p.phases.finish(p.ended.map_or(now, |e| e.ts_ns), &totals, &mut p.heap_marks);
         }
         let counters = self.probes.counters()?;
         self.unwind.collect_cuts(&self.probes);

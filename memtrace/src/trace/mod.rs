@@ -66,8 +66,13 @@ pub struct Trace {
     /// Whether kernel truth was read at phase boundaries, and what it cost.
     pub phase_truth: String,
     pub unmatched_phase_ends: u64,
-    /// Phases in order of start; nested ones follow their parent.
+    /// Phases in order of start; nested ones follow their parent (the
+    /// first `--max-phases` finished ones, and those open at the stop).
     pub phases: Vec<PhaseEntry>,
+    /// Finished phases past `--max-phases`, summed by path (absent in
+    /// older traces).
+    #[serde(default)]
+    pub phases_folded: Vec<FoldedPhaseEntry>,
     /// The program's heap from the allocator probes (null when not traced).
     pub heap: Option<Heap>,
     /// Which live allocations count as leak candidates.
@@ -158,6 +163,9 @@ pub struct ProcessEntry {
     /// phases, from its birth) and `memtrace mark`s while it ran, with its
     /// own figures.
     pub phases: Vec<PhaseEntry>,
+    /// Its finished phases past `--max-phases`, summed by path.
+    #[serde(default)]
+    pub phases_folded: Vec<FoldedPhaseEntry>,
     pub files: Vec<FileEntry>,
     pub file_totals: FileTotals,
 }
@@ -552,6 +560,31 @@ pub struct PhaseFile {
     pub read_from_disk_bytes: u64,
 }
 
+/// The finished phases of one path past the listed ones, summed: what a
+/// server that marks a phase per request did in all its requests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default)]
+pub struct FoldedPhaseEntry {
+    pub name: String,
+    pub path: String,
+    pub depth: usize,
+    /// How many phases of this path were folded.
+    pub count: u64,
+    /// The first one's start and the last one's end, seconds since tracing started.
+    pub first_start_s: f64,
+    pub last_end_s: f64,
+    /// Their durations, summed.
+    pub total_duration_s: f64,
+    pub page_faults: u64,
+    pub anon_rss_growth_bytes: i64,
+    /// Live-heap growth summed over `heap_growth_phases` of them (those
+    /// whose markers' heap totals were read); null without heap probes.
+    pub heap_growth_bytes: Option<i64>,
+    pub heap_growth_phases: u64,
+    /// Per file, summed (no kernel truth: `kernel_rss_change_bytes` null).
+    pub files: Vec<PhaseFile>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FileEntry {
     pub path: String,
@@ -676,6 +709,7 @@ pub(crate) mod tests {
             phase_functions: vec![],
             unmatched_phase_ends: 0,
             phases: vec![],
+            phases_folded: vec![],
             heap: None,
             leak_rule: "alive at the end".into(),
             leaks: vec![],

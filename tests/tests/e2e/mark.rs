@@ -55,3 +55,38 @@ fn hostile_phase_names_are_capped_escaped_and_never_followed() {
     assert!(!report.contains('\u{1b}'), "no escape sequence reaches the terminal: {report:?}");
     assert!(report.contains("[unreadable name at 0x10]"), "{report}");
 }
+
+/// A program that marks a phase per request keeps a bounded trace: past
+/// `--max-phases` the requests are summed by path, and the sums (listed
+/// plus folded) are what the program did.
+#[test]
+fn phases_past_max_phases_are_summed_by_path_and_still_add_up() {
+    let _root = require_root();
+    let dir = scratch("mark_max_phases");
+    let bin = build_c("requests", &dir);
+    let traced = Memtrace::run().args(["--max-phases", "10"]).json(dir.join("trace.json")).target([&bin]).traced();
+    let report = traced.report();
+    let truth = report.lines().find(|l| l.starts_with("requests ")).unwrap_or_else(|| panic!("{report}"));
+    let fields: Vec<i64> = truth.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [requests, kept_bytes] = fields[..] else { panic!("{truth}") };
+    let t = &traced.trace;
+    let names: Vec<&str> = t.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(names[0], "startup");
+    assert!(names[1..].iter().all(|n| *n == "request"), "{names:?}");
+    assert_eq!(t.phases[0].heap_growth_bytes, Some(1 << 16));
+    let [folded] = &t.phases_folded[..] else { panic!("{:#?}", t.phases_folded) };
+    assert_eq!((folded.path.as_str(), folded.count as i64), ("request", requests - 9));
+    assert_eq!(folded.heap_growth_phases, folded.count, "every folded request's heap totals were read");
+    let listed: i64 = t.phases[1..].iter().map(|p| p.heap_growth_bytes.unwrap()).sum();
+    assert_eq!(listed + folded.heap_growth_bytes.unwrap(), kept_bytes, "listed {listed} + folded {folded:?}");
+    assert!(folded.first_start_s >= t.phases[9].end_s && folded.last_end_s <= t.duration_s, "{folded:?}");
+    // The process's own phases are folded the same way.
+    assert_eq!(t.processes[0].phases.len(), 10);
+    assert_eq!(t.processes[0].phases_folded, t.phases_folded);
+    let line = format!(
+        "+ {} more finished phases, past --max-phases",
+        memtrace::output::report::thousands(requests as u64 - 9)
+    );
+    assert!(report.contains(&line), "{line:?} in\n{report}");
+}

@@ -250,7 +250,42 @@ fn render_phases(o: &mut String, t: &Trace) {
     if t.phases.len() > 30 {
         let _ = writeln!(o, "  ... {} more phases in the JSON trace", t.phases.len() - 30);
     }
+    render_folded_phases(o, t);
     let _ = writeln!(o);
+}
+
+/// Phases past `--max-phases`, one line per path (the largest counts first).
+fn render_folded_phases(o: &mut String, t: &Trace) {
+    if t.phases_folded.is_empty() {
+        return;
+    }
+    let n: u64 = t.phases_folded.iter().map(|f| f.count).sum();
+    let _ = writeln!(
+        o,
+        "  + {} more finished phases, past --max-phases, summed by path (phases_folded in the JSON):",
+        thousands(n)
+    );
+    let mut folded: Vec<_> = t.phases_folded.iter().collect();
+    folded.sort_by_key(|f| std::cmp::Reverse(f.count));
+    for f in folded.iter().take(10) {
+        let top = f.files.iter().max_by_key(|f| f.measured_loaded_bytes);
+        let top = top.map_or_else(String::new, |f| format!("{} {}", bytes(f.measured_loaded_bytes), f.path));
+        let name = format!("{} x{}", f.path, thousands(f.count));
+        let _ = writeln!(
+            o,
+            "    {:<22} {:>9} {:>9.1} {:>10} {:>10} {:>10}  {}",
+            name,
+            "",
+            f.total_duration_s * 1e3,
+            thousands(f.page_faults),
+            signed_bytes(f.anon_rss_growth_bytes),
+            f.heap_growth_bytes.map_or_else(|| "-".into(), signed_bytes),
+            top
+        );
+    }
+    if folded.len() > 10 {
+        let _ = writeln!(o, "    ... {} more paths in the JSON trace", folded.len() - 10);
+    }
 }
 
 /// Which processes a section's figures cover, said after its title when
