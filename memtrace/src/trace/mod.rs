@@ -655,6 +655,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
             "kernel truth (/proc/PID/pagemap file pages at stop, by page of the file; a tree's is the union over its processes)",
         ),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
+        ("phases_folded", "measured (the phases past --max-phases, their figures summed by path)"),
         ("files.estimates", "estimate (fixed 80 % of size; peak RSS growth minus anon growth, by size share; min(peak RSS growth, 80 % of mapped size), by size share)"),
     ]
     .into_iter()

@@ -61,6 +61,7 @@ fn bad_arguments() {
         ("--duration", "0", "not a positive number of seconds"),
         ("--leak-age", "abc", "not a positive number of seconds"),
         ("--growth-window", "0", "not in 2..=600"),
+        ("--max-phases", "0", "0 is not in 1.."),
         ("--unwind", "frames", "possible values: fp, dwarf"),
     ] {
         let out = Memtrace::run().args([option, value]).json(&json).target(["true"]).output();

@@ -259,7 +259,7 @@ fn render_folded_phases(o: &mut String, t: &Trace) {
     if t.phases_folded.is_empty() {
         return;
     }
-    let n: u64 = t.phases_folded.iter().map(|f| f.count).sum();
+    let n = t.phases_folded.iter().fold(0u64, |n, f| n.saturating_add(f.count));
     let _ = writeln!(
         o,
         "  + {} more finished phases, past --max-phases, summed by path (phases_folded in the JSON):",

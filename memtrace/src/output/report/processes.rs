@@ -16,7 +16,7 @@ pub fn render(o: &mut String, t: &Trace) {
     let _ = writeln!(
         o,
         "Process tree: {} processes traced; the figures below cover all of them [measured: eBPF, per process]",
-        thousands(t.processes.len() as u64 + folded.map_or(0, |f| f.processes))
+        thousands((t.processes.len() as u64).saturating_add(folded.map_or(0, |f| f.processes)))
     );
     let _ = writeln!(
         o,
