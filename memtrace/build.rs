@@ -33,6 +33,31 @@ fn main() {
     };
     fs::copy(&object, out_dir.join("memtrace.bpf.o"))
         .unwrap_or_else(|e| fail(&format!("cannot copy eBPF object {}: {e}", object.display())));
+    build_marker_library(&root.join("python/memtrace/_markers.c"), &out_dir.join("libmemtrace-markers.so"));
+}
+
+/// The phase-marker library memtrace embeds and writes out for the programs
+/// it runs (the Python module loads it): built with the C compiler cargo
+/// links with. The flags are the ones the source's comment explains.
+fn build_marker_library(source: &Path, library: &Path) {
+    println!("cargo:rerun-if-changed={}", source.display());
+    println!("cargo:rerun-if-env-changed=CC");
+    let cc = env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O0", "-fno-omit-frame-pointer", "-s"])
+        .args(["-Wl,-soname,libmemtrace-markers.so", "-Wl,--build-id", "-o"])
+        .arg(library)
+        .arg(source)
+        .status()
+        .unwrap_or_else(|e| fail_cc(&format!("cannot run the C compiler {} ({e})", cc.to_string_lossy())));
+    if !status.success() {
+        fail_cc(&format!("building {} failed (see the errors above)", source.display()));
+    }
+}
+
+fn fail_cc(cause: &str) -> ! {
+    eprintln!("error: {cause}.\nmemtrace embeds its phase-marker library, built with the C compiler (`cc`, or $CC): install gcc.");
+    std::process::exit(1);
 }
 
 fn build_ebpf(ebpf_dir: &Path, target_dir: &Path) -> PathBuf {

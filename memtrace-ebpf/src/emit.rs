@@ -161,10 +161,13 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Unread bytes after which a frequent event wakes the consumer anyway.
 const WAKEUP_BACKLOG: u64 = 2 * 1024 * 1024;
 
-/// Frequent events (faults, counter changes, page cache) do not wake the
-/// consumer, which drains every few milliseconds: a wakeup per fault cost the
-/// target more than the tracing itself. Rare events (mmap, exec, phases) wake
-/// it at once so /proc is read while the mapping still exists.
+/// Frequent events (faults, counter changes, page cache, phase markers and
+/// their heap totals) do not wake the consumer, which drains every few
+/// milliseconds: a wakeup per fault cost the target more than the tracing
+/// itself, and two per marker made a phase cost ~60 us on a 2-core VM (a
+/// Python program marking a phase per request). Rare events (mmap, exec)
+/// wake it at once so /proc is read while the mapping still exists; so does
+/// a marker whose name must be read from /proc/PID/mem (see emit_waking).
 #[inline(always)]
 fn wakeup_flags(kind: EventKind) -> u64 {
     // `kind` is a constant of each emit::<B>() instance: this folds away.
@@ -176,6 +179,8 @@ fn wakeup_flags(kind: EventKind) -> u64 {
             | EventKind::FilemapMapPages
             | EventKind::PageCacheAdd
             | EventKind::PageCacheDelete
+            | EventKind::Phase
+            | EventKind::HeapMark
     );
     if !frequent || EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BACKLOG {
         BPF_RB_FORCE_WAKEUP
@@ -186,15 +191,27 @@ fn wakeup_flags(kind: EventKind) -> u64 {
 
 /// Sends one event: reserves the record of `B`'s kind (header + body, a
 /// constant size the verifier can check) and fills it. Every program sends
-/// through here; a full ring buffer is counted, never silent.
+/// through here or emit_waking; a full ring buffer is counted, never silent.
 #[inline(always)]
 pub fn emit<B: EventBody>(task: Task, body: B) {
+    send(task, body, wakeup_flags(B::KIND));
+}
+
+/// Sends one event and wakes the consumer at once, whatever its kind: it
+/// must read /proc while what the event names still exists.
+#[inline(always)]
+pub fn emit_waking<B: EventBody>(task: Task, body: B) {
+    send(task, body, BPF_RB_FORCE_WAKEUP);
+}
+
+#[inline(always)]
+fn send<B: EventBody>(task: Task, body: B, flags: u64) {
     match EVENTS.reserve::<Record<B>>(0) {
         Some(mut entry) => {
             // SAFETY: the helper only reads the clock.
             let ts_ns = unsafe { bpf_ktime_get_ns() };
             entry.write(Record { header: header(B::KIND, task, ts_ns), body });
-            entry.submit(wakeup_flags(B::KIND));
+            entry.submit(flags);
         }
         None => count(Counter::RingbufDrops),
     }

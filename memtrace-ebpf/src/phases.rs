@@ -17,7 +17,7 @@ use memtrace_common::{
 };
 
 use crate::{
-    emit::{emit, emit_in_place, traced_process, Task},
+    emit::{emit, emit_in_place, emit_waking, traced_process, Task},
     heap,
     hold::{hold, Hold},
     regs::{stack_pointer, RETURN_SP_OFFSET},
@@ -68,7 +68,11 @@ fn boundary(task: Task, process: *mut TracedProcess, mut event: PhaseEvent) -> u
     // Allocations made from now on carry this marker's sequence number.
     let seq = next_phase_seq(process);
     event.seq = seq;
-    emit(task, event);
+    if event.name_at_pointer != 0 {
+        emit_waking(task, event); // the name is read from /proc/PID/mem: soon
+    } else {
+        emit(task, event);
+    }
     // Written in the ring buffer itself: two totals do not fit on the
     // stack beside the phase event.
     emit_in_place(task, |mark: &mut HeapMarkEvent| {

@@ -59,6 +59,13 @@ pub enum Command {
         #[command(flatten)]
         trace: TraceArgs,
 
+        /// Through sudo, CMD runs as the user who typed the command
+        /// (SUDO_UID/SUDO_GID, with that user's groups, HOME, USER, LOGNAME
+        /// and SHELL, as `sudo -u` does), so the files it creates are theirs;
+        /// memtrace itself stays root. --as-root runs CMD as root instead
+        #[arg(long)]
+        as_root: bool,
+
         /// The command to run, after `--`. Everything from its first word on
         /// is the command's; an option before it is memtrace's (an unknown
         /// one is refused, with the closest known one suggested)
@@ -300,7 +307,7 @@ mod tests {
     #[test]
     fn run_takes_the_whole_command_line_after_the_separator() {
         let cli = Cli::try_parse_from(["memtrace", "run", "--json", "t.json", "--", "ls", "-l", "--color"]).unwrap();
-        let Some(Command::Run { trace, command }) = cli.command else { panic!() };
+        let Some(Command::Run { trace, command, .. }) = cli.command else { panic!() };
         assert_eq!(command, ["ls", "-l", "--color"]);
         assert_eq!(trace.json.unwrap().to_str(), Some("t.json"));
     }

@@ -10,9 +10,9 @@ use memtrace::{
     kernel::preflight,
     output::{chrome_trace, html, report},
     session::{self, Options, Target},
-    target::{self, control},
+    target::{self, child::Launch, control},
     trace, unwind,
-    uprobes::{allocator, phase_fn},
+    uprobes::{allocator, marker_library, phase_fn},
 };
 
 fn main() -> ExitCode {
@@ -82,10 +82,11 @@ fn run(cli: Cli, signals: Option<session::signals::Caught>) -> Result<ExitCode> 
         (Some(Command::Run { trace, .. }), _) if trace.children => {
             bail!("--children is for attach mode (-p PID): `memtrace run` follows the command's children already (--no-follow to stop that)")
         }
-        (Some(Command::Run { trace, command }), _) => {
+        (Some(Command::Run { trace, command, as_root }), _) => {
             let program = target::child::resolve_command(&command[0])?;
             let phase_fns = resolve_phase_fns(&trace, &program)?;
-            (trace, Err((command, phase_fns)))
+            let user = if as_root { None } else { target::user::User::invoking()? };
+            (trace, Err((Launch { argv: command, user, ..Launch::default() }, phase_fns)))
         }
         (None, None) if cli.trace.cgroup.is_some() => {
             let dir = cli.trace.cgroup.clone().unwrap_or_default();
@@ -124,10 +125,27 @@ fn run(cli: Cli, signals: Option<session::signals::Caught>) -> Result<ExitCode> 
     }
     let (target, phase_fns) = match target {
         Ok((pid, command, phase_fns)) => (Target::Attach { pid, command }, phase_fns),
-        Err((argv, phase_fns)) => (Target::Run(target::child::HeldChild::spawn(&argv)?), phase_fns),
+        Err((launch, phase_fns)) => (Target::Run(Box::new(spawn(launch)?)), phase_fns),
     };
     let signals = signals.context("signal handlers not installed")?;
     trace_and_report(target, &args, phase_fns, cgroup, signals)
+}
+
+/// Spawns the command held before its exec, with the phase-marker library
+/// written out and named to it (see uprobes::marker_library).
+fn spawn(mut launch: Launch) -> Result<target::child::HeldChild> {
+    let library = marker_library::install();
+    if let Ok(path) = &library {
+        launch.env.push((marker_library::ENV.into(), path.display().to_string()));
+    }
+    let mut child = target::child::HeldChild::spawn(&launch)?;
+    match library {
+        Ok(path) => child.marker_library = Some(path),
+        Err(e) => child.warnings.push(format!(
+            "the phase-marker library was not written ({e:#}): phases marked through it (the Python module) are seen only once its mapping is read, the first ones may be missed"
+        )),
+    }
+    Ok(child)
 }
 
 /// Checks each `--phase-fn` against the file that must define it.

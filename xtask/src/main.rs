@@ -2,6 +2,7 @@
 //! Every set-up step lives here, idempotent, so a fresh machine needs only
 //! `cargo xtask demo` / `cargo xtask test`.
 mod bench;
+mod bench_python;
 mod load;
 mod setup;
 
@@ -24,6 +25,8 @@ commands:
   test           setup + build + the whole test suite (unit + end-to-end with real eBPF, as root)
   bench [files|heap]  build, then time untraced vs traced side by side: the workload (files),
                  a malloc/free loop under memtrace and under a bpftrace script (heap)
+  bench python   a phase marked with memtrace's Python module: no library, library untraced,
+                 under memtrace run (ns per `with memtrace.phase()`)
   bench storm [SECS]  a fault storm and a malloc storm, SECS each (60): rates untraced and
                  traced, what memtrace counted and dropped, its peak RSS and CPU
   bench soak [SECS]   the workload in a loop under `memtrace -p --children` for SECS (600):
@@ -46,10 +49,13 @@ fn main() -> ExitCode {
         Some("bench") => build().and_then(|()| match args.get(1).map(String::as_str) {
             Some("files") => bench::run(),
             Some("heap") => bench::heap(),
+            Some("python") => bench_python::run(),
             Some("storm") => seconds(args.get(2), 60).and_then(load::storm),
             Some("soak") => seconds(args.get(2), 600).and_then(load::soak),
             None => bench::run().and_then(|()| bench::heap()),
-            Some(other) => Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files`, `heap`, `storm` or `soak`")),
+            Some(other) => {
+                Err(anyhow::anyhow!("unknown benchmark `{other}`: use `files`, `heap`, `python`, `storm` or `soak`"))
+            }
         }),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");

@@ -16,13 +16,20 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// path, that proves it is there; package). setpriv: the no-privilege test;
 /// gcc, g++: the C and C++ test programs; binutils (readelf) and libstdc++6: the unwind-table tests; bpftrace: the heap benchmark's peer; jemalloc:
 /// the `--alloc-lib` test; python3-jsonschema: validating traces against
-/// the JSON Schema; chromium: rendering the HTML report headless.
-const DEBIAN_PACKAGES: [(&str, &str); 11] = [
+/// the JSON Schema; chromium: rendering the HTML report headless;
+/// python3-pip, -setuptools, -wheel: installing memtrace's Python module
+/// with pip (its test builds the marker library as pip would);
+/// python3-numpy: the README's Python example (a numpy.memmap'd file).
+const DEBIAN_PACKAGES: [(&str, &str); 15] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
     ("g++", "g++"),
     // Debian's own CPython (no frame pointers): the unwinding test through an interpreter.
-    ("python3", "python3"),
+    ("/usr/bin/python3", "python3"),
+    ("/usr/lib/python3/dist-packages/pip/__init__.py", "python3-pip"),
+    ("/usr/lib/python3/dist-packages/setuptools/__init__.py", "python3-setuptools"),
+    ("/usr/lib/python3/dist-packages/wheel/__init__.py", "python3-wheel"),
+    ("/usr/lib/python3/dist-packages/numpy/__init__.py", "python3-numpy"),
     // The unwind-table tests: readelf is the independent CFI interpreter,
     // libstdc++ the large C++ library they compile.
     ("readelf", "binutils"),

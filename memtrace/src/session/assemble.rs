@@ -191,10 +191,11 @@ pub fn trace(p: Parts) -> Trace {
         regions,
         rss,
         final_truth: final_truth(capture),
-        phase_markers: if p.marker_libs.is_empty() {
-            p.phase_markers
-        } else {
-            format!("{}; also in {}", p.phase_markers, p.marker_libs.join(", "))
+        phase_markers: match (p.marker_libs.is_empty(), p.phase_markers.starts_with("none")) {
+            (true, _) => p.phase_markers,
+            // Only a library has them (a Python program's, through the shipped one).
+            (false, true) => format!("attached to memtrace_phase_begin/end in {}", p.marker_libs.join(", ")),
+            (false, false) => format!("{}; also in {}", p.phase_markers, p.marker_libs.join(", ")),
         },
         phase_truth: if p.phase_truth {
             format!(

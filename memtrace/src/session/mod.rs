@@ -53,7 +53,7 @@ use target::TargetHandle;
 /// What to trace, as `main` found it.
 pub enum Target {
     /// `memtrace run`: a child spawned and held before its first instruction.
-    Run(HeldChild),
+    Run(Box<HeldChild>),
     /// `memtrace -p PID`.
     Attach { pid: u32, command: String },
 }

@@ -79,6 +79,15 @@ impl Session {
             Target::Attach { pid, .. } => PathBuf::from(format!("/proc/{pid}/exe")),
         };
         let phase_markers = attach_phase_markers(&mut probes, pid, &binary, &mut warnings);
+        let mut marker_libs = MarkerLibs::new(pid, &binary);
+        if let Target::Run(child) = &target {
+            if let Some(library) = &child.marker_library {
+                marker_libs.arm(&mut probes, library, &mut warnings);
+            }
+            for warning in &child.warnings {
+                warnings.warn(warning.clone());
+            }
+        }
         if !opts.phase_fns.is_empty() {
             probes.attach_phase_fns(pid, &opts.phase_fns)?;
         }
@@ -102,13 +111,19 @@ impl Session {
                 // Until exec, the child is a copy of memtrace: name that range
                 // so its few faults are not mistaken for the command's.
                 consumer.root_mut().stats.sync(vec![(0, u64::MAX, Region::Special("[before exec]".into()))], vec![]);
-                (TargetHandle::spawned(child, opts.follow)?, None)
+                (TargetHandle::spawned(*child, opts.follow)?, None)
             }
             Target::Attach { pid, .. } => {
                 let start_truth = attach_baseline(consumer.root_mut());
                 (TargetHandle::attached(pid)?, start_truth)
             }
         };
+        // Attach mode: a library it maps already that exports markers (the
+        // Python module's) is probed before memtrace says it traces.
+        let mapped: Vec<String> = consumer.root_mut().stats.files.values().map(|f| f.path.clone()).collect();
+        for path in mapped {
+            marker_libs.consider(&mut probes, &path, &mut warnings);
+        }
         let mut start_truths = std::collections::BTreeMap::new();
         for &(child, parent) in &family {
             if let Some(truth) = attach_baseline(consumer.add_process(child, parent, start_ns)) {
@@ -131,7 +146,7 @@ impl Session {
             adopted: HashSet::from([pid]),
             retirer: Default::default(),
             harvest: Default::default(),
-            marker_libs: MarkerLibs::new(pid, &binary),
+            marker_libs,
             phase_markers,
             phase_truth,
             boundaries: BoundaryTruth::default(),
@@ -223,6 +238,11 @@ fn attach_baseline(p: &mut crate::session::process::ProcessModel) -> Option<Kern
 
 /// The executable's phase markers; the text says what was found.
 fn attach_phase_markers(probes: &mut Probes, pid: u32, binary: &Path, warnings: &mut Warnings) -> String {
+    if !crate::uprobes::marker_libs::is_elf(binary) {
+        // A script: the kernel runs its interpreter, whose file is probed
+        // like any library with markers once mapped.
+        return format!("none: {} is not an ELF file (a script?)", binary.display());
+    }
     match probes.attach_phase_markers(pid, binary) {
         Ok(true) => format!("attached to memtrace_phase_begin/end in {}", binary.display()),
         Ok(false) => format!("none: {} does not export memtrace_phase_begin/end", binary.display()),

@@ -68,6 +68,13 @@ pub struct HeldChild {
     pub command: String,
     /// The executable it will run (resolved from PATH).
     pub program: PathBuf,
+    /// Who it runs as, when not as memtrace's own user.
+    pub user: Option<super::user::User>,
+    /// The phase-marker library named to it (MEMTRACE_MARKER_LIB), probed
+    /// before it starts.
+    pub marker_library: Option<PathBuf>,
+    /// What went wrong while preparing it, for the trace's warnings.
+    pub warnings: Vec<String>,
     go: Option<OwnedFd>,
     exec_error: OwnedFd,
     /// The thread that forked the child is its ptrace tracer (only the
@@ -111,8 +118,64 @@ impl Hooks {
 
 type Supervision = (Hooks, oneshot::Sender<Result<ChildExit>>);
 
+/// How the command starts: its words, the variables its environment gains
+/// (or has replaced), and the user it runs as (None: memtrace's own).
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub user: Option<super::user::User>,
+}
+
+impl Launch {
+    pub fn command(argv: &[String]) -> Launch {
+        Launch { argv: argv.to_vec(), ..Launch::default() }
+    }
+
+    /// The child's environment: memtrace's, with `env` and the user's own
+    /// variables in place of those it had.
+    fn environment(&self) -> Result<Vec<CString>> {
+        let mut set: Vec<(String, String)> = self.user.iter().flat_map(|u| u.environment()).collect();
+        set.extend(self.env.iter().cloned());
+        let kept = std::env::vars_os().filter(|(k, _)| !set.iter().any(|(name, _)| k.as_bytes() == name.as_bytes()));
+        let mut out = Vec::new();
+        for (k, v) in kept {
+            out.push(CString::new([k.as_bytes(), b"=", v.as_bytes()].concat())?);
+        }
+        for (k, v) in set {
+            out.push(CString::new(format!("{k}={v}")).context("environment variable contains a NUL byte")?);
+        }
+        Ok(out)
+    }
+}
+
+/// The child's copies of the two pipes' ends (raw: it only closes, reads
+/// and writes them).
+#[derive(Clone, Copy)]
+struct ChildPipes {
+    go_read: i32,
+    go_write: i32,
+    err_read: i32,
+    err_write: i32,
+}
+
+/// What the child failed at before its program ran (sent with the errno).
+const FAILED_EXEC: i32 = 0;
+const FAILED_SETGROUPS: i32 = 1;
+const FAILED_SETGID: i32 = 2;
+const FAILED_SETUID: i32 = 3;
+
+/// The credentials the child takes before exec, prepared before the fork.
+#[derive(Clone, Copy)]
+struct Credentials<'a> {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: &'a [libc::gid_t],
+}
+
 impl HeldChild {
-    pub fn spawn(argv: &[String]) -> Result<HeldChild> {
+    pub fn spawn(launch: &Launch) -> Result<HeldChild> {
+        let argv = &launch.argv;
         let program = resolve_command(&argv[0])?;
         let c_program = CString::new(program.as_os_str().as_bytes()).context("command contains a NUL byte")?;
         let c_args: Vec<CString> = argv
@@ -120,6 +183,8 @@ impl HeldChild {
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<_, _>>()
             .context("argument contains a NUL byte")?;
+        let c_env = launch.environment()?;
+        let user = launch.user.clone();
         let (go_read, go_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
         let (go_write_fd, err_read_fd) = (go_write.as_raw_fd(), err_read.as_raw_fd());
@@ -128,18 +193,27 @@ impl HeldChild {
         let thread = std::thread::spawn(move || {
             let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
             c_argv.push(ptr::null());
+            let mut c_envp: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
+            c_envp.push(ptr::null());
+            let credentials =
+                user.as_ref().map(|u| Credentials { uid: u.uid, gid: u.gid, groups: u.groups.as_slice() });
             // SAFETY: the child only calls async-signal-safe functions (close,
-            // read, ptrace, execv, write, _exit) on memory prepared before the fork.
+            // read, ptrace, setgroups, setgid, setuid, execve, write, _exit)
+            // on memory prepared before the fork.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 unsafe {
                     held_child(
-                        go_read.as_raw_fd(),
-                        go_write_fd,
-                        err_read_fd,
-                        err_write.as_raw_fd(),
+                        ChildPipes {
+                            go_read: go_read.as_raw_fd(),
+                            go_write: go_write_fd,
+                            err_read: err_read_fd,
+                            err_write: err_write.as_raw_fd(),
+                        },
                         &c_program,
                         &c_argv,
+                        &c_envp,
+                        credentials,
                     )
                 }
             }
@@ -160,6 +234,9 @@ impl HeldChild {
         });
         let pid = pid_rx.recv().context("the supervisor thread died")?.context("fork")?;
         Ok(HeldChild {
+            user: launch.user.clone(),
+            marker_library: None,
+            warnings: Vec::new(),
             pid,
             command: argv.join(" "),
             program,
@@ -196,13 +273,22 @@ impl HeldChild {
         // SAFETY: writing one byte to our pipe.
         unsafe { libc::write(go.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
         drop(go);
-        let mut errno = 0i32;
-        // SAFETY: the pipe is CLOEXEC: EOF means exec succeeded, 4 bytes mean it failed.
-        let n = unsafe { libc::read(self.exec_error.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
-        if n == 4 {
-            bail!("cannot execute {}: {}", self.command, std::io::Error::from_raw_os_error(errno));
+        let mut failed = [0i32; 2];
+        // SAFETY: the pipe is CLOEXEC: EOF means exec succeeded, 8 bytes
+        // (what failed, errno) mean it did not.
+        let n = unsafe { libc::read(self.exec_error.as_raw_fd(), failed.as_mut_ptr().cast(), 8) };
+        if n != 8 {
+            return Ok(());
         }
-        Ok(())
+        let cause = std::io::Error::from_raw_os_error(failed[1]);
+        let user = self.user.as_ref().map_or_else(String::new, |u| format!("user {} (uid {})", u.name, u.uid));
+        match failed[0] {
+            FAILED_EXEC if self.user.is_some() => {
+                bail!("cannot execute {} as {user}: {cause} (--as-root runs it as root)", self.command)
+            }
+            FAILED_EXEC => bail!("cannot execute {}: {cause}", self.command),
+            _ => bail!("cannot run {} as {user}: {cause} (--as-root runs it as root)", self.command),
+        }
     }
 }
 
@@ -333,12 +419,11 @@ impl Drop for HeldChild {
 /// The child between fork and exec: waits for memtrace's go, asks to be
 /// traced, execs. Never returns.
 unsafe fn held_child(
-    go_read: i32,
-    go_write: i32,
-    err_read: i32,
-    err_write: i32,
+    ChildPipes { go_read, go_write, err_read, err_write }: ChildPipes,
     program: &CString,
     argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    credentials: Option<Credentials>,
 ) -> ! {
     unsafe {
         // memtrace's handlers (session::signals) write to memtrace's pipe:
@@ -364,10 +449,26 @@ unsafe fn held_child(
         // Traced by the thread that forked us: we stop at exit with our
         // memory intact, so the kernel truth (smaps) can be read before teardown.
         libc::ptrace(libc::PTRACE_TRACEME, 0, ptr::null_mut::<libc::c_void>(), ptr::null_mut::<libc::c_void>());
-        libc::execv(program.as_ptr(), argv.as_ptr());
-        let errno = *libc::__errno_location();
-        libc::write(err_write, (&errno as *const i32).cast(), 4);
-        libc::_exit(127);
+        let fail = |what: i32| -> ! {
+            let failed = [what, *libc::__errno_location()];
+            libc::write(err_write, failed.as_ptr().cast(), 8);
+            libc::_exit(127);
+        };
+        // The user's, as `sudo -u` does: groups first (it needs root), the
+        // uid last. The tracer stays root; exec makes the process dumpable again.
+        if let Some(c) = credentials {
+            if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0 {
+                fail(FAILED_SETGROUPS);
+            }
+            if libc::setgid(c.gid) != 0 {
+                fail(FAILED_SETGID);
+            }
+            if libc::setuid(c.uid) != 0 {
+                fail(FAILED_SETUID);
+            }
+        }
+        libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(FAILED_EXEC);
     }
 }
 
@@ -419,6 +520,8 @@ pub fn pidfd(pid: u32) -> Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]
@@ -465,7 +568,7 @@ mod tests {
     #[test]
     fn a_held_child_runs_only_after_release_and_reports_its_exit() {
         let _one_at_a_time = FORK.lock().unwrap();
-        let mut child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
+        let mut child = HeldChild::spawn(&Launch::command(&["sh".into(), "-c".into(), "exit 7".into()])).unwrap();
         // Still held: it has not exited.
         let mut status = 0;
         assert_eq!(unsafe { libc::waitpid(child.pid as i32, &mut status, libc::WNOHANG) }, 0);
@@ -476,9 +579,30 @@ mod tests {
     }
 
     #[test]
+    fn a_child_launched_as_a_user_runs_with_its_ids_environment_and_groups() {
+        let _one_at_a_time = FORK.lock().unwrap();
+        let out = std::env::temp_dir().join(format!("memtrace-launch-user-{}", std::process::id()));
+        let _ = std::fs::remove_file(&out);
+        let script = format!("echo $(id -u) $(id -g) $(id -G) $HOME $USER $MEMTRACE_TEST_VAR > {}", out.display());
+        let launch = Launch {
+            argv: vec!["sh".into(), "-c".into(), script],
+            env: vec![("MEMTRACE_TEST_VAR".into(), "given".into())],
+            user: Some(crate::target::user::User::lookup(65534, 65534).unwrap()),
+        };
+        let mut child = HeldChild::spawn(&launch).unwrap();
+        child.release().unwrap();
+        assert_eq!(child.wait().unwrap().code, 0);
+        let seen = std::fs::read_to_string(&out).unwrap();
+        let owner = std::fs::metadata(&out).unwrap().uid();
+        std::fs::remove_file(&out).unwrap();
+        assert_eq!(seen.trim(), "65534 65534 65534 /nonexistent nobody given", "root's groups were dropped too");
+        assert_eq!(owner, 65534, "the file the command created is the user's");
+    }
+
+    #[test]
     fn dropping_an_unreleased_child_reaps_it() {
         let _one_at_a_time = FORK.lock().unwrap();
-        let child = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 0".into()]).unwrap();
+        let child = HeldChild::spawn(&Launch::command(&["sh".into(), "-c".into(), "exit 0".into()])).unwrap();
         let pid = child.pid;
         drop(child);
         assert!(!Path::new(&format!("/proc/{pid}")).exists());

@@ -297,6 +297,15 @@ pub struct Memtrace {
     args: Vec<OsString>,
     json: Option<PathBuf>,
     target: Option<Vec<OsString>>,
+    /// SUDO_UID and SUDO_GID as sudo would set them; None: unset.
+    sudo_by: Option<(u32, u32)>,
+}
+
+/// Unsets the variables by which memtrace knows it runs through sudo: a
+/// test's target runs as root (as the test's own files are) unless the test
+/// says otherwise, also when `sudo cargo xtask test` started it.
+pub fn without_sudo(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("SUDO_UID").env_remove("SUDO_GID").env_remove("SUDO_USER").env_remove("SUDO_COMMAND")
 }
 
 /// A finished run: memtrace's output and its validated, typed trace.
@@ -353,6 +362,7 @@ impl Memtrace {
             args: args.iter().map(OsString::from).collect(),
             json: None,
             target: None,
+            sudo_by: None,
         }
     }
 
@@ -403,6 +413,13 @@ impl Memtrace {
         self
     }
 
+    /// As if `sudo memtrace` was typed by user `uid` (group `gid`): the
+    /// variables sudo sets for memtrace.
+    pub fn through_sudo_by(mut self, uid: u32, gid: u32) -> Memtrace {
+        self.sudo_by = Some((uid, gid));
+        self
+    }
+
     /// Run as user and group nobody with no capabilities, from `u`'s copy.
     pub fn by_nobody(mut self, u: &Unprivileged) -> Memtrace {
         self.program = u.bin.clone();
@@ -427,7 +444,7 @@ impl Memtrace {
 
     pub fn command(&self) -> Command {
         let argv = self.argv();
-        if self.as_nobody {
+        let mut cmd = if self.as_nobody {
             let mut cmd = Command::new("setpriv");
             cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]);
             cmd.args(&argv);
@@ -437,7 +454,12 @@ impl Memtrace {
             let mut cmd = Command::new(&argv[0]);
             cmd.args(&argv[1..]);
             cmd
+        };
+        without_sudo(&mut cmd);
+        if let Some((uid, gid)) = self.sudo_by {
+            cmd.env("SUDO_UID", uid.to_string()).env("SUDO_GID", gid.to_string());
         }
+        cmd
     }
 
     /// The command as one shell line (for `script -c`); no argument may

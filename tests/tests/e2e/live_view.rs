@@ -30,7 +30,7 @@ fn on_a_terminal_the_view_redraws_in_place_and_is_erased_before_the_report() {
     let _root = require_root();
     // script(1) (util-linux) gives memtrace a pseudo-terminal.
     let cmd = Memtrace::run().target(["sleep", "2.5"]).shell_line();
-    let out = run(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    let out = run(without_sudo(Command::new("script").args(["-qec", &cmd, "/dev/null"])));
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
     assert!(text.contains("memtrace live: 1.0 s") && text.contains("memtrace live: 2.0 s"), "{text:?}");

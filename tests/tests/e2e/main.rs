@@ -20,6 +20,7 @@ mod mapping_cases;
 mod mark;
 mod phase_fn;
 mod process_tree;
+mod python;
 mod report_cmd;
 mod run_mode;
 mod schema;

@@ -92,7 +92,10 @@ fn markers_of_a_program_started_through_a_wrapper_are_probed_at_its_exec() {
     let trace = workload.traced(["-q"]).trace;
     let truth = workload.read_truth();
     let markers = &trace.phase_markers;
-    assert!(markers.ends_with(&format!("also in {}", workload_bin().display())), "{markers}");
+    assert!(
+        markers.starts_with("attached") && markers.ends_with(&format!(" in {}", workload_bin().display())),
+        "{markers}"
+    );
     let names: Vec<&str> = trace.phases.iter().map(|p| p.name.as_str()).collect();
     let truth_names: Vec<&str> = truth.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, truth_names);
@@ -144,4 +147,36 @@ fn phase_truth_reads_smaps_at_every_marker_and_each_phase_matches_it() {
     assert!(search.kernel_rss_change_bytes.unwrap() > 0, "{search:#?}");
     assert!(in_phase(2).is_none(), "build does not touch the file: {:#?}", phases[2]);
     assert_eq!(arrow_change, 0, "the file ends unmapped: what phases loaded, teardown released");
+}
+
+#[test]
+fn through_sudo_the_command_runs_as_the_invoking_user_unless_as_root() {
+    let _root = require_root();
+    let u = unprivileged("run_sudo_user");
+    let out_dir = u.dir.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let made = |name: &str| out_dir.join(name);
+    let script = |name: &str| format!("id -u -n > {0}; echo $HOME >> {0}", made(name).display());
+    use std::os::unix::fs::MetadataExt;
+    // SUDO_UID/SUDO_GID are what sudo tells memtrace about who typed it.
+    Memtrace::run().arg("-q").target(["sh", "-c", &script("user")]).through_sudo_by(65534, 65534).succeeds();
+    let owner = std::fs::metadata(made("user")).unwrap();
+    assert_eq!((owner.uid(), owner.gid()), (65534, 65534), "the file the command created is the user's");
+    assert_eq!(std::fs::read_to_string(made("user")).unwrap(), "nobody\n/nonexistent\n", "as `sudo -u nobody`");
+
+    Memtrace::run()
+        .args(["-q", "--as-root"])
+        .target(["sh", "-c", &script("root")])
+        .through_sudo_by(65534, 65534)
+        .succeeds();
+    assert_eq!(std::fs::metadata(made("root")).unwrap().uid(), 0, "--as-root keeps root");
+    assert!(std::fs::read_to_string(made("root")).unwrap().starts_with("root\n"));
+
+    // A program only root may run: one line that names the way out.
+    let private = u.dir.join("private.sh");
+    std::fs::write(&private, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = Memtrace::run().target([&private]).through_sudo_by(65534, 65534).one_line_error();
+    assert!(err.contains("as user nobody (uid 65534)") && err.contains("--as-root"), "{err}");
 }

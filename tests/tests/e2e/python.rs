@@ -1,0 +1,224 @@
+//! Python programs marking phases with memtrace's module (python/memtrace),
+//! run as an ordinary user while memtrace runs as root.
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use memtrace::trace::{PhaseEntry, Trace};
+use serde_json::Value;
+
+use crate::common::*;
+
+/// Debian's CPython, which `cargo xtask setup` installs.
+const PYTHON: &str = "/usr/bin/python3";
+const NOBODY: u32 = 65534;
+const DATA_MIB: u64 = 16;
+
+/// A directory user nobody can read (the repository may be under /root):
+/// the module, the test program, a data file, and `out/` it may write to.
+struct PythonDir {
+    _unprivileged: Unprivileged,
+    dir: PathBuf,
+}
+
+impl PythonDir {
+    fn new(test: &str) -> PythonDir {
+        let unprivileged = unprivileged(test);
+        let dir = unprivileged.dir.clone();
+        let module = dir.join("lib/memtrace");
+        std::fs::create_dir_all(&module).unwrap();
+        for file in ["__init__.py", "_markers.c"] {
+            std::fs::copy(root_dir().join("python/memtrace").join(file), module.join(file)).unwrap();
+        }
+        std::fs::copy(root_dir().join("tests/python/phases.py"), dir.join("phases.py")).unwrap();
+        let page: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8 + 1).collect();
+        let data: Vec<u8> = page.iter().copied().cycle().take((DATA_MIB << 20) as usize).collect();
+        std::fs::write(dir.join("data.bin"), data).unwrap();
+        std::fs::create_dir(dir.join("out")).unwrap();
+        for (path, mode) in [(dir.join("lib"), 0o755), (module, 0o755), (dir.join("out"), 0o777)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        PythonDir { _unprivileged: unprivileged, dir }
+    }
+
+    fn program(&self, out: &str) -> Vec<PathBuf> {
+        vec![PYTHON.into(), self.dir.join("phases.py"), self.dir.join("data.bin"), self.dir.join("out").join(out)]
+    }
+
+    fn data_path(&self) -> String {
+        self.dir.join("data.bin").display().to_string()
+    }
+}
+
+/// What the program recorded: its uid, page count and phases by start.
+struct Recorded {
+    value: Value,
+    phases: Vec<(String, u64, u64)>,
+}
+
+fn recorded(path: &Path) -> Recorded {
+    let value = read_value(path);
+    let mut phases: Vec<(String, u64, u64)> = value["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["name"].as_str().unwrap().to_string(), p["before_ns"].as_u64().unwrap(), p["after_ns"].as_u64().unwrap())
+        })
+        .collect();
+    phases.sort_by_key(|p| p.1);
+    Recorded { value, phases }
+}
+
+fn by_start(trace: &Trace) -> Vec<&PhaseEntry> {
+    let mut phases: Vec<&PhaseEntry> = trace.phases.iter().collect();
+    phases.sort_by_key(|p| p.start_monotonic_ns);
+    phases
+}
+
+const EXPECTED: [(&str, &str); 8] = [
+    ("startup", "startup"),
+    ("load", "load"),
+    ("search", "search"),
+    ("query", "search/query"),
+    ("query", "search/query"),
+    ("query", "search/query"),
+    ("worker", "worker"),
+    ("reread", "reread"),
+];
+
+#[test]
+fn python_phases_of_a_program_run_as_the_sudo_user_match_its_own_clock() {
+    let _root = require_root();
+    let py = PythonDir::new("python_phases");
+    let json = py.dir.join("trace.json");
+    let memtrace =
+        Memtrace::run().arg("-q").json(&json).target(py.program("times.json")).through_sudo_by(NOBODY, NOBODY);
+    let mut cmd = memtrace.command();
+    cmd.env("PYTHONPATH", py.dir.join("lib"));
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", describe(&out));
+    let trace = read_trace(&json);
+    let times = py.dir.join("out/times.json");
+    let own = recorded(&times);
+
+    // The command ran as the user who "typed sudo", with the shipped library.
+    assert_eq!(own.value["uid"].as_u64(), Some(u64::from(NOBODY)));
+    assert_eq!(std::fs::metadata(&times).unwrap().uid(), NOBODY, "the file the command created is the user's");
+    let library = own.value["library"].as_str().expect("the module found a marker library");
+    assert!(library.ends_with("libmemtrace-markers.so"), "{library}");
+    assert!(
+        trace.phase_markers.starts_with("attached") && trace.phase_markers.contains(library),
+        "{}",
+        trace.phase_markers
+    );
+
+    // Every phase, the first one (begun right after the import) too, in
+    // order, nested as marked, the worker thread's included.
+    let phases = by_start(&trace);
+    let seen: Vec<(&str, &str)> = phases.iter().map(|p| (p.name.as_str(), p.path.as_str())).collect();
+    assert_eq!(seen, EXPECTED, "{phases:#?}");
+    assert_eq!(trace.unmatched_phase_ends, 0);
+    assert_eq!(own.phases.len(), phases.len());
+    for (p, (name, before, after)) in phases.iter().zip(&own.phases) {
+        assert_eq!(&p.name, name);
+        // The program's times bracket the markers by a few microseconds.
+        assert!(*before <= p.start_monotonic_ns && p.end_monotonic_ns <= *after, "{name}: {p:#?} vs {before}..{after}");
+        let slack = (after - before) - (p.end_monotonic_ns - p.start_monotonic_ns);
+        assert!(slack < 5_000_000, "{name}: the program saw {} ns, memtrace {} ns", after - before, p.duration_s);
+    }
+}
+
+#[test]
+fn python_phases_load_what_smaps_says_at_each_boundary() {
+    let _root = require_root();
+    let py = PythonDir::new("python_phase_truth");
+    let json = py.dir.join("trace.json");
+    let memtrace = Memtrace::run()
+        .args(["-q", "--phase-truth"])
+        .json(&json)
+        .target(py.program("times.json"))
+        .through_sudo_by(NOBODY, NOBODY);
+    let mut cmd = memtrace.command();
+    cmd.env("PYTHONPATH", py.dir.join("lib"));
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "the holds at the markers must not reach Python: {}", describe(&out));
+    let trace = read_trace(&json);
+    let own = recorded(&py.dir.join("out/times.json"));
+    let page = own.value["page_size"].as_u64().unwrap();
+    let pages = own.value["pages"].as_u64().unwrap();
+    assert_eq!(pages * page, DATA_MIB << 20);
+
+    let data = py.data_path();
+    let phases = by_start(&trace);
+    let mut checked = 0;
+    for p in &phases {
+        // The worker's marker is another thread's: no --phase-truth stop.
+        assert_eq!(p.kernel_truth_at_boundaries, p.name != "worker", "{p:#?}");
+        if !p.kernel_truth_at_boundaries {
+            continue;
+        }
+        for f in &p.files {
+            let kernel = f.kernel_rss_change_bytes.unwrap_or_else(|| panic!("phase {}: {f:#?}", p.name));
+            let bound = (kernel.unsigned_abs() / 100).max(64 * 1024);
+            assert!(f.measured_rss_change_bytes.abs_diff(kernel) <= bound, "phase {}: {f:#?}", p.name);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "per-phase files checked against smaps: {checked}");
+    let file_change = |name: &str| -> i64 {
+        let p = phases.iter().find(|p| p.name == name).unwrap();
+        p.files.iter().find(|f| f.path == data).map_or(0, |f| f.kernel_rss_change_bytes.unwrap())
+    };
+    // load touched the first quarter, page by page: exactly that is mapped
+    // (fault-around stays in the 64 KiB-aligned window the quarter fills).
+    assert_eq!(file_change("load"), (pages / 4 * page) as i64);
+    assert_eq!(file_change("reread"), 0, "the quarter read again was mapped already");
+    assert_eq!(file_change("startup"), 0, "mapping the file loads nothing");
+}
+
+/// pip builds the marker library into the installed package; a program
+/// started without memtrace loads it, and `memtrace -p` finds its markers
+/// in the mapped library when it attaches.
+#[test]
+fn a_pip_installed_module_marks_phases_for_memtrace_attached_later() {
+    let _root = require_root();
+    let py = PythonDir::new("python_pip_attach");
+    let source = py.dir.join("source");
+    let copied = run(Command::new("cp").arg("-r").arg(root_dir().join("python")).arg(&source));
+    assert!(copied.status.success(), "{}", describe(&copied));
+    let site = py.dir.join("site");
+    let pip = run(Command::new(PYTHON)
+        .args(["-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--no-index", "--target"])
+        .arg(&site)
+        .arg(&source)
+        .env("PIP_ROOT_USER_ACTION", "ignore"));
+    assert!(pip.status.success(), "{}", describe(&pip));
+    std::fs::set_permissions(&site, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut program = Command::new("setpriv");
+    program.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).args(py.program("attached.json")).arg("--wait");
+    program.env("PYTHONPATH", &site).env_remove("MEMTRACE_MARKER_LIB").current_dir("/");
+    let mut child = program.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let json = py.dir.join("trace.json");
+    let session = Memtrace::attach(child.id()).arg("-q").json(&json).spawn();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut session = session;
+    assert!(session.wait().success());
+    let trace = session.trace();
+    let own = recorded(&py.dir.join("out/attached.json"));
+    let library = own.value["library"].as_str().expect("the module found its own library");
+    assert!(library.starts_with(site.to_str().unwrap()) && library.contains("_markers"), "{library}");
+    assert!(trace.phase_markers.contains(library), "{}", trace.phase_markers);
+    let seen: Vec<(&str, &str)> = by_start(&trace).iter().map(|p| (p.name.as_str(), p.path.as_str())).collect();
+    assert_eq!(seen, EXPECTED);
+}
