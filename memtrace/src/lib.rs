@@ -8,7 +8,8 @@
 //! kernel/   load the eBPF object, attach, read its maps      ─┐
 //! uprobes/  where the user-space probes go (allocators, phases)│ set-up
 //! unwind/   .eh_frame compiled into unwind rows for the eBPF side│
-//! target/   the traced process: spawned and held, or attached ─┘
+//! target/   the traced process: spawned and held, or attached  │
+//! runtime/  language runtimes in the target's files (CPython) ─┘
 //! decode    ring-buffer records -> typed events               ─┐
 //! procfs/   kernel truth: maps, smaps, pagemap, stat, mem      │ run
 //! model/    pure aggregators fed by events                     │
@@ -26,6 +27,7 @@ pub mod kernel;
 pub mod model;
 pub mod output;
 pub mod procfs;
+pub mod runtime;
 pub mod session;
 pub mod symbolize;
 pub mod target;

@@ -19,8 +19,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// the JSON Schema; chromium: rendering the HTML report headless;
 /// python3-pip, -setuptools, -wheel: installing memtrace's Python module
 /// with pip (its test builds the marker library as pip would);
-/// python3-numpy: the README's Python example (a numpy.memmap'd file).
-const DEBIAN_PACKAGES: [(&str, &str); 15] = [
+/// python3-numpy: the README's Python example (a numpy.memmap'd file);
+/// libpython3.11-dev: a test program that embeds CPython from its shared library.
+const DEBIAN_PACKAGES: [(&str, &str); 16] = [
     ("setpriv", "util-linux"),
     ("gcc", "gcc"),
     ("g++", "g++"),
@@ -30,6 +31,7 @@ const DEBIAN_PACKAGES: [(&str, &str); 15] = [
     ("/usr/lib/python3/dist-packages/setuptools/__init__.py", "python3-setuptools"),
     ("/usr/lib/python3/dist-packages/wheel/__init__.py", "python3-wheel"),
     ("/usr/lib/python3/dist-packages/numpy/__init__.py", "python3-numpy"),
+    ("/usr/include/python3.11/Python.h", "libpython3.11-dev"),
     // The unwind-table tests: readelf is the independent CFI interpreter,
     // libstdc++ the large C++ library they compile.
     ("readelf", "binutils"),

@@ -68,6 +68,8 @@ pub struct Parts<'a> {
     /// The executable's phase markers, and the libraries' that were probed.
     pub phase_markers: String,
     pub marker_libs: &'a [String],
+    /// The language runtimes found in the mapped files.
+    pub runtimes: &'a crate::runtime::Runtimes,
     /// `--phase-fn`: "NAME: SYMBOL in PATH".
     pub phase_functions: Vec<String>,
     pub heap: HeapSetup,
@@ -105,6 +107,7 @@ pub fn trace(p: Parts) -> Trace {
                 boundary_truth,
             );
             entry.phases_folded = folded_phase_entries(c, &pm.phases, p.start_ns);
+            entry.runtime = runtime_entry(p.runtimes, pm);
             entry
         })
         .collect();
@@ -215,6 +218,7 @@ pub fn trace(p: Parts) -> Trace {
             &p.boundaries.at,
         ),
         phases_folded: folded_phase_entries(c, &c.phases, p.start_ns),
+        runtime: runtime_entry(p.runtimes, root),
         heap,
         leak_rule: match p.leak_age {
             Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
@@ -265,6 +269,17 @@ fn rss_summary(p: &ProcessModel, capture: &StopCapture) -> Option<RssSummary> {
 }
 
 /// One process's own figures.
+/// The runtime in the files `pm` maps (CPython), as the trace says it.
+fn runtime_entry(runtimes: &crate::runtime::Runtimes, pm: &ProcessModel) -> Option<crate::trace::RuntimeEntry> {
+    runtimes.of(pm.stats.files.keys()).map(|r| crate::trace::RuntimeEntry {
+        name: r.name.to_string(),
+        version: r.version.clone(),
+        file: r.file.clone(),
+        source: r.source.clone(),
+        frames: r.frames.clone(),
+    })
+}
+
 pub(super) fn process_entry(
     pm: &ProcessModel,
     capture: &StopCapture,
@@ -306,6 +321,7 @@ pub(super) fn process_entry(
         leak_groups_not_listed: heap_at_stop.map_or(0, |h| h.more_leak_groups as u64),
         phases: Vec::new(),
         phases_folded: Vec::new(),
+        runtime: None,
         file_totals: FileTotals::of(&files),
         files,
     }
@@ -882,6 +898,7 @@ mod tests {
             boundaries: &BoundaryTruth::default(),
             phase_markers: "attached".into(),
             marker_libs: &["/usr/lib/libmarkers.so".into()],
+            runtimes: &Default::default(),
             phase_functions: vec![],
             heap,
             heap_events: None,

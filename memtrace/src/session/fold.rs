@@ -92,6 +92,7 @@ pub fn as_entry(f: &FoldedProcesses) -> ProcessEntry {
         leak_groups_not_listed: 0,
         phases: Vec::new(),
         phases_folded: Vec::new(),
+        runtime: None,
         files: f.files.clone(),
         file_totals: f.file_totals.clone(),
     }

@@ -125,6 +125,8 @@ struct Session {
     /// every child adopted).
     adopted: HashSet<u32>,
     marker_libs: MarkerLibs,
+    /// Language runtimes found in the mapped files (CPython).
+    runtimes: crate::runtime::Runtimes,
     /// What the executable's phase markers gave ("attached to ...", "none: ...").
     phase_markers: String,
     /// `--phase-truth` in run mode: smaps at each phase boundary.

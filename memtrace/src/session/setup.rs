@@ -147,6 +147,7 @@ impl Session {
             retirer: Default::default(),
             harvest: Default::default(),
             marker_libs,
+            runtimes: Default::default(),
             phase_markers,
             phase_truth,
             boundaries: BoundaryTruth::default(),
@@ -339,6 +340,8 @@ impl Session {
                         self.warnings.warn(format!("evictions of {} will not be seen: {e:#}", file.path));
                     }
                     self.marker_libs.consider(&mut self.probes, &file.path, &mut self.warnings);
+                    let open = procfs::in_target_root(pid, Path::new(&file.path));
+                    self.runtimes.consider(*id, &file.path, &open);
                 }
             }
         }

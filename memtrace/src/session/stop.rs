@@ -305,6 +305,7 @@ impl Session {
             boundaries: &self.boundaries,
             phase_markers: self.phase_markers,
             marker_libs: &self.marker_libs.attached,
+            runtimes: &self.runtimes,
             phase_functions: self
                 .opts
                 .phase_fns

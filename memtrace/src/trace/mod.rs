@@ -73,6 +73,10 @@ pub struct Trace {
     /// older traces).
     #[serde(default)]
     pub phases_folded: Vec<FoldedPhaseEntry>,
+    /// The language runtime found in the target's mapped files (null: none
+    /// memtrace recognises; absent in older traces).
+    #[serde(default)]
+    pub runtime: Option<RuntimeEntry>,
     /// The program's heap from the allocator probes (null when not traced).
     pub heap: Option<Heap>,
     /// Which live allocations count as leak candidates.
@@ -166,6 +170,9 @@ pub struct ProcessEntry {
     /// Its finished phases past `--max-phases`, summed by path.
     #[serde(default)]
     pub phases_folded: Vec<FoldedPhaseEntry>,
+    /// The language runtime in the files it maps.
+    #[serde(default)]
+    pub runtime: Option<RuntimeEntry>,
     pub files: Vec<FileEntry>,
     pub file_totals: FileTotals,
 }
@@ -560,6 +567,23 @@ pub struct PhaseFile {
     pub read_from_disk_bytes: u64,
 }
 
+/// A language runtime recognised in a mapped file by what the file defines
+/// (CPython: `_PyRuntime`, and `Py_Version` for its version).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(default)]
+pub struct RuntimeEntry {
+    /// "CPython".
+    pub name: String,
+    /// "3.11.2", or why it is not known.
+    pub version: String,
+    /// The file that holds it: the executable, or a shared libpython.
+    pub file: String,
+    /// Where the version was read.
+    pub source: String,
+    /// What memtrace does with the runtime's own frames.
+    pub frames: String,
+}
+
 /// The finished phases of one path past the listed ones, summed: what a
 /// server that marks a phase per request did in all its requests.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -656,6 +680,7 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ),
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
         ("phases_folded", "measured (the phases past --max-phases, their figures summed by path)"),
+        ("runtime", "the target's files (the runtime's symbols and version data, read from the ELF file)"),
         ("files.estimates", "estimate (fixed 80 % of size; peak RSS growth minus anon growth, by size share; min(peak RSS growth, 80 % of mapped size), by size share)"),
     ]
     .into_iter()
@@ -711,6 +736,7 @@ pub(crate) mod tests {
             unmatched_phase_ends: 0,
             phases: vec![],
             phases_folded: vec![],
+            runtime: None,
             heap: None,
             leak_rule: "alive at the end".into(),
             leaks: vec![],

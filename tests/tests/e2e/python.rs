@@ -222,3 +222,37 @@ fn a_pip_installed_module_marks_phases_for_memtrace_attached_later() {
     let seen: Vec<(&str, &str)> = by_start(&trace).iter().map(|p| (p.name.as_str(), p.path.as_str())).collect();
     assert_eq!(seen, EXPECTED);
 }
+
+/// The interpreter is recognised by what its file defines, in Debian's
+/// statically linked python3 and in a shared libpython a program embeds.
+#[test]
+fn the_interpreter_and_its_version_are_found_in_the_executable_or_a_shared_libpython() {
+    let _root = require_root();
+    let dir = scratch("python_runtime");
+    let printed = run(Command::new(PYTHON).args(["-c", "import platform; print(platform.python_version())"]));
+    let version = stdout(&printed).trim().to_string();
+
+    let traced = Memtrace::run().json(dir.join("static.json")).target([PYTHON, "-c", "pass"]).traced();
+    let runtime = traced.trace.runtime.as_ref().expect("CPython found in python3");
+    assert_eq!((runtime.name.as_str(), runtime.version.as_str()), ("CPython", version.as_str()));
+    let exe = std::fs::canonicalize(PYTHON).unwrap();
+    assert_eq!(runtime.file, exe.display().to_string());
+    assert!(runtime.source.starts_with("Py_Version"), "{runtime:#?}");
+    assert!(traced.report().contains(&format!("runtime: CPython {version} [the target's files: Py_Version")));
+    assert_eq!(traced.trace.processes[0].runtime.as_ref(), Some(runtime), "the process's own entry says it too");
+
+    // Debian's libpython3.11, the same CPython as a shared library.
+    let embed = dir.join("embed_python");
+    let source = root_dir().join("tests/c/embed_python.c");
+    let includes = ["-I/usr/include/python3.11", "-I/usr/include/x86_64-linux-gnu/python3.11"];
+    let built = run(Command::new("cc").args(includes).arg("-o").arg(&embed).arg(&source).arg("-lpython3.11"));
+    assert!(built.status.success(), "{}", describe(&built));
+    let traced = Memtrace::run().json(dir.join("shared.json")).target([embed.as_os_str(), "pass".as_ref()]).traced();
+    let runtime = traced.trace.runtime.as_ref().expect("CPython found in libpython");
+    assert_eq!(runtime.version, version, "{runtime:#?}");
+    assert!(runtime.file.contains("libpython3.11.so"), "{runtime:#?}");
+
+    // A program with no interpreter has none.
+    let traced = Memtrace::run().json(dir.join("none.json")).target(["/bin/true"]).traced();
+    assert_eq!(traced.trace.runtime, None);
+}

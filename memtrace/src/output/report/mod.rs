@@ -47,6 +47,10 @@ pub fn render(t: &Trace) -> String {
     };
     let _ = writeln!(o, "memtrace report: PID {} ({}), {} mode", t.target.pid, t.target.command, t.mode);
     let _ = writeln!(o, "  started {}, traced {:.2} s, stopped: {}{exit}", t.started_at, t.duration_s, t.stop_reason);
+    if let Some(r) = &t.runtime {
+        let _ = writeln!(o, "  runtime: {} {} [the target's files: {}]", r.name, r.version, r.source);
+        let _ = writeln!(o, "    {} frames: {}", r.name, r.frames);
+    }
     let _ = writeln!(o);
     processes::render(&mut o, t);
     let _ = writeln!(o, "Page faults and mmap calls [measured: eBPF]{}", covers(t));
