@@ -104,11 +104,16 @@ pub enum Counter {
     /// New tasks the fork program could not read (no kernel BTF offsets):
     /// children are not followed.
     ForkUnread = 9,
+    /// Allocation stacks of a Python thread whose interpreter frames were
+    /// not read: another thread held the GIL (this one had released it).
+    PythonOtherThread = 10,
+    /// Python frame chains cut short: a frame could not be read.
+    PythonUnreadable = 11,
 }
 
 impl Counter {
     /// Number of counters (the `COUNTERS` array's size).
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
     /// Every counter, in slot order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::PageFaults,
@@ -121,6 +126,8 @@ impl Counter {
         Counter::WatchFull,
         Counter::TracedFull,
         Counter::ForkUnread,
+        Counter::PythonOtherThread,
+        Counter::PythonUnreadable,
     ];
 }
 
@@ -277,6 +284,37 @@ pub struct LiveAlloc {
 
 /// Frames kept per allocation stack.
 pub const MAX_STACK_DEPTH: usize = 127;
+
+/// CPython frames read in eBPF at allocation time, appended to the native
+/// frames of a `StackFrames` (innermost first): each is one word with
+/// PYTHON_FRAME set, the code object's address in the low 47 bits, the
+/// instruction index (code units into `co_code_adaptive`, capped) above
+/// it, and PYTHON_ENTRY when the frame is the first of one C-level call of
+/// the interpreter (its native `_PyEval_EvalFrameDefault` frame follows).
+pub const PYTHON_FRAME: u64 = 1 << 63;
+pub const PYTHON_ENTRY: u64 = 1 << 62;
+pub const PYTHON_INSTR_SHIFT: u32 = 47;
+pub const PYTHON_INSTR_MAX: u64 = (1 << 15) - 1;
+pub const PYTHON_CODE_MASK: u64 = (1 << 47) - 1;
+/// Python frames read per allocation at most.
+pub const PYTHON_DEPTH: usize = 48;
+
+/// Where a traced CPython keeps its frames (`PYTHON_PROCS`, by pid): the
+/// address of `_PyRuntime.gilstate.tstate_current` in the process, and the
+/// field offsets of its version (userspace's table, see runtime::cpython).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PythonProcess {
+    pub tstate_current: u64,
+    pub tstate_native_thread_id: u32,
+    pub tstate_cframe: u32,
+    pub cframe_current_frame: u32,
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    pub frame_prev_instr: u32,
+    pub frame_is_entry: u32,
+    pub code_adaptive: u32,
+}
 
 /// One user stack (`STACKS`, keyed by a hash of its frames): innermost first.
 #[repr(C)]
@@ -545,6 +583,7 @@ pub const DEFAULT_MAX_STACKS: u32 = 65536;
 mod pod {
     // SAFETY: all are repr(C), made only of integers, with no padding holes
     // that could leak uninitialised bytes (u32/u64 fields laid out in order).
+    unsafe impl aya::Pod for super::PythonProcess {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}

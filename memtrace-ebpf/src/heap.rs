@@ -24,6 +24,7 @@ use memtrace_common::{
 
 use crate::{
     emit::{emit, traced_process, Task},
+    python,
     regs::{instruction_pointer, stack_pointer, RETURN_SP_OFFSET},
     unwind,
 };
@@ -144,6 +145,8 @@ fn user_stack(c: Caller, ctx: &RetProbeContext) -> u64 {
             (n as u64 / 8).min(MAX_STACK_DEPTH as u64)
         }
     };
+    // A CPython process: the interpreter's frames follow the native ones.
+    let len = python::append(c.task.pid, scratch, len);
     if len == 0 {
         return 0;
     }

@@ -14,6 +14,7 @@ mod mmap;
 mod mmap_file;
 mod phases;
 mod process;
+mod python;
 mod regs;
 mod unwind;
 

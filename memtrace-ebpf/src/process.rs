@@ -15,7 +15,7 @@ use crate::{
     emit::{count, emit, known_process, offsets, traced, traced_process, TRACED},
     filemap::MM_OWNERS,
     mmap_file::{field, KERNEL_OFFSETS},
-    unwind,
+    python, unwind,
 };
 
 /// Set by the loader: children of traced processes are traced too.
@@ -82,6 +82,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     }
     // Same code at the same addresses as the parent until it execs.
     unwind::inherit(task.pid, tgid);
+    python::inherit(task.pid, tgid);
     emit(task, ProcessForkEvent { child: tgid, _pad: 0 });
     0
 }
@@ -107,6 +108,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     emit(task, ProcessExitEvent { totals });
     let _ = MM_OWNERS.remove(mm_id);
     unwind::forget(task.pid);
+    python::forget(task.pid);
     let _ = TRACED.remove(task.pid);
     0
 }

@@ -177,6 +177,13 @@ pub struct TraceArgs {
     #[arg(long)]
     pub probe_at_entry: bool,
 
+    /// Do not read CPython's frames at allocations: heap stacks of a Python
+    /// program show only the interpreter's C functions (by default, for
+    /// CPython 3.11, each stack also has the Python functions, files and
+    /// lines it ran, read from the interpreter's memory)
+    #[arg(long)]
+    pub no_python_frames: bool,
+
     /// How allocation stacks are walked. `dwarf` (default): unwind tables
     /// compiled from each executable file's .eh_frame, searched in eBPF,
     /// with a frame-pointer step in code whose file has none, so stacks

@@ -170,6 +170,7 @@ fn trace_and_report(
         leak_age: args.leak_age.map(Duration::from_secs_f64),
         explain_probes: args.explain_probes,
         probe_at_entry: args.probe_at_entry,
+        no_python_frames: args.no_python_frames,
         unwind: args.unwind,
         alloc_libs: args.alloc_libs.clone(),
         events: args.events.clone(),

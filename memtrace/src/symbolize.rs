@@ -56,12 +56,56 @@ fn source_path(pid: u32, path: &str) -> std::path::PathBuf {
 /// An address and the file offset of its call.
 type AddressOffset = (u64, u64);
 
-/// Symbolizes every stack; frames come back in the same order. Addresses
-/// are turned into (file, offset) with the target's mappings (`saved` when
-/// it has exited: the last ones memtrace read), then each file is
-/// symbolized from its ELF and DWARF, so a target that is gone still gets
-/// names as long as its files are.
-pub fn symbolize(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Vec<Frame>> {
+/// Symbolizes every stack; frames come back in the same order. Python
+/// frames (CPython's, read in eBPF after the native ones) are resolved from
+/// the target's code objects with `python`'s layout and put among the
+/// native frames where the interpreter ran them.
+pub fn symbolize(
+    pid: u32,
+    stacks: &[Vec<u64>],
+    saved: &[FileMapping],
+    python: Option<&'static crate::runtime::cpython::Layout>,
+) -> Vec<Vec<Frame>> {
+    use crate::runtime::python_frames::{self, Resolver};
+    let (native, words): (Vec<Vec<u64>>, Vec<Vec<u64>>) = stacks
+        .iter()
+        .map(|s| {
+            let (py, native): (Vec<u64>, Vec<u64>) = s.iter().partition(|w| python_frames::is_python(**w));
+            (native, py)
+        })
+        .unzip();
+    let symbolized = symbolize_native(pid, &native, saved);
+    if words.iter().all(Vec::is_empty) {
+        return symbolized;
+    }
+    let mut resolver = python.map(|layout| Resolver::new(pid, layout));
+    symbolized
+        .into_iter()
+        .zip(words)
+        .map(|(frames, words)| {
+            let py = words
+                .into_iter()
+                .map(|w| {
+                    let word = python_frames::decode(w);
+                    let frame = match resolver.as_mut() {
+                        Some(r) => r.frame(word),
+                        None => {
+                            Frame { address: word.code, module: Some(python_frames::MODULE.into()), ..Frame::default() }
+                        }
+                    };
+                    (frame, word.entry)
+                })
+                .collect();
+            python_frames::interleave(frames, py)
+        })
+        .collect()
+}
+
+/// Native stacks: addresses are turned into (file, offset) with the
+/// target's mappings (`saved` when it has exited: the last ones memtrace
+/// read), then each file is symbolized from its ELF and DWARF, so a target
+/// that is gone still gets names as long as its files are.
+fn symbolize_native(pid: u32, stacks: &[Vec<u64>], saved: &[FileMapping]) -> Vec<Vec<Frame>> {
     let live = crate::procfs::file_mappings(pid);
     let maps = if live.is_empty() { saved } else { &live[..] };
     let mut unique: Vec<u64> = stacks.iter().flatten().copied().collect();
@@ -156,10 +200,10 @@ mod tests {
             here as *const () as u64
         }
         let addr = here() + 1; // as if a return address inside `here`
-        let frames = symbolize(std::process::id(), &[vec![addr]], &[]);
+        let frames = symbolize(std::process::id(), &[vec![addr]], &[], None);
         // The same from saved mappings, as for a target that has exited.
         let saved = crate::procfs::file_mappings(std::process::id());
-        assert_eq!(symbolize(u32::MAX, &[vec![addr]], &saved), frames);
+        assert_eq!(symbolize(u32::MAX, &[vec![addr]], &saved, None), frames);
         let f = &frames[0][0];
         assert!(f.function.as_deref().unwrap_or("").contains("here"), "{f:?}");
         assert!(f.module.as_deref().unwrap_or("").contains("memtrace"), "{f:?}");

@@ -34,6 +34,17 @@ fn time_once(cmd: &mut Command) -> Result<Duration> {
     Ok(elapsed)
 }
 
+/// Each configuration's median of its rounds.
+pub fn medians(times: Vec<Vec<f64>>) -> Vec<f64> {
+    times
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -114,13 +125,7 @@ pub fn heap() -> Result<()> {
         }
         eprintln!("xtask: heap bench round {round}/{ROUNDS} (ns per pair): {}", line.join(", "));
     }
-    let med: Vec<f64> = times
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        })
-        .collect();
+    let med = medians(times);
     // The configurations above, by label.
     let m = |label: &str| med[configs.iter().position(|c| c.0 == label).expect("a configuration")];
     let deep = DEEP.parse::<u64>().unwrap_or(0);

@@ -1,6 +1,7 @@
 //! `cargo xtask bench python`: what a phase marked with memtrace's Python
 //! module costs the program, untraced (the bound: under 1 us) and
-//! traced, with rounds alternating so machine noise hits every configuration.
+//! traced; and what reading Python frames adds to an allocation. Rounds
+//! alternate so machine noise hits every configuration.
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -85,5 +86,47 @@ pub fn run() -> Result<()> {
         "  under memtrace run                     {:>9.1} ns per phase  (two uprobe hits; {TRACED_PHASES} phases)",
         med[2].0
     );
+    allocations()
+}
+
+const ALLOCATIONS: &str = "200000";
+
+/// ns per `bytes(4000)` (a malloc and a free, three Python calls deep):
+/// untraced, traced without and with Python frames.
+fn allocations() -> Result<()> {
+    let script = root_dir().join("tests/python/alloc_loop.py");
+    let memtrace = release_dir().join("memtrace");
+    let configs: [(&str, Option<&str>); 3] =
+        [("untraced", None), ("memtrace --no-python-frames", Some("--no-python-frames")), ("memtrace", Some(""))];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for round in 1..=ROUNDS {
+        for ((_, flag), t) in configs.iter().zip(times.iter_mut()) {
+            let mut cmd = match flag {
+                None => Command::new(PYTHON),
+                Some(flag) => {
+                    let mut cmd = as_root(&memtrace);
+                    cmd.args(["run", "-q"]).args(Some(flag).filter(|f| !f.is_empty())).args(["--", PYTHON]);
+                    cmd
+                }
+            };
+            cmd.arg(&script).arg(ALLOCATIONS);
+            let out = cmd.output().context("running the allocation loop")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let ns = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ns_per_alloc ").and_then(|v| v.trim().parse::<f64>().ok()))
+                .with_context(|| format!("the allocation loop printed no timing ({}): {text}", out.status))?;
+            t.push(ns);
+        }
+        let line: Vec<String> =
+            configs.iter().zip(&times).map(|(c, t)| format!("{} {:.1}", c.0, t[round - 1])).collect();
+        eprintln!("xtask: python allocation bench round {round}/{ROUNDS} (ns per allocation): {}", line.join(", "));
+    }
+    let med = crate::bench::medians(times);
+    println!("python allocations: bytes(4000) made and dropped {ALLOCATIONS} times, 3 Python calls deep, medians");
+    println!("  untraced                               {:>9.1} ns per allocation", med[0]);
+    println!("  memtrace --no-python-frames            {:>9.1} ns per allocation", med[1]);
+    println!("  memtrace (Python frames read)          {:>9.1} ns per allocation", med[2]);
+    println!("  Python frames add                      {:>9.1} ns per allocation", med[2] - med[1]);
     Ok(())
 }

@@ -579,6 +579,22 @@ impl Probes {
         Ok(())
     }
 
+    /// Makes process `pid` a CPython whose frames the allocator probes read.
+    pub fn set_python(&mut self, pid: u32, python: &memtrace_common::PythonProcess) -> Result<()> {
+        let map = self.ebpf.map_mut("PYTHON_PROCS").context("eBPF object lacks map PYTHON_PROCS")?;
+        let mut procs: HashMap<_, u32, memtrace_common::PythonProcess> = HashMap::try_from(map)?;
+        procs.insert(pid, python, 0).context("writing PYTHON_PROCS")
+    }
+
+    /// Process `pid` no longer runs that CPython (it called execve).
+    pub fn clear_python(&mut self, pid: u32) {
+        if let Some(map) = self.ebpf.map_mut("PYTHON_PROCS") {
+            if let Ok(mut procs) = HashMap::<_, u32, memtrace_common::PythonProcess>::try_from(map) {
+                let _ = procs.remove(&pid);
+            }
+        }
+    }
+
     /// Process `pid`'s slot in UNWIND_MAPPINGS (a forked child's is its parent's).
     pub fn unwind_slot(&self, pid: u32) -> Option<u32> {
         let map = self.ebpf.map("UNWIND_SLOTS")?;

@@ -3,6 +3,7 @@
 //! so far, statically linked into its executable (Debian's python3) or in
 //! a shared libpython (pyenv's builds, programs that embed Python).
 pub mod cpython;
+pub mod python_frames;
 
 use std::{collections::HashMap, path::Path};
 
@@ -21,6 +22,17 @@ pub struct Runtime {
     pub source: String,
     /// What memtrace does with the runtime's own frames.
     pub frames: String,
+    /// A CPython whose frames memtrace reads: where, and how.
+    pub cpython: Option<CPython>,
+}
+
+/// A CPython memtrace can walk: its version's layout, and where its
+/// `_PyRuntime` lies from the start of the file's image (the address the
+/// file's offset 0 is mapped at, in a process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CPython {
+    pub layout: &'static cpython::Layout,
+    pub runtime_from_start: u64,
 }
 
 /// The runtimes found so far, by the file that holds them. Each mapped file

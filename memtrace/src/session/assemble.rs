@@ -70,6 +70,8 @@ pub struct Parts<'a> {
     pub marker_libs: &'a [String],
     /// The language runtimes found in the mapped files.
     pub runtimes: &'a crate::runtime::Runtimes,
+    /// The processes whose Python frames the eBPF side read.
+    pub python: &'a HashMap<u32, &'static crate::runtime::cpython::Layout>,
     /// `--phase-fn`: "NAME: SYMBOL in PATH".
     pub phase_functions: Vec<String>,
     pub heap: HeapSetup,
@@ -107,7 +109,7 @@ pub fn trace(p: Parts) -> Trace {
                 boundary_truth,
             );
             entry.phases_folded = folded_phase_entries(c, &pm.phases, p.start_ns);
-            entry.runtime = runtime_entry(p.runtimes, pm);
+            entry.runtime = runtime_entry(p.runtimes, p.python, pm);
             entry
         })
         .collect();
@@ -218,7 +220,7 @@ pub fn trace(p: Parts) -> Trace {
             &p.boundaries.at,
         ),
         phases_folded: folded_phase_entries(c, &c.phases, p.start_ns),
-        runtime: runtime_entry(p.runtimes, root),
+        runtime: runtime_entry(p.runtimes, p.python, root),
         heap,
         leak_rule: match p.leak_age {
             Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
@@ -270,13 +272,22 @@ fn rss_summary(p: &ProcessModel, capture: &StopCapture) -> Option<RssSummary> {
 
 /// One process's own figures.
 /// The runtime in the files `pm` maps (CPython), as the trace says it.
-fn runtime_entry(runtimes: &crate::runtime::Runtimes, pm: &ProcessModel) -> Option<crate::trace::RuntimeEntry> {
+fn runtime_entry(
+    runtimes: &crate::runtime::Runtimes,
+    python: &HashMap<u32, &'static crate::runtime::cpython::Layout>,
+    pm: &ProcessModel,
+) -> Option<crate::trace::RuntimeEntry> {
     runtimes.of(pm.stats.files.keys()).map(|r| crate::trace::RuntimeEntry {
         name: r.name.to_string(),
         version: r.version.clone(),
         file: r.file.clone(),
         source: r.source.clone(),
-        frames: r.frames.clone(),
+        frames: match r.cpython {
+            Some(_) if !python.contains_key(&pm.pid) => {
+                "not read (--no-python-frames, or its image was not found: see the warnings)".into()
+            }
+            _ => r.frames.clone(),
+        },
     })
 }
 
@@ -497,6 +508,8 @@ fn scope_counters(c: &Consumer, k: &KernelCounters, folded: Option<&FoldedProces
         eviction_watch_full: k[Counter::WatchFull],
         processes_not_traced: k[Counter::TracedFull],
         forks_unread: k[Counter::ForkUnread],
+        python_stacks_other_thread: k[Counter::PythonOtherThread],
+        python_stacks_cut: k[Counter::PythonUnreadable],
         malformed_events: c.malformed_events,
         stray_events: c.stray_events,
         ..sum
@@ -899,6 +912,7 @@ mod tests {
             phase_markers: "attached".into(),
             marker_libs: &["/usr/lib/libmarkers.so".into()],
             runtimes: &Default::default(),
+            python: &HashMap::new(),
             phase_functions: vec![],
             heap,
             heap_events: None,

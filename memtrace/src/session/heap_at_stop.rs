@@ -48,6 +48,8 @@ pub struct StopContext<'a> {
     pub marks: &'a HeapMarks,
     /// The target's mappings at the latest /proc read (if it is gone).
     pub saved_mappings: &'a [FileMapping],
+    /// Its CPython's layout, when its stacks carry Python frames.
+    pub python: Option<&'static crate::runtime::cpython::Layout>,
     /// Its allocations in the live map (read for every process at once).
     pub live: &'a [LiveAllocation],
     /// Allocator calls entered and not returned, the whole scope's.
@@ -57,7 +59,8 @@ pub struct StopContext<'a> {
 /// Reads the totals and the live map, groups the leak candidates and
 /// symbolizes their stacks and the growth suspects' (`window_s` long).
 pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, window_s: f64) -> Result<HeapAtStop> {
-    let StopContext { pid, totals, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings, live, open_calls } = *ctx;
+    let StopContext { pid, totals, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings, python, live, open_calls } =
+        *ctx;
     let (live, before_exec): (Vec<_>, Vec<_>) =
         live.iter().filter(|a| a.pid == pid).cloned().partition(|a| a.ts_ns >= last_exec_ns);
     let released_by_exec = (before_exec.len() as u64, before_exec.iter().map(|a| a.size).sum());
@@ -69,7 +72,7 @@ pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, w
     let stack_ids = groups.iter().map(|g| g.stack_id).chain(suspects.iter().map(|s| s.stack_id));
     let stacks: Vec<Vec<u64>> =
         stack_ids.map(|id| if id == 0 { vec![] } else { probes.stack(id).unwrap_or_default() }).collect();
-    let mut frames = symbolize::symbolize(pid, &stacks, saved_mappings);
+    let mut frames = symbolize::symbolize(pid, &stacks, saved_mappings, python);
     let suspect_frames = frames.split_off(groups.len());
     let growth_suspects = suspects
         .into_iter()

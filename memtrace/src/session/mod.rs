@@ -19,7 +19,7 @@ pub mod target;
 mod unwind;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::fd::AsRawFd,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -74,6 +74,8 @@ pub struct Options {
     pub explain_probes: bool,
     /// Allocator probes on the first instruction (no placement).
     pub probe_at_entry: bool,
+    /// `--no-python-frames`.
+    pub no_python_frames: bool,
     /// `--unwind`: with `Dwarf`, the unwind tables are loaded (without
     /// them the eBPF side walks frame pointers).
     pub unwind: crate::cli::Unwind,
@@ -127,6 +129,8 @@ struct Session {
     marker_libs: MarkerLibs,
     /// Language runtimes found in the mapped files (CPython).
     runtimes: crate::runtime::Runtimes,
+    /// Processes whose Python frames the eBPF side reads, with their layout.
+    python: HashMap<u32, &'static crate::runtime::cpython::Layout>,
     /// What the executable's phase markers gave ("attached to ...", "none: ...").
     phase_markers: String,
     /// `--phase-truth` in run mode: smaps at each phase boundary.

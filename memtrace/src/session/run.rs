@@ -106,6 +106,11 @@ impl Session {
                 // image's mappings, so its markers, its own allocator and the
                 // unwind tables of it and its loader are in before its first
                 // instruction.
+                // A new image: the old one's interpreter is gone (the new
+                // one's is found with its files, below).
+                if self.python.remove(&pid).is_some() {
+                    self.probes.clear_python(pid);
+                }
                 self.consumer.drain(self.ring.get_mut());
                 self.watch_new_files();
                 if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {

@@ -148,6 +148,7 @@ impl Session {
             harvest: Default::default(),
             marker_libs,
             runtimes: Default::default(),
+            python: Default::default(),
             phase_markers,
             phase_truth,
             boundaries: BoundaryTruth::default(),
@@ -331,7 +332,8 @@ impl Session {
             let Some(p) = self.consumer.processes.get_mut(&pid) else { continue };
             // New code mapped (an exec, a library loaded): the unwinder's tables
             // follow, before the allocations made through it if it is quick enough.
-            if std::mem::take(&mut p.exec_mapped) && p.alive() {
+            let code_mapped = std::mem::take(&mut p.exec_mapped) && p.alive();
+            if code_mapped {
                 self.unwind.refresh(p.pid, &mut self.probes, &mut self.warnings);
             }
             for (id, file) in &p.stats.files {
@@ -344,6 +346,46 @@ impl Session {
                     self.runtimes.consider(*id, &file.path, &open);
                 }
             }
+            if code_mapped && !self.opts.no_python_frames && !self.python.contains_key(&pid) {
+                if let Some(runtime) = self.runtimes.of(p.stats.files.keys()).cloned() {
+                    self.read_python_frames(pid, &runtime);
+                }
+            }
+        }
+    }
+
+    /// A CPython process (its runtime found in a file it maps): where its
+    /// `_PyRuntime` lies in it, from the mapping of the file that holds it,
+    /// so the allocator probes read its frames.
+    fn read_python_frames(&mut self, pid: u32, runtime: &crate::runtime::Runtime) {
+        let Some(cpython) = runtime.cpython else { return };
+        // From the mapping of the file's start, not of its data: the loader
+        // maps the whole file first and its segments over it, and /proc may
+        // be read in between.
+        let mappings = procfs::file_mappings(pid);
+        let Some(m) = mappings.iter().find(|m| m.path == runtime.file && m.offset == 0) else {
+            self.warnings
+                .warn_for(pid, format!("Python frames of PID {pid} will not be read: {} is not mapped", runtime.file));
+            return;
+        };
+        let runtime_address = m.start + cpython.runtime_from_start;
+        let l = cpython.layout;
+        let python = memtrace_common::PythonProcess {
+            tstate_current: runtime_address + l.runtime_tstate_current,
+            tstate_native_thread_id: l.tstate_native_thread_id,
+            tstate_cframe: l.tstate_cframe,
+            cframe_current_frame: l.cframe_current_frame,
+            frame_code: l.frame_code,
+            frame_previous: l.frame_previous,
+            frame_prev_instr: l.frame_prev_instr,
+            frame_is_entry: l.frame_is_entry,
+            code_adaptive: l.code_adaptive,
+        };
+        match self.probes.set_python(pid, &python) {
+            Ok(()) => {
+                self.python.insert(pid, l);
+            }
+            Err(e) => self.warnings.warn_for(pid, format!("Python frames of PID {pid} will not be read: {e:#}")),
         }
     }
 
@@ -362,6 +404,10 @@ impl Session {
             // only what the parent lacks is attached below.
             let forked_ns = self.consumer.processes[&pid].started_ns;
             self.probes.inherit_probes(parent, pid, forked_ns);
+            // The kernel copied its parent's Python entry at the fork too.
+            if let Some(&layout) = self.python.get(&parent) {
+                self.python.insert(pid, layout);
+            }
         }
         self.probes.own_context(pid);
         self.attach_process(pid);

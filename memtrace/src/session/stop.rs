@@ -231,6 +231,7 @@ impl Session {
             last_exec_ns: p.last_exec_ns,
             marks: &p.heap_marks,
             saved_mappings: &p.mappings,
+            python: self.python.get(&pid).copied(),
             live,
             open_calls,
         };
@@ -263,7 +264,8 @@ impl Session {
         let heap_events = self.consumer.events.take().map(|log| {
             let ids = log.stack_ids();
             let stacks: Vec<Vec<u64>> = ids.iter().map(|id| self.probes.stack(*id).unwrap_or_default()).collect();
-            let frames = crate::symbolize::symbolize(self.pid, &stacks, &self.consumer.root().mappings);
+            let python = self.python.get(&self.pid).copied();
+            let frames = crate::symbolize::symbolize(self.pid, &stacks, &self.consumer.root().mappings, python);
             log.finish(&ids.into_iter().zip(frames).collect::<Vec<_>>())
         });
         let now = monotonic_ns();
@@ -306,6 +308,7 @@ impl Session {
             phase_markers: self.phase_markers,
             marker_libs: &self.marker_libs.attached,
             runtimes: &self.runtimes,
+            python: &self.python,
             phase_functions: self
                 .opts
                 .phase_fns

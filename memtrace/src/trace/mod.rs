@@ -278,6 +278,13 @@ pub struct Counters {
     /// Records naming a process memtrace never saw begin.
     #[serde(default)]
     pub stray_events: u64,
+    /// Allocations in a CPython process whose Python frames were not read:
+    /// the thread had released the GIL (C code running without it).
+    #[serde(default)]
+    pub python_stacks_other_thread: u64,
+    /// Python frame chains cut short: a frame could not be read.
+    #[serde(default)]
+    pub python_stacks_cut: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]

@@ -256,3 +256,87 @@ fn the_interpreter_and_its_version_are_found_in_the_executable_or_a_shared_libpy
     let traced = Memtrace::run().json(dir.join("none.json")).target(["/bin/true"]).traced();
     assert_eq!(traced.trace.runtime, None);
 }
+
+/// The line of `file` (tests/python/leaky/) that holds `marker`.
+fn line_of(file: &str, marker: &str) -> u32 {
+    let text = std::fs::read_to_string(root_dir().join("tests/python/leaky").join(file)).unwrap();
+    text.lines().position(|l| l.contains(marker)).unwrap_or_else(|| panic!("no {marker} in {file}")) as u32 + 1
+}
+
+/// The Python frames of the leak group of `count` blocks, as (function, file name, line).
+fn python_frames_of(trace: &Trace, count: u64) -> Vec<(String, String, u32)> {
+    let leak = trace
+        .leaks
+        .iter()
+        .find(|l| l.count == count)
+        .unwrap_or_else(|| panic!("no group of {count}: {:#?}", trace.leaks));
+    leak.stack
+        .iter()
+        .filter(|f| f.module.as_deref() == Some("[python]"))
+        .map(|f| {
+            let file = f.file.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p).to_string()).unwrap_or_default();
+            (f.function.clone().unwrap_or_default(), file, f.line.unwrap_or(0))
+        })
+        .collect()
+}
+
+/// A leaky cache in a named function, called from two others: each leak
+/// group's stack has the three Python frames, files and lines, among the
+/// interpreter's native frames; in Debian's python3 (CPython linked into
+/// the executable) and in a program that embeds Debian's libpython3.11.
+#[test]
+fn leak_stacks_show_the_python_functions_files_and_lines() {
+    let _root = require_root();
+    let dir = scratch("python_frames");
+    let main = root_dir().join("tests/python/leaky/main.py");
+    let embed = dir.join("embed_python");
+    let includes = ["-I/usr/include/python3.11", "-I/usr/include/x86_64-linux-gnu/python3.11"];
+    let source = root_dir().join("tests/c/embed_python.c");
+    let built = run(Command::new("cc").args(includes).arg("-o").arg(&embed).arg(&source).arg("-lpython3.11"));
+    assert!(built.status.success(), "{}", describe(&built));
+    let through_runpy = format!("import runpy; runpy.run_path({:?}, run_name='__main__')", main.display().to_string());
+    let leak = ("leaky_cache_insert".to_string(), "cache.py".to_string(), line_of("cache.py", "# leak"));
+    for (name, argv) in [
+        ("python3", vec![PYTHON.to_string(), main.display().to_string()]),
+        ("embedded", vec![embed.display().to_string(), through_runpy]),
+    ] {
+        let traced = Memtrace::run().json(dir.join(format!("{name}.json"))).target(&argv).traced();
+        let t = &traced.trace;
+        assert!(t.runtime.as_ref().is_some_and(|r| r.frames.starts_with("read in eBPF")), "{name}: {:?}", t.runtime);
+        for (count, caller, module_marker) in
+            [(300, ("load_index", "# load"), "# module: load"), (100, ("warm_up", "# warm"), "# module: warm")]
+        {
+            let frames = python_frames_of(t, count);
+            let expected = [
+                leak.clone(),
+                (caller.0.to_string(), "main.py".to_string(), line_of("main.py", caller.1)),
+                ("<module>".to_string(), "main.py".to_string(), line_of("main.py", module_marker)),
+            ];
+            assert!(frames.len() >= 3 && frames[..3] == expected[..], "{name}, group of {count}: {frames:#?}");
+            // Interleaved: the Python frames come just before the native
+            // frame of the interpreter that ran them.
+            let stack = &t.leaks.iter().find(|l| l.count == count).unwrap().stack;
+            let first = stack.iter().position(|f| f.module.as_deref() == Some("[python]")).unwrap();
+            assert!(first > 0, "native allocator frames come first: {stack:#?}");
+        }
+        assert_eq!(t.counters.python_stacks_cut, 0, "{name}");
+        let report = traced.report();
+        assert!(report.contains(&format!("leaky_cache_insert (leaky/cache.py:{})", leak.2)), "{name}:\n{report}");
+    }
+    // Turned off, the same stacks are the interpreter's C frames only.
+    let traced = Memtrace::run()
+        .arg("--no-python-frames")
+        .json(dir.join("off.json"))
+        .target([PYTHON, main.to_str().unwrap()])
+        .traced();
+    let t = &traced.trace;
+    assert!(
+        t.runtime.as_ref().is_some_and(|r| r.frames.starts_with("not read (--no-python-frames")),
+        "{:?}",
+        t.runtime
+    );
+    let python_frames =
+        t.leaks.iter().flat_map(|l| &l.stack).filter(|f| f.module.as_deref() == Some("[python]")).count();
+    assert_eq!(python_frames, 0);
+    assert!(t.leaks.iter().any(|l| l.count == 400), "one group: the stacks differ only in Python: {:#?}", t.leaks);
+}

@@ -130,6 +130,16 @@ pub fn render_heap(o: &mut String, t: &Trace) {
         thousands(h.totals.failed_allocs)
     );
     render_unwind(o, &h.unwind);
+    if let Some(r) = t.runtime.as_ref().filter(|r| r.name == "CPython") {
+        let c = &t.counters;
+        let _ = writeln!(
+            o,
+            "  Python frames: {}; not read for {} allocations (their thread had released the GIL), cut short in {} (a frame unreadable)",
+            r.frames,
+            thousands(c.python_stacks_other_thread),
+            thousands(c.python_stacks_cut)
+        );
+    }
     if h.released_by_exec_allocs > 0 {
         let _ = writeln!(
             o,
