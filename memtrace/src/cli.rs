@@ -184,6 +184,13 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_python_frames: bool,
 
+    /// Group a Python program's leak candidates by their whole stack, the
+    /// interpreter's own C frames included (by default groups whose stacks
+    /// differ only in those frames are one: the Python frames and the
+    /// native frames outside the interpreter decide)
+    #[arg(long)]
+    pub group_by_native_stack: bool,
+
     /// How allocation stacks are walked. `dwarf` (default): unwind tables
     /// compiled from each executable file's .eh_frame, searched in eBPF,
     /// with a frame-pointer step in code whose file has none, so stacks

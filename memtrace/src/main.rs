@@ -171,6 +171,7 @@ fn trace_and_report(
         explain_probes: args.explain_probes,
         probe_at_entry: args.probe_at_entry,
         no_python_frames: args.no_python_frames,
+        group_by_native_stack: args.group_by_native_stack,
         unwind: args.unwind,
         alloc_libs: args.alloc_libs.clone(),
         events: args.events.clone(),

@@ -50,6 +50,9 @@ pub struct StopContext<'a> {
     pub saved_mappings: &'a [FileMapping],
     /// Its CPython's layout, when its stacks carry Python frames.
     pub python: Option<&'static crate::runtime::cpython::Layout>,
+    /// Its interpreter's file, when its groups are merged by their Python
+    /// frames (see merge_interpreter_internals).
+    pub interpreter: Option<&'a str>,
     /// Its allocations in the live map (read for every process at once).
     pub live: &'a [LiveAllocation],
     /// Allocator calls entered and not returned, the whole scope's.
@@ -59,8 +62,19 @@ pub struct StopContext<'a> {
 /// Reads the totals and the live map, groups the leak candidates and
 /// symbolizes their stacks and the growth suspects' (`window_s` long).
 pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, window_s: f64) -> Result<HeapAtStop> {
-    let StopContext { pid, totals, now_ns, made_by_ns, last_exec_ns, marks, saved_mappings, python, live, open_calls } =
-        *ctx;
+    let StopContext {
+        pid,
+        totals,
+        now_ns,
+        made_by_ns,
+        last_exec_ns,
+        marks,
+        saved_mappings,
+        python,
+        interpreter,
+        live,
+        open_calls,
+    } = *ctx;
     let (live, before_exec): (Vec<_>, Vec<_>) =
         live.iter().filter(|a| a.pid == pid).cloned().partition(|a| a.ts_ns >= last_exec_ns);
     let released_by_exec = (before_exec.len() as u64, before_exec.iter().map(|a| a.size).sum());
@@ -100,6 +114,13 @@ pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, w
         })
         .collect();
     let leaks = merge_same_source(leaks);
+    // A Python program: stacks that differ only in the interpreter's own
+    // C frames (specialised bytecode, another call path into the same
+    // Python code) are one group.
+    let leaks = match interpreter {
+        Some(file) => merge_interpreter_internals(leaks, file),
+        None => leaks,
+    };
     Ok(HeapAtStop {
         totals,
         open_calls,
@@ -116,15 +137,34 @@ pub fn at_stop(probes: &Probes, ctx: &StopContext, mut suspects: Vec<Suspect>, w
 /// two addresses that are one line of source. Keeps the larger group's
 /// stack; stays sorted by bytes.
 fn merge_same_source(leaks: Vec<Leak>) -> Vec<Leak> {
-    let key = |l: &Leak| {
-        let frames: Vec<String> = l.stack.iter().map(symbolize::describe).collect();
-        (l.phase.clone(), frames)
-    };
-    let mut out: Vec<Leak> = Vec::with_capacity(leaks.len());
-    for l in leaks {
+    merge_by(leaks, |l| {
         // Stacks that did not symbolize stay apart (their text is addresses).
         let symbolized = !l.stack.is_empty() && l.stack.iter().all(|f| f.function.is_some());
-        match out.iter_mut().find(|o| symbolized && key(o) == key(&l)) {
+        symbolized.then(|| (l.phase.clone(), l.stack.iter().map(symbolize::describe).collect()))
+    })
+}
+
+/// Merges groups with Python frames whose stacks read the same once the
+/// frames in the interpreter's own file (`interpreter`: the executable or
+/// libpython) are left out: the Python frames and the native frames
+/// outside the interpreter (a C extension's, the allocator's) decide.
+fn merge_interpreter_internals(leaks: Vec<Leak>, interpreter: &str) -> Vec<Leak> {
+    merge_by(leaks, |l| {
+        let python = l.stack.iter().any(|f| f.module.as_deref() == Some(crate::runtime::python_frames::MODULE));
+        python.then(|| {
+            let outside = l.stack.iter().filter(|f| f.module.as_deref() != Some(interpreter));
+            (l.phase.clone(), outside.map(symbolize::describe).collect())
+        })
+    })
+}
+
+/// Merges groups with the same key (None: a group that stays apart), in
+/// the same phase; keeps the larger group's stack; sorted by bytes.
+fn merge_by(leaks: Vec<Leak>, key: impl Fn(&Leak) -> Option<(String, Vec<String>)>) -> Vec<Leak> {
+    let mut out: Vec<Leak> = Vec::with_capacity(leaks.len());
+    for l in leaks {
+        let k = key(&l);
+        match out.iter_mut().find(|o| k.is_some() && key(o) == k) {
             Some(o) => {
                 o.bytes += l.bytes;
                 o.count += l.count;
@@ -170,5 +210,35 @@ mod tests {
             [(150, 2, "leak", 0x10), (70, 1, "load", 0x30), (60, 1, "leak", 0x40), (60, 1, "leak", 0x40)]
         );
         assert_eq!(merged[0].oldest_age_s, 100.0);
+    }
+
+    #[test]
+    fn python_groups_differing_only_in_the_interpreters_frames_are_merged() {
+        let frame = |function: &str, module: &str| Frame {
+            function: Some(function.into()),
+            module: Some(module.into()),
+            ..Frame::default()
+        };
+        let python = |bytes: u64, eval: &str, caller: &str| Leak {
+            stack: vec![
+                frame("malloc", "/lib/libc.so.6"),
+                frame(eval, "/usr/bin/python3.11"),
+                frame("insert", crate::runtime::python_frames::MODULE),
+                frame(caller, crate::runtime::python_frames::MODULE),
+            ],
+            ..leak(bytes, "leak", bytes, Some("x"))
+        };
+        let merged = merge_interpreter_internals(
+            vec![
+                python(100, "_PyEval_EvalFrameDefault", "load"),
+                python(50, "_PyObject_Call", "load"), // other interpreter path, same Python code
+                python(30, "_PyEval_EvalFrameDefault", "warm"), // another Python caller
+                leak(20, "leak", 0x40, Some("insert")), // native only: left alone
+            ],
+            "/usr/bin/python3.11",
+        );
+        let summary: Vec<_> = merged.iter().map(|l| (l.bytes, l.count)).collect();
+        assert_eq!(summary, [(150, 2), (30, 1), (20, 1)]);
+        assert_eq!(merged[0].stack[1].function.as_deref(), Some("_PyEval_EvalFrameDefault"), "the larger's stack");
     }
 }

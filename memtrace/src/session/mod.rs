@@ -76,6 +76,8 @@ pub struct Options {
     pub probe_at_entry: bool,
     /// `--no-python-frames`.
     pub no_python_frames: bool,
+    /// `--group-by-native-stack`.
+    pub group_by_native_stack: bool,
     /// `--unwind`: with `Dwarf`, the unwind tables are loaded (without
     /// them the eBPF side walks frame pointers).
     pub unwind: crate::cli::Unwind,

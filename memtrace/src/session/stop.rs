@@ -223,6 +223,10 @@ impl Session {
         // Its own totals: from the kernel while it is traced, else those its
         // exit event carried.
         let totals = self.probes.process_heap_totals(pid).or(p.ended.map(|e| e.heap)).unwrap_or_default();
+        let interpreter = match (self.python.contains_key(&pid), self.opts.group_by_native_stack) {
+            (true, false) => self.runtimes.of(p.stats.files.keys()).map(|r| r.file.clone()),
+            _ => None,
+        };
         let ctx = StopContext {
             pid,
             totals,
@@ -232,6 +236,7 @@ impl Session {
             marks: &p.heap_marks,
             saved_mappings: &p.mappings,
             python: self.python.get(&pid).copied(),
+            interpreter: interpreter.as_deref(),
             live,
             open_calls,
         };
