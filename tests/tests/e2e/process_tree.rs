@@ -22,7 +22,11 @@ fn multiprocessing_workers_are_each_traced_with_their_own_file_pages_and_heap() 
     let script = root_dir().join("tests/python/pool_quarters.py");
     for method in ["fork", "spawn", "forkserver"] {
         let json = dir.join(format!("{method}.json"));
+        // Groups by the whole stack: the 1,001-byte buffers are a group of
+        // their own (by Python frames, the list that keeps them, grown on
+        // the same line, would join them).
         let run = Memtrace::run()
+            .arg("--group-by-native-stack")
             .json(&json)
             .target([OsStr::new("/usr/bin/python3"), script.as_ref(), file.as_ref(), OsStr::new(method)])
             .traced();
