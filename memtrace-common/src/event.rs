@@ -138,6 +138,9 @@ bodies! {
         /// The syscall's fd argument (-1 for anonymous mappings), as the kernel passed it.
         fd: i64,
         offset: u64,
+        /// An anonymous mapping's creator: its user stack's key in STACKS
+        /// (0: a file mapping, a failed call, or the stack was lost).
+        stack_id: u64,
     }
     /// A finished `munmap`.
     MunmapEvent = Munmap {
@@ -324,4 +327,6 @@ pub enum RangeOp {
     Munmap = 0,
     Madvise = 1,
     Mremap = 2,
+    /// `brk` lowering the break (`addr` the break asked for, `len` 0).
+    Brk = 3,
 }

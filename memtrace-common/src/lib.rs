@@ -182,7 +182,8 @@ pub struct TracepointOffsets {
     /// `group_dead` of sched_process_exit (0: the kernel has no such field,
     /// before Linux 6.9; then the main thread's exit ends the process).
     pub exit_group_dead: u32,
-    pub _pad: u32,
+    /// `brk` of syscalls:sys_enter_brk (the break asked for).
+    pub brk_arg: u32,
 }
 
 /// Byte offsets of kernel struct members the fexit program follows, read
@@ -211,6 +212,16 @@ pub struct KernelOffsets {
     /// `task_struct.exit_signal`: SIGCHLD for fork and vfork children, which
     /// ptrace's fork options make traced (and so holdable) too.
     pub task_exit_signal: u32,
+    /// `task_struct.utask`, `uprobe_task.return_instances` and
+    /// `return_instance.{stack, orig_ret_vaddr, next}`: the return addresses
+    /// the kernel's uretprobes replaced with their trampoline, for stack
+    /// walks through a probed call still running (an mmap inside malloc).
+    /// 0: not known on this kernel, no such walk is repaired.
+    pub task_utask: u32,
+    pub utask_return_instances: u32,
+    pub ri_stack: u32,
+    pub ri_orig_ret_vaddr: u32,
+    pub ri_next: u32,
     pub _pad: u32,
 }
 

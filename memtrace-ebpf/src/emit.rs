@@ -77,7 +77,7 @@ static OFFSETS: Global<TracepointOffsets> = Global::new(TracepointOffsets {
     cache_dev: 32,
     cache_order: 36,
     exit_group_dead: 0,
-    _pad: 0,
+    brk_arg: 16,
 });
 
 /// 16 MiB: about 350k page-fault records (40 bytes + the ring buffer's 8-byte

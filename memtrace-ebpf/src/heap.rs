@@ -3,10 +3,13 @@
 //! live allocations (address -> size, stack, time, phase), per-stack totals
 //! and heap totals. Nothing is streamed per call unless `--events` asks for
 //! it (HEAP_EVENTS).
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::{
+    ffi::c_void,
+    intrinsics::{atomic_xadd, AtomicOrdering},
+};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{pt_regs, BPF_NOEXIST},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_user,
         generated::{bpf_get_attach_cookie, bpf_get_stack},
@@ -112,32 +115,37 @@ fn bump(c: Caller, pick: fn(*mut HeapTotals) -> *mut u64) {
     add_to(c, pick, 1);
 }
 
-/// Takes the current user stack; returns its key in STACKS (0: none).
+/// Takes an allocation's user stack; returns its key in STACKS (0: none).
+/// Stacks cut short are counted in the process's heap totals.
 #[inline(always)]
 fn user_stack(c: Caller, ctx: &RetProbeContext) -> u64 {
+    capture_stack(c.task.pid, ctx.regs, ctx.as_ptr(), |cut| match cut {
+        StackCut::NoTable => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_no_table }),
+        StackCut::Unsupported => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
+        StackCut::Unreadable => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
+        StackCut::Depth => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_depth }),
+    })
+}
+
+/// Takes the user stack of process `pid` whose registers are `regs` (`ctx`
+/// the program's context, for the kernel's frame-pointer walk); returns
+/// its key in STACKS (0: none). `on_cut` hears why a walk stopped short.
+#[inline(always)]
+pub(crate) fn capture_stack(pid: u32, regs: *const pt_regs, ctx: *mut c_void, on_cut: impl Fn(StackCut)) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // With the target's unwind tables loaded, unwind with them (code built
     // without frame pointers); else the kernel's frame-pointer walk.
-    let len = match unwind::walk(c.task.pid, ctx.regs) {
+    let len = match unwind::walk(pid, regs) {
         Some((len, cut)) => {
-            match cut {
-                None => {}
-                Some(StackCut::NoTable) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_no_table }),
-                Some(StackCut::Unsupported) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
-                Some(StackCut::Unreadable) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
-                Some(StackCut::Depth) => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_depth }),
+            if let Some(cut) = cut {
+                on_cut(cut);
             }
             len as u64
         }
         None => {
             // SAFETY: the helper writes at most the size given into the per-CPU buffer.
             let n = unsafe {
-                bpf_get_stack(
-                    ctx.as_ptr(),
-                    (&raw mut (*scratch).ips).cast(),
-                    (MAX_STACK_DEPTH * 8) as u32,
-                    BPF_F_USER_STACK,
-                )
+                bpf_get_stack(ctx, (&raw mut (*scratch).ips).cast(), (MAX_STACK_DEPTH * 8) as u32, BPF_F_USER_STACK)
             };
             if n <= 0 {
                 return 0;
@@ -146,14 +154,14 @@ fn user_stack(c: Caller, ctx: &RetProbeContext) -> u64 {
         }
     };
     // A CPython process: the interpreter's frames follow the native ones.
-    let len = python::append(c.task.pid, scratch, len);
+    let len = python::append(pid, scratch, len);
     if len == 0 {
         return 0;
     }
     // FNV-1a over the process and the frames (the buffer past `len` holds
     // stale frames): the same frames in two processes are two stacks, each
     // symbolized with its own process's mappings and counted for it.
-    let mut hash: u64 = (0xcbf2_9ce4_8422_2325 ^ c.task.pid as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hash: u64 = (0xcbf2_9ce4_8422_2325 ^ pid as u64).wrapping_mul(0x0000_0100_0000_01b3);
     for i in 0..MAX_STACK_DEPTH {
         if i as u64 >= len {
             break;

@@ -2,9 +2,12 @@
 //! entry and sent with the result at exit, so userspace sees one event per
 //! finished call with its outcome.
 use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::generated::{bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs},
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
+    EbpfContext,
 };
 use memtrace_common::{
     event::{
@@ -17,6 +20,7 @@ use memtrace_common::{
 use crate::{
     emit::{count, emit, emit_in_place, offsets, traced, Task},
     filemap::WATCHED_FILES,
+    heap::capture_stack,
     hold::{hold, Hold},
     mmap_file::{file_of_fd, fill_path, identity},
 };
@@ -97,7 +101,12 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
                 emit(task, MmapFileEvent { result, ino, s_dev: dev, char_device: char_device as u32 });
             }
         }
-        emit(task, MmapEvent { result, len, prot, flags, fd, offset });
+        // An anonymous mapping: who made it (its origin, by which its
+        // resident pages are told apart: pymalloc arenas, thread stacks,
+        // an allocator's own).
+        let stack_id =
+            if result >= 0 && (flags & MAP_ANONYMOUS != 0 || fd < 0) { creator_stack(&ctx, task) } else { 0 };
+        emit(task, MmapEvent { result, len, prot, flags, fd, offset, stack_id });
         // A file's code, mapped for the first time (the loader mapping a
         // library): its unwind table goes in before any of it runs.
         if result >= 0
@@ -110,6 +119,28 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
         }
     }
     0
+}
+
+/// Per-CPU copy of the calling thread's user registers (too big for the BPF stack).
+#[map]
+static USER_REGS: PerCpuArray<pt_regs> = PerCpuArray::with_max_entries(1, 0);
+
+/// The user stack of the thread inside this syscall, walked from the
+/// registers it entered the kernel with (the allocators' unwinder, so code
+/// without frame pointers walks too); its key in STACKS, 0 if lost.
+#[inline(always)]
+fn creator_stack(ctx: &TracePointContext, task: Task) -> u64 {
+    let Some(regs) = USER_REGS.get_ptr_mut(0) else { return 0 };
+    // SAFETY: the current task's saved user registers, copied by the
+    // helper into the per-CPU buffer (a failed read leaves it unused).
+    let copied = unsafe {
+        let user = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        bpf_probe_read_kernel(regs.cast(), core::mem::size_of::<pt_regs>() as u32, user.cast())
+    };
+    if copied != 0 {
+        return 0;
+    }
+    capture_stack(task.pid, regs, ctx.as_ptr(), |_| {})
 }
 
 /// Files whose code each traced process mapped: the hold for a file's unwind table
@@ -197,6 +228,17 @@ pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     if let Some(a) = finish(&ctx, task.tid) {
         emit(task, MremapEvent { old_addr: a[1], old_len: a[2], new_len: a[3], flags: a[4], result: a[0] as i64 });
     }
+    0
+}
+
+/// A `brk` lowering the break gives pages back: RSS changes until its exit
+/// belong to the heap (userspace knows the break now and tells a lowering
+/// from a raise).
+#[tracepoint]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    let Some(task) = traced() else { return 0 };
+    let addr = read(&ctx, offsets().brk_arg);
+    emit(task, RangeEnterEvent { addr, len: 0, behavior: 0, op: RangeOp::Brk as u32, _pad: 0 });
     0
 }
 

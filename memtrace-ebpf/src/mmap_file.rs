@@ -29,6 +29,11 @@ pub(crate) static KERNEL_OFFSETS: Global<KernelOffsets> = Global::new(KernelOffs
     task_pid: 0,
     task_tgid: 0,
     task_exit_signal: 0,
+    task_utask: 0,
+    utask_return_instances: 0,
+    ri_stack: 0,
+    ri_orig_ret_vaddr: 0,
+    ri_next: 0,
     _pad: 0,
 });
 

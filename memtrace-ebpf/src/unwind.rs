@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     btf_maps::{self, ArrayOfMaps},
     cty::c_void,
-    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    helpers::{bpf_get_current_task, bpf_probe_read_user, generated::bpf_loop},
     macros::{btf_map, map},
     maps::{Array, HashMap, PerCpuArray},
 };
@@ -19,6 +19,7 @@ use memtrace_common::{
 
 use crate::{
     heap::STACK_SCRATCH,
+    mmap_file::{field, KERNEL_OFFSETS},
     regs::{frame_pointer, instruction_pointer, stack_pointer},
 };
 
@@ -173,6 +174,11 @@ struct Walk {
     end: u32,
     /// The process's mapping list in UNWIND_MAPPINGS.
     slot: u32,
+    /// The innermost pending uretprobe return of this thread not yet met
+    /// (a kernel `struct return_instance`, 0: none) and the stack slot
+    /// whose return address it replaced with its trampoline.
+    ri: u64,
+    ri_slot: u64,
 }
 
 const RUNNING: u32 = u32::MAX;
@@ -202,7 +208,10 @@ pub fn walk(pid: u32, regs: *const pt_regs) -> Option<(usize, Option<StackCut>)>
         n: 0,
         end: RUNNING,
         slot,
+        ri: 0,
+        ri_slot: 0,
     };
+    pending_returns(&mut w);
     // SAFETY: `step` has the callback signature bpf_loop expects, and `w`
     // outlives the call.
     unsafe { bpf_loop(UNWIND_DEPTH as u32, step as *mut c_void, (&raw mut w).cast(), 0) };
@@ -295,6 +304,7 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
         let Some([next, ra]) = read_pair(w.bp) else {
             return Some(StackCut::NoTable as u32);
         };
+        let ra = original_return(w, w.bp.wrapping_add(8), ra);
         (w.ip, w.sp, w.bp) = (ra, w.bp.wrapping_add(16), next);
         return None;
     };
@@ -332,6 +342,56 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
         }
         _ => return Some(StackCut::Unsupported as u32),
     };
-    (w.ip, w.sp) = (ra, cfa);
+    (w.ip, w.sp) = (original_return(w, cfa.wrapping_sub(8), ra), cfa);
     None
+}
+
+/// The thread's pending uretprobe returns (innermost first), from its
+/// `task_struct.utask` (offsets from BTF; none when they are unknown).
+#[inline(always)]
+fn pending_returns(w: &mut Walk) {
+    let off = KERNEL_OFFSETS.load();
+    if off.task_utask == 0 || off.ri_stack == 0 {
+        return;
+    }
+    // SAFETY: offsets from this kernel's BTF; every read is a probe read.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Some(utask) = field::<*const u8>(task, off.task_utask) else { return };
+        let Some(ri) = field::<u64>(utask, off.utask_return_instances) else { return };
+        load_return(w, ri);
+    }
+}
+
+#[inline(always)]
+fn load_return(w: &mut Walk, ri: u64) {
+    let off = KERNEL_OFFSETS.load();
+    // SAFETY: a kernel pointer read from the return list; probe reads fail cleanly.
+    w.ri_slot = match unsafe { field::<u64>(ri as *const u8, off.ri_stack) } {
+        Some(slot) if ri != 0 => slot,
+        _ => 0,
+    };
+    w.ri = if w.ri_slot == 0 { 0 } else { ri };
+}
+
+/// The return address read at stack address `slot`: where a uretprobe put
+/// its trampoline there (the probed function is still running: malloc
+/// calling mmap), the address it replaced, as the kernel keeps it.
+#[inline(always)]
+fn original_return(w: &mut Walk, slot: u64, ra: u64) -> u64 {
+    if w.ri == 0 || slot != w.ri_slot {
+        return ra;
+    }
+    let off = KERNEL_OFFSETS.load();
+    let ri = w.ri as *const u8;
+    // SAFETY: as in load_return.
+    let (original, next) = unsafe { (field::<u64>(ri, off.ri_orig_ret_vaddr), field::<u64>(ri, off.ri_next)) };
+    load_return(w, next.unwrap_or(0));
+    if w.ri != 0 && w.ri_slot == slot {
+        // A chained return (the probed function tail-called another): same
+        // slot, the same original address; the next one is further out.
+        let next = unsafe { field::<u64>(w.ri as *const u8, off.ri_next) };
+        load_return(w, next.unwrap_or(0));
+    }
+    original.unwrap_or(ra)
 }

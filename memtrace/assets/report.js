@@ -101,6 +101,30 @@
     done.rendered.push('files');
   }
 
+  // Anonymous memory by origin: measured beside smaps, with who made it.
+  function anon() {
+    var a = TRACE.anon;
+    if (!a || !(a.origins || []).length) {
+      document.getElementById('anon-note').textContent = 'No anonymous memory by origin in this trace.';
+      done.rendered.push('anon');
+      return;
+    }
+    var table = document.getElementById('anon');
+    var tr = el('tr');
+    ['origin', 'resident (measured)', 'peak (measured)', 'smaps at stop', 'mmaps', 'made by'].forEach(function (h) { tr.appendChild(el('th', h)); });
+    table.appendChild(tr);
+    a.origins.forEach(function (o) {
+      var r = el('tr');
+      var by = (o.stack || []).slice(0, 4).map(function (f) {
+        return f.function || ((f.module || '?').split('/').pop() + '+0x' + (f.offset || 0).toString(16));
+      }).join(' \u2190 ');
+      [o.origin, fmt(o.rss_bytes), fmt(o.peak_rss_bytes), o.kernel_anon_bytes === null ? '-' : fmt(o.kernel_anon_bytes), String(o.mappings), by]
+        .forEach(function (v, i) { r.appendChild(el('td', v, i > 0 && i < 5 ? 'num' : '')); });
+      table.appendChild(r);
+    });
+    done.rendered.push('anon');
+  }
+
   // Leak stacks as a flame graph: outermost frame at the bottom, widths in
   // bytes, drawn as floating bars (one row per stack depth).
   function flame() {
@@ -184,7 +208,7 @@
     done.rendered.push('flame');
   }
 
-  [timeline, files, flame].forEach(function (part) {
+  [timeline, files, anon, flame].forEach(function (part) {
     try { part(); } catch (e) { document.body.dataset.error = part.name + ': ' + e; }
   });
   document.body.dataset.rendered = done.rendered.join(',');

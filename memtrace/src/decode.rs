@@ -45,6 +45,8 @@ pub enum Event {
         flags: u64,
         fd: i32,
         offset: u64,
+        /// An anonymous mapping's creator stack (key in STACKS; 0: none).
+        stack_id: u64,
     },
     Munmap {
         ts_ns: u64,
@@ -96,7 +98,7 @@ pub enum Event {
         tid: u32,
         addr: u64,
         len: u64,
-        munmap: bool,
+        op: RangeOp,
     },
     Madvise {
         ts_ns: u64,
@@ -304,6 +306,7 @@ impl Event {
                     flags: e.flags,
                     fd: e.fd as i32,
                     offset: e.offset,
+                    stack_id: e.stack_id,
                 }
             }
             EventKind::Munmap => {
@@ -358,7 +361,14 @@ impl Event {
             }
             EventKind::RangeEnter => {
                 let e: event::RangeEnterEvent = body(bytes)?;
-                Event::RangeEnter { ts_ns, tid, addr: e.addr, len: e.len, munmap: e.op == RangeOp::Munmap as u32 }
+                let op = match e.op {
+                    0 => RangeOp::Munmap,
+                    1 => RangeOp::Madvise,
+                    2 => RangeOp::Mremap,
+                    3 => RangeOp::Brk,
+                    _ => return Err(DecodeError::Kind(kind as u32)),
+                };
+                Event::RangeEnter { ts_ns, tid, addr: e.addr, len: e.len, op }
             }
             EventKind::HeapMark => {
                 let e: event::HeapMarkEvent = body(bytes)?;
@@ -484,10 +494,20 @@ mod tests {
 
     #[test]
     fn decodes_a_failed_mmap_with_negative_errno_and_fd() {
-        let r = MmapEvent { result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0 };
+        let r = MmapEvent { result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0, stack_id: 0 };
         assert_eq!(
             Event::decode(&bytes(r)).unwrap(),
-            Event::Mmap { ts_ns: 99, tid: 7, result: -12, len: 4096, prot: 3, flags: 0x22, fd: -1, offset: 0 }
+            Event::Mmap {
+                ts_ns: 99,
+                tid: 7,
+                result: -12,
+                len: 4096,
+                prot: 3,
+                flags: 0x22,
+                fd: -1,
+                offset: 0,
+                stack_id: 0
+            }
         );
     }
 
@@ -568,10 +588,10 @@ mod tests {
         let r = RangeEnterEvent { addr: 0x7000, len: 4096, behavior: 0, op: RangeOp::Munmap as u32, _pad: 0 };
         assert_eq!(
             Event::decode(&bytes(r)).unwrap(),
-            Event::RangeEnter { ts_ns: 99, tid: 7, addr: 0x7000, len: 4096, munmap: true }
+            Event::RangeEnter { ts_ns: 99, tid: 7, addr: 0x7000, len: 4096, op: RangeOp::Munmap }
         );
         let r = RangeEnterEvent { addr: 0x7000, len: 4096, behavior: 4, op: RangeOp::Madvise as u32, _pad: 0 };
-        assert!(matches!(Event::decode(&bytes(r)).unwrap(), Event::RangeEnter { munmap: false, .. }));
+        assert!(matches!(Event::decode(&bytes(r)).unwrap(), Event::RangeEnter { op: RangeOp::Madvise, .. }));
         let file = FileId { major: 254, minor: 1, inode: 9 };
         let r = FilemapMapPagesEvent { ino: 9, first: 16, last: 31, s_dev: (254 << 20) | 1, _pad: 0 };
         assert_eq!(
@@ -662,7 +682,7 @@ mod tests {
         unknown[..4].copy_from_slice(&77u32.to_le_bytes());
         assert_eq!(Event::decode(&unknown), Err(DecodeError::Kind(77)));
         // A header that names a kind whose body is cut short.
-        let mmap = bytes(MmapEvent { result: 0, len: 1, prot: 0, flags: 0, fd: 3, offset: 0 });
+        let mmap = bytes(MmapEvent { result: 0, len: 1, prot: 0, flags: 0, fd: 3, offset: 0, stack_id: 0 });
         assert_eq!(Event::decode(&mmap[..40]), Err(DecodeError::Size(40)));
         // An RSS member the kernel does not have.
         let r = RssStatEvent { bytes: 1, member: 9, curr: 1, mm_id: 5, _pad: 0 };

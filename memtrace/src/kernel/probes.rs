@@ -36,7 +36,7 @@ use crate::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// (program name in the object, tracepoint category, tracepoint name).
-const TRACEPOINTS: [(&str, &str, &str); 18] = [
+const TRACEPOINTS: [(&str, &str, &str); 19] = [
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
@@ -47,6 +47,7 @@ const TRACEPOINTS: [(&str, &str, &str); 18] = [
     ("sys_exit_madvise", "syscalls", "sys_exit_madvise"),
     ("sys_enter_mremap", "syscalls", "sys_enter_mremap"),
     ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("sys_enter_brk", "syscalls", "sys_enter_brk"),
     ("sys_exit_brk", "syscalls", "sys_exit_brk"),
     ("page_fault_user", "exceptions", "page_fault_user"),
     ("page_fault_kernel", "exceptions", "page_fault_kernel"),
@@ -176,6 +177,13 @@ fn kernel_offsets() -> Result<KernelOffsets> {
         task_pid: btf.member_offset("task_struct", "pid")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_exit_signal: btf.member_offset("task_struct", "exit_signal")?,
+        // Optional: without them, walks through a running uretprobed call
+        // end at its trampoline (as before).
+        task_utask: btf.member_offset("task_struct", "utask").unwrap_or(0),
+        utask_return_instances: btf.member_offset("uprobe_task", "return_instances").unwrap_or(0),
+        ri_stack: btf.member_offset("return_instance", "stack").unwrap_or(0),
+        ri_orig_ret_vaddr: btf.member_offset("return_instance", "orig_ret_vaddr").unwrap_or(0),
+        ri_next: btf.member_offset("return_instance", "next").unwrap_or(0),
         _pad: 0,
     })
 }

@@ -147,7 +147,7 @@ pub fn read_offsets(root: &Path) -> Result<TracepointOffsets> {
         cache_dev: f.field("filemap/mm_filemap_add_to_page_cache", "s_dev", 4)?,
         cache_order: f.field("filemap/mm_filemap_add_to_page_cache", "order", 1)?,
         exit_group_dead: f.field("sched/sched_process_exit", "group_dead", 1).unwrap_or(0),
-        _pad: 0,
+        brk_arg: f.u64_field("syscalls/sys_enter_brk", "brk")?,
     })
 }
 

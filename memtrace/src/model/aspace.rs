@@ -41,10 +41,23 @@ pub enum Region {
     Heap,
     /// Main or thread stacks.
     Stack,
-    /// Anonymous mappings (allocator arenas, large allocations, ...).
-    Anon,
+    /// Anonymous mappings (allocator arenas, large allocations, ...), with
+    /// who made them.
+    Anon(AnonOrigin),
     /// Kernel-provided pseudo mappings: [vdso], [vvar], ...
     Special(String),
+}
+
+/// Who made an anonymous mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnonOrigin {
+    /// An mmap memtrace saw: the process that made it (a child inherits its
+    /// parent's mappings and their origins) and the key of its user stack in
+    /// STACKS (0: the stack was lost).
+    Mmap { pid: u32, stack_id: u64 },
+    /// There before memtrace saw it (found in /proc: mapped before attach,
+    /// or by the kernel itself).
+    Unseen,
 }
 
 /// A piece of a mapping removed from the model.
@@ -127,15 +140,30 @@ impl AddressSpace {
         self.vmas.clear();
     }
 
-    #[cfg(test)]
+    /// Every mapping: (start, end, region).
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &Region)> {
         self.vmas.iter().map(|(s, (e, r, _))| (*s, *e, r))
+    }
+
+    /// The pieces of [start, end) in the model, in address order.
+    pub fn pieces(&self, start: u64, end: u64) -> Vec<(u64, u64, &Region)> {
+        let mut out: Vec<_> = self
+            .vmas
+            .range(..end)
+            .rev()
+            .take_while(|(_, (e, ..))| *e > start)
+            .map(|(s, (e, r, _))| ((*s).max(start), (*e).min(end), r))
+            .collect();
+        out.reverse();
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ANON: Region = Region::Anon(AnonOrigin::Unseen);
 
     fn file(inode: u64) -> Region {
         Region::File(FileId { major: 8, minor: 1, inode })
@@ -145,11 +173,11 @@ mod tests {
     fn finds_the_region_holding_an_address() {
         let mut a = AddressSpace::default();
         a.map(0x1000, 0x3000, file(1));
-        a.map(0x5000, 0x6000, Region::Anon);
+        a.map(0x5000, 0x6000, ANON);
         assert_eq!(a.find(0x1000), Some(&file(1)));
         assert_eq!(a.find(0x2fff), Some(&file(1)));
         assert_eq!(a.find(0x3000), None);
-        assert_eq!(a.find(0x5800), Some(&Region::Anon));
+        assert_eq!(a.find(0x5800), Some(&ANON));
         assert_eq!(a.find(0x0fff), None);
     }
 
@@ -170,7 +198,7 @@ mod tests {
         let mut a = AddressSpace::default();
         a.map(0x1000, 0x3000, file(1));
         a.map(0x3000, 0x5000, file(2));
-        let removed = a.map(0x2000, 0x4000, Region::Anon);
+        let removed = a.map(0x2000, 0x4000, ANON);
         assert_eq!(
             removed,
             vec![
@@ -179,17 +207,17 @@ mod tests {
             ]
         );
         let got: Vec<_> = a.iter().map(|(s, e, r)| (s, e, r.clone())).collect();
-        assert_eq!(got, vec![(0x1000, 0x2000, file(1)), (0x2000, 0x4000, Region::Anon), (0x4000, 0x5000, file(2))]);
+        assert_eq!(got, vec![(0x1000, 0x2000, file(1)), (0x2000, 0x4000, ANON), (0x4000, 0x5000, file(2))]);
     }
 
     #[test]
     fn overlapping_finds_exactly_the_mappings_a_range_touches() {
         let mut a = AddressSpace::default();
         a.map(0x1000, 0x2000, file(1));
-        a.map(0x2000, 0x3000, Region::Anon);
+        a.map(0x2000, 0x3000, ANON);
         a.map(0x5000, 0x6000, file(2));
         let got: Vec<_> = a.overlapping(0x1800, 0x5001).cloned().collect();
-        assert_eq!(got, vec![file(2), Region::Anon, file(1)]);
+        assert_eq!(got, vec![file(2), ANON, file(1)]);
         assert_eq!(a.overlapping(0x3000, 0x5000).count(), 0);
         assert_eq!(a.overlapping(0x2fff, 0x3000).count(), 1);
     }

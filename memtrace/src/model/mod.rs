@@ -1,6 +1,7 @@
 //! The pure aggregators: plain data structures fed with decoded events and
 //! /proc snapshots by the session, and by unit tests with recorded ones.
 //! Nothing here talks to the kernel or reads /proc.
+pub mod anon_origins;
 pub mod aspace;
 pub mod estimates;
 pub mod growth;

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     decode::FaultAccess,
-    model::aspace::{AddressSpace, FileId, Region, Removed},
+    model::anon_origins::Site,
+    model::aspace::{AddressSpace, AnonOrigin, FileId, Region, Removed},
     model::kernel_heap::KernelHeap,
 };
 
@@ -86,7 +87,7 @@ pub struct TraceStats {
 
 /// Bytes of anonymous mappings among removed pieces.
 fn anon_bytes(removed: &[Removed]) -> u64 {
-    removed.iter().filter(|r| r.region == Region::Anon).map(|r| r.end - r.start).sum()
+    removed.iter().filter(|r| matches!(r.region, Region::Anon(_))).map(|r| r.end - r.start).sum()
 }
 
 fn page_end(start: u64, len: u64) -> u64 {
@@ -98,7 +99,7 @@ pub fn region_label(region: &Region) -> &str {
         Region::File(_) => "file",
         Region::Heap => "[heap]",
         Region::Stack => "[stack]",
-        Region::Anon => "[anon]",
+        Region::Anon(_) => "[anon]",
         Region::Special(name) => name,
     }
 }
@@ -112,16 +113,23 @@ fn count_region(regions: &mut BTreeMap<String, FaultCounts>, label: &str, access
 }
 
 impl TraceStats {
-    /// A finished mmap, at monotonic time `ts_ns` (its exit event's).
-    pub fn on_mmap(&mut self, ts_ns: u64, result: i64, len: u64, flags: u64, fd: i32, file: Option<FileInfo>) {
+    /// A finished mmap, at monotonic time `ts_ns` (its exit event's); an
+    /// anonymous one made by `creator`. Returns the mapping's region.
+    pub fn on_mmap(
+        &mut self,
+        ts_ns: u64,
+        (result, len, flags, fd): (i64, u64, u64, i32),
+        file: Option<FileInfo>,
+        creator: AnonOrigin,
+    ) -> Option<Region> {
         self.mmap_calls += 1;
         if result < 0 {
             self.mmap_failed += 1;
-            return;
+            return None;
         }
         let start = result as u64;
         let region = if flags & MAP_ANONYMOUS != 0 || fd < 0 {
-            Region::Anon
+            Region::Anon(creator)
         } else if let Some(info) = file {
             let id = info.id;
             self.learn_file(info).mmap_calls += 1;
@@ -133,11 +141,12 @@ impl TraceStats {
         let end = page_end(start, len);
         let removed = self.aspace.map_since(start, end, region.clone(), ts_ns);
         self.kernel_heap.on_anon_unmap(anon_bytes(&removed));
-        if region == Region::Anon {
+        if matches!(region, Region::Anon(_)) {
             self.kernel_heap.on_anon_map(end - start);
         }
         self.forget(&removed);
         self.account(&region, end - start, true);
+        Some(region)
     }
 
     /// A finished munmap that began at monotonic time `entered_ns` (its
@@ -169,7 +178,7 @@ impl TraceStats {
         let end = page_end(start, new_len);
         let replaced = self.aspace.map(start, end, region.clone());
         self.kernel_heap.on_anon_unmap(anon_bytes(&replaced));
-        if region == Region::Anon {
+        if matches!(region, Region::Anon(_)) {
             self.kernel_heap.on_anon_map(end - start);
         }
         self.forget(&replaced);
@@ -234,6 +243,23 @@ impl TraceStats {
         files
     }
 
+    /// The places of the anonymous pages in [start, start + len), in address order.
+    pub fn sites_in(&self, start: u64, len: u64) -> Vec<Site> {
+        let mut sites: Vec<Site> = Vec::new();
+        for (.., region) in self.aspace.pieces(start, start.saturating_add(len)) {
+            let site = Site::of(region);
+            if !sites.contains(&site) {
+                sites.push(site);
+            }
+        }
+        sites
+    }
+
+    /// The model's mappings: (start, end, region).
+    pub fn mappings(&self) -> impl Iterator<Item = (u64, u64, &Region)> {
+        self.aspace.iter()
+    }
+
     /// In a file mapping whose file could not be identified.
     pub fn is_unresolved(&self, address: u64) -> bool {
         matches!(self.aspace.find(address), Some(Region::Special(name)) if name == UNRESOLVED)
@@ -243,23 +269,20 @@ impl TraceStats {
         self.aspace.find(address).is_some()
     }
 
-    /// Counts a fault in the mapping that holds `address`; returns the file
-    /// mapped there, if any (one lookup: this runs for every fault).
-    pub fn on_fault(&mut self, address: u64, access: FaultAccess) -> Option<FileId> {
+    /// Counts a fault in the mapping that holds `address`; returns where it
+    /// is (None: outside every known mapping; one lookup: this runs for
+    /// every fault).
+    pub fn on_fault(&mut self, address: u64, access: FaultAccess) -> Option<Site> {
         self.faults.add(access);
         match self.aspace.find(address) {
             Some(region) => {
-                let file = match region {
-                    Region::File(id) => {
-                        if let Some(f) = self.files.get_mut(id) {
-                            f.faults.add(access);
-                        }
-                        Some(*id)
+                if let Region::File(id) = region {
+                    if let Some(f) = self.files.get_mut(id) {
+                        f.faults.add(access);
                     }
-                    _ => None,
-                };
+                }
                 count_region(&mut self.regions, region_label(region), access);
-                file
+                Some(Site::of(region))
             }
             None => {
                 self.unattributed_faults += 1;
@@ -275,13 +298,22 @@ impl TraceStats {
         for info in files {
             self.learn_file(info);
         }
-        self.aspace.clear();
+        // Anonymous mappings the events described keep their origins: the
+        // kernel merges neighbours into one line of the maps file.
+        let old = std::mem::take(&mut self.aspace);
         for f in self.files.values_mut() {
             f.mapped_now = 0;
         }
         for (start, end, region) in vmas {
             self.aspace.map(start, end, region.clone());
             self.account(&region, end - start, true);
+            if matches!(region, Region::Anon(AnonOrigin::Unseen)) {
+                for (s, e, known) in old.pieces(start, end) {
+                    if matches!(known, Region::Anon(AnonOrigin::Mmap { .. })) {
+                        self.aspace.map(s, e, known.clone());
+                    }
+                }
+            }
         }
     }
 
@@ -351,8 +383,8 @@ mod tests {
     #[test]
     fn faults_are_attributed_to_the_mapping_that_holds_them() {
         let mut s = TraceStats::default();
-        s.on_mmap(0, 0x10000, 10_000, 0x1, 3, arrow());
-        s.on_mmap(0, 0x40000, 8192, 0x22, -1, None);
+        s.on_mmap(0, (0x10000, 10_000, 0x1, 3), arrow(), AnonOrigin::Unseen);
+        s.on_mmap(0, (0x40000, 8192, 0x22, -1), None, AnonOrigin::Unseen);
         s.on_fault(0x10010, FaultAccess::Read);
         s.on_fault(0x12fff, FaultAccess::Read); // last page, rounded up from 10,000 bytes
         s.on_fault(0x40000, FaultAccess::Write);
@@ -368,7 +400,7 @@ mod tests {
     #[test]
     fn failed_calls_are_counted_but_map_nothing() {
         let mut s = TraceStats::default();
-        s.on_mmap(0, -12, 4096, 0x1, 3, arrow());
+        s.on_mmap(0, (-12, 4096, 0x1, 3), arrow(), AnonOrigin::Unseen);
         s.on_munmap(0x1000, 4096, -22, None);
         assert_eq!((s.mmap_calls, s.mmap_failed, s.munmap_calls, s.munmap_failed), (1, 1, 1, 1));
         assert!(s.files.is_empty());
@@ -378,8 +410,8 @@ mod tests {
     #[test]
     fn a_file_mapped_twice_keeps_its_peak_after_a_partial_unmap() {
         let mut s = TraceStats::default();
-        s.on_mmap(0, 0x100000, 8192, 0x1, 3, arrow());
-        s.on_mmap(0, 0x200000, 8192, 0x1, 4, arrow());
+        s.on_mmap(0, (0x100000, 8192, 0x1, 3), arrow(), AnonOrigin::Unseen);
+        s.on_mmap(0, (0x200000, 8192, 0x1, 4), arrow(), AnonOrigin::Unseen);
         s.on_munmap(0x100000, 4096, 0, None);
         let f = &s.files[&ARROW];
         assert_eq!((f.mmap_calls, f.mapped_peak, f.mapped_now), (2, 16384, 12288));
@@ -390,7 +422,7 @@ mod tests {
     #[test]
     fn mremap_moves_and_grows_a_file_mapping() {
         let mut s = TraceStats::default();
-        s.on_mmap(0, 0x100000, 8192, 0x1, 3, arrow());
+        s.on_mmap(0, (0x100000, 8192, 0x1, 3), arrow(), AnonOrigin::Unseen);
         s.on_mremap(0x100000, 8192, 16384, 0x900000);
         assert!(!s.knows(0x100000));
         s.on_fault(0x903000, FaultAccess::Read);
@@ -403,7 +435,7 @@ mod tests {
     #[test]
     fn an_unidentified_file_mapping_is_counted_not_guessed() {
         let mut s = TraceStats::default();
-        s.on_mmap(0, 0x100000, 4096, 0x1, 3, None);
+        s.on_mmap(0, (0x100000, 4096, 0x1, 3), None, AnonOrigin::Unseen);
         s.on_fault(0x100000, FaultAccess::Read);
         assert_eq!(s.unresolved_file_mappings, 1);
         assert_eq!(s.regions["[unresolved file]"].total, 1);
@@ -413,7 +445,7 @@ mod tests {
     #[test]
     fn exec_and_sync_replace_the_model() {
         let mut s = TraceStats::default();
-        s.on_mmap(0, 0x100000, 4096, 0x1, 3, arrow());
+        s.on_mmap(0, (0x100000, 4096, 0x1, 3), arrow(), AnonOrigin::Unseen);
         s.on_exec();
         assert!(!s.knows(0x100000));
         assert_eq!(s.files[&ARROW].mapped_now, 0);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use procfs::process::{MMapPath, MemoryMap, Process};
 
 use crate::{
-    model::aspace::{FileId, Region},
+    model::aspace::{AnonOrigin, FileId, Region},
     model::stats::FileInfo,
     symbolize::FileMapping,
 };
@@ -38,7 +38,7 @@ pub(super) fn region_of(map: &MemoryMap) -> Region {
         }
         MMapPath::Heap => Region::Heap,
         MMapPath::Stack | MMapPath::TStack(_) => Region::Stack,
-        MMapPath::Anonymous => Region::Anon,
+        MMapPath::Anonymous => Region::Anon(AnonOrigin::Unseen),
         MMapPath::Vdso => Region::Special("[vdso]".into()),
         MMapPath::Vvar => Region::Special("[vvar]".into()),
         MMapPath::Vsyscall => Region::Special("[vsyscall]".into()),

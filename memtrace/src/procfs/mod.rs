@@ -14,7 +14,9 @@ pub use maps::{
 };
 pub use mem::read_c_string;
 pub use paths::resolve as resolve_file;
-pub use resident::{file_pagemap, file_rss, file_smaps, FilePages, SmapsFile};
+pub use resident::{
+    anon_smaps, file_pagemap, file_rss, file_smaps, private_present_bytes, AnonVma, FilePages, SmapsFile,
+};
 pub use status::{
     command_line, descendants, kernel_faults, own_cost, parent_of, rss_counters, thread_group, thread_ids,
 };

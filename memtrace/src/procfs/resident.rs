@@ -50,17 +50,42 @@ pub struct FilePages {
     pub file_pages: PageSet,
 }
 
+/// pagemap's bits: the page is present; it is a file page or shared anonymous.
+const PRESENT: u64 = 1 << 63;
+const FILE_PAGE: u64 = 1 << 61;
+
+/// Calls `each(page, entry)` for every virtual page in [start, end) (page
+/// numbers) with its /proc/PID/pagemap entry, read in chunks.
+fn pagemap_entries(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    mut each: impl FnMut(u64, u64),
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 8 * 4096];
+    let mut page = start;
+    while page < end {
+        let n = ((end - page) as usize).min(buf.len() / 8);
+        let read = pagemap.read_at(&mut buf[..n * 8], page * 8)?;
+        if read == 0 {
+            break;
+        }
+        for (i, e) in buf[..read].chunks_exact(8).enumerate() {
+            each(page + i as u64, u64::from_le_bytes(e.try_into().expect("8 bytes")));
+        }
+        page += (read / 8) as u64;
+    }
+    Ok(())
+}
+
 /// Each mapped file's present pages, from /proc/PID/pagemap (one 8-byte
 /// entry per virtual page): a second kernel truth, page by page, beside
 /// smaps' Rss.
 pub fn file_pagemap(pid: u32) -> std::io::Result<HashMap<FileId, FilePages>> {
-    use std::os::unix::fs::FileExt;
-    const PRESENT: u64 = 1 << 63;
-    const FILE_PAGE: u64 = 1 << 61;
     let maps = Process::new(pid as i32).map_err(std::io::Error::other)?.maps().map_err(std::io::Error::other)?;
     let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let mut out: HashMap<FileId, FilePages> = HashMap::new();
-    let mut buf = vec![0u8; 8 * 4096];
     for map in maps.iter() {
         let Region::File(id) = region_of(map) else { continue };
         let (start, end) = (map.address.0 / 4096, map.address.1 / 4096);
@@ -68,36 +93,61 @@ pub fn file_pagemap(pid: u32) -> std::io::Result<HashMap<FileId, FilePages>> {
         let entry = out.entry(id).or_default();
         // Consecutive file pages go into the set as one range.
         let mut run: Option<(u64, u64)> = None;
-        let mut page = start;
-        while page < end {
-            let n = ((end - page) as usize).min(buf.len() / 8);
-            let read = pagemap.read_at(&mut buf[..n * 8], page * 8)?;
-            if read == 0 {
-                break;
+        pagemap_entries(&pagemap, start, end, |page, e| {
+            if e & PRESENT == 0 {
+                return;
             }
-            for (i, e) in buf[..read].chunks_exact(8).enumerate() {
-                let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
-                if e & PRESENT == 0 {
-                    continue;
-                }
-                entry.present_bytes += 4096;
-                if e & FILE_PAGE != 0 {
-                    let index = first_file_page + (page - start) + i as u64;
-                    run = match run {
-                        Some((first, last)) if last + 1 == index => Some((first, index)),
-                        Some((first, last)) => {
-                            entry.file_pages.insert(first, last);
-                            Some((index, index))
-                        }
-                        None => Some((index, index)),
-                    };
-                }
+            entry.present_bytes += 4096;
+            if e & FILE_PAGE != 0 {
+                let index = first_file_page + (page - start);
+                run = match run {
+                    Some((first, last)) if last + 1 == index => Some((first, index)),
+                    Some((first, last)) => {
+                        entry.file_pages.insert(first, last);
+                        Some((index, index))
+                    }
+                    None => Some((index, index)),
+                };
             }
-            page += (read / 8) as u64;
-        }
+        })?;
         if let Some((first, last)) = run {
             entry.file_pages.insert(first, last);
         }
     }
     Ok(out)
+}
+
+/// One mapping's anonymous pages (smaps "Anonymous": the process's private
+/// pages, copied-on-write ones of file mappings included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnonVma {
+    pub start: u64,
+    pub end: u64,
+    pub anon_bytes: u64,
+}
+
+/// The mappings holding anonymous pages, from /proc/PID/smaps.
+pub fn anon_smaps(pid: u32) -> procfs::ProcResult<Vec<AnonVma>> {
+    let mut out = Vec::new();
+    for map in Process::new(pid as i32)?.smaps()?.iter() {
+        let anon_bytes = map.extension.map.get("Anonymous").copied().unwrap_or(0);
+        if anon_bytes > 0 {
+            out.push(AnonVma { start: map.address.0, end: map.address.1, anon_bytes });
+        }
+    }
+    Ok(out)
+}
+
+/// Private present pages in [start, end) (pagemap: present, not a file page;
+/// the shared zero page counts too): how one mapping's anonymous bytes
+/// split between the pieces of it the events told apart.
+pub fn private_present_bytes(pid: u32, start: u64, end: u64) -> std::io::Result<u64> {
+    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut bytes = 0;
+    pagemap_entries(&pagemap, start / 4096, end.div_ceil(4096), |_, e| {
+        if e & PRESENT != 0 && e & FILE_PAGE == 0 {
+            bytes += 4096;
+        }
+    })?;
+    Ok(bytes)
 }

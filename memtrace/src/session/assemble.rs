@@ -171,6 +171,7 @@ pub fn trace(p: Parts) -> Trace {
     let kernel = if tree { tree_kernel_faults(&processes) } else { kernel_faults(p.stop, p.own_faults) };
     let regions = if tree { tree_regions(&processes) } else { regions(root) };
     let rss = if tree { tree_rss(&processes, &p.timeline) } else { rss_summary(root, capture) };
+    let anon = scope_anon(&processes);
     if p.folded.is_some() {
         processes.pop();
     }
@@ -221,6 +222,7 @@ pub fn trace(p: Parts) -> Trace {
         ),
         phases_folded: folded_phase_entries(c, &c.phases, p.start_ns),
         runtime: runtime_entry(p.runtimes, p.python, root),
+        anon,
         heap,
         leak_rule: match p.leak_age {
             Some(age) => format!("live allocations at least {} s old at the stop", age.as_secs_f64()),
@@ -291,6 +293,16 @@ fn runtime_entry(
     })
 }
 
+/// The scope's anonymous memory: its processes', origin by origin.
+fn scope_anon(processes: &[ProcessEntry]) -> Option<trace::AnonMemory> {
+    let mut listed = processes.iter().filter_map(|e| e.anon.as_ref());
+    let mut sum = listed.next()?.clone();
+    for a in listed {
+        sum.add(a, super::anon_at_stop::MAX_ORIGINS);
+    }
+    Some(sum)
+}
+
 pub(super) fn process_entry(
     pm: &ProcessModel,
     capture: &StopCapture,
@@ -333,6 +345,7 @@ pub(super) fn process_entry(
         phases: Vec::new(),
         phases_folded: Vec::new(),
         runtime: None,
+        anon: capture.anon.clone(),
         file_totals: FileTotals::of(&files),
         files,
     }
@@ -933,6 +946,7 @@ mod tests {
             rss_at_truth: Some(RssCounters { file: 68 << 10, ..Default::default() }),
             kernel_faults: Some((9, 1)),
             heap: None,
+            anon: None,
         }
     }
 

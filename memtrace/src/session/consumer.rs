@@ -461,6 +461,11 @@ pub(crate) mod recorded {
     pub const PATH: &str = "/data/index.bin";
     pub const START: u64 = 0x7f00_0000_0000;
     pub const LEN: u64 = 16 << 20;
+
+    /// The finished mmap of the recorded file (fd 3, read-only, private) at START.
+    pub fn file_mmap(ts_ns: u64, tid: u32) -> Event {
+        Event::Mmap { ts_ns, tid, result: START as i64, len: LEN, prot: 1, flags: 1, fd: 3, offset: 0, stack_id: 0 }
+    }
     pub const PHASE_NAME_AT: u64 = 0x5000;
 
     #[derive(Default)]
@@ -531,7 +536,7 @@ pub(crate) mod recorded {
         };
         vec![
             Event::MmapFile { ts_ns: ts, tid: pid, result: START as i64, file: FILE, char_device: false },
-            Event::Mmap { ts_ns: ts, tid: pid, result: START as i64, len: LEN, prot: 1, flags: 1, fd: 3, offset: 0 },
+            file_mmap(ts, pid),
             Event::Phase {
                 ts_ns: ts + 10,
                 tid: pid,
@@ -603,7 +608,7 @@ mod tests {
             [
                 Event::MmapPath { ts_ns: 1, tid: PID, result: START as i64, path: path.into(), complete: true },
                 Event::MmapFile { ts_ns: 1, tid: PID, result: START as i64, file, char_device: false },
-                Event::Mmap { ts_ns: 1, tid: PID, result: START as i64, len: LEN, prot: 1, flags: 1, fd: 3, offset: 0 },
+                file_mmap(1, PID),
             ]
         };
         for e in mmap(OTHER, OTHER_PATH) {

@@ -55,6 +55,9 @@ pub fn fold_into(into: &mut FoldedProcesses, e: &ProcessEntry) {
             t.freed_bytes + o.freed_bytes,
         );
     }
+    if let Some(a) = &e.anon {
+        into.anon.get_or_insert_with(Default::default).add(a, super::anon_at_stop::MAX_ORIGINS);
+    }
     into.leak_bytes += e.leaks.iter().map(|l| l.bytes).sum::<u64>();
     into.leak_allocations += e.leaks.iter().map(|l| l.count).sum::<u64>();
     let mut files: BTreeMap<(u32, u32, u64), FileEntry> =
@@ -93,6 +96,7 @@ pub fn as_entry(f: &FoldedProcesses) -> ProcessEntry {
         phases: Vec::new(),
         phases_folded: Vec::new(),
         runtime: None,
+        anon: f.anon.clone(),
         files: f.files.clone(),
         file_totals: f.file_totals.clone(),
     }

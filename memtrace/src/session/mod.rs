@@ -4,6 +4,7 @@
 //! stop path ends in a trace. Depends on everything below it (kernel,
 //! uprobes, target, procfs, decode, model, trace); nothing depends on it
 //! but `main`.
+mod anon_at_stop;
 pub mod assemble;
 pub mod consumer;
 mod fold;

@@ -5,13 +5,14 @@
 //! `memtrace mark`) and the allocation stream stay with the consumer.
 use std::collections::{HashMap, HashSet};
 
-use memtrace_common::HeapTotals;
+use memtrace_common::{event::RangeOp, HeapTotals};
 
 use super::consumer::ProcReader;
 use crate::{
-    decode::{Event, FaultAccess},
+    decode::{Event, FaultAccess, RssMember},
     model::{
-        aspace::FileId,
+        anon_origins::{AnonOrigins, Site},
+        aspace::{AnonOrigin, FileId, Region},
         heap_marks::HeapMarks,
         loading::Loading,
         phases::{FileCounts, Phases, Totals},
@@ -43,6 +44,8 @@ pub struct ProcessModel {
     proc: Box<dyn ProcReader>,
     pub stats: TraceStats,
     pub loading: Loading,
+    /// Its anonymous memory by where it lives and who mapped it.
+    pub anon: AnonOrigins,
     /// The kernel's file identity of each thread's mmap in progress (and
     /// whether the fd is a character device), and its path in its filesystem.
     mmap_file: HashMap<u32, (i64, FileId, bool)>,
@@ -84,6 +87,7 @@ impl ProcessModel {
             proc,
             stats: TraceStats::default(),
             loading: Loading::default(),
+            anon: AnonOrigins::default(),
             mmap_file: HashMap::new(),
             mmap_path: HashMap::new(),
             range_entered_ns: HashMap::new(),
@@ -103,6 +107,7 @@ impl ProcessModel {
     pub fn forked(parent: &ProcessModel, pid: u32, ts_ns: u64, proc: Box<dyn ProcReader>) -> ProcessModel {
         let mut child = ProcessModel::new(pid, Some(parent.pid), ts_ns, proc);
         child.stats = parent.stats.forked();
+        child.anon = AnonOrigins::forked();
         child.mappings = parent.mappings.clone();
         child.last_exec_ns = parent.last_exec_ns;
         if let Some(rss) = child.proc.rss_counters() {
@@ -190,7 +195,7 @@ impl ProcessModel {
             Event::MmapFile { tid, result, file, char_device, .. } => {
                 self.mmap_file.insert(tid, (result, file, char_device));
             }
-            Event::Mmap { ts_ns, tid, result, len, prot, flags, fd, .. } => {
+            Event::Mmap { ts_ns, tid, result, len, prot, flags, fd, stack_id, .. } => {
                 const PROT_EXEC: u64 = 4;
                 self.exec_mapped |= result >= 0 && fd >= 0 && prot & PROT_EXEC != 0;
                 // The kernel named the file as the mapping was made (device,
@@ -210,26 +215,42 @@ impl ProcessModel {
                     (_, Some((_, id, _))) => Some(self.named_file(id, kernel_path.as_deref())),
                     (None, None) => None,
                 };
-                self.stats.on_mmap(ts_ns, result, len, flags, fd, file);
+                let creator = AnonOrigin::Mmap { pid: self.pid, stack_id };
+                if let Some(Region::Anon(origin)) = self.stats.on_mmap(ts_ns, (result, len, flags, fd), file, creator) {
+                    self.anon.on_mmap(origin, len);
+                }
+            }
+            Event::RangeEnter { tid, addr, op: RangeOp::Brk, .. } => {
+                // A lowering of the break gives the heap's pages back.
+                let heap = &self.stats.kernel_heap;
+                if let (Some(start), Some(now)) = (heap.brk_start, heap.brk_now) {
+                    if addr >= start && addr < now {
+                        self.anon.on_range_enter(tid, vec![Site::Brk]);
+                    }
+                }
             }
             Event::RangeEnter { ts_ns, tid, addr, len, .. } => {
                 self.range_entered_ns.insert(tid, ts_ns);
                 self.loading.on_range_enter(tid, self.stats.files_in(addr, len));
+                self.anon.on_range_enter(tid, self.stats.sites_in(addr, len));
             }
             Event::Mremap { tid, old_addr, old_len, new_len, result, .. } => {
                 self.range_entered_ns.remove(&tid);
                 self.stats.on_mremap(old_addr, old_len, new_len, result);
                 self.loading.on_range_exit(tid);
+                self.anon.on_range_exit(tid);
             }
             Event::Madvise { tid, result, .. } => {
                 self.range_entered_ns.remove(&tid);
                 self.stats.on_madvise(result);
                 self.loading.on_range_exit(tid);
+                self.anon.on_range_exit(tid);
             }
             Event::Munmap { tid, addr, len, result, .. } => {
                 let entered = self.range_entered_ns.remove(&tid);
                 self.stats.on_munmap(addr, len, result, entered);
                 self.loading.on_range_exit(tid);
+                self.anon.on_range_exit(tid);
             }
             Event::PageFault { tid, address, access, kernel_mode, .. } => {
                 if kernel_mode {
@@ -243,6 +264,7 @@ impl ProcessModel {
                 self.stats.on_exec();
                 self.stats.kernel_heap.on_exec(self.proc.brk_start());
                 self.loading.on_exec();
+                self.anon.on_exec();
                 self.sync();
                 if let Some(command) = self.proc.command_line() {
                     self.command = command;
@@ -253,8 +275,17 @@ impl ProcessModel {
                     self.last_main_marker_ns = Some(ts_ns);
                 }
             }
-            Event::Brk { brk, .. } => self.stats.on_brk(brk),
-            Event::RssStat { tid, member, bytes, .. } => self.loading.on_rss(tid, member, bytes),
+            Event::Brk { tid, brk, .. } => {
+                self.stats.on_brk(brk);
+                self.anon.on_range_exit(tid);
+            }
+            Event::RssStat { tid, member, bytes, .. } => {
+                let before = self.loading.rss_now.anon;
+                self.loading.on_rss(tid, member, bytes);
+                if member == RssMember::Anon {
+                    self.anon.on_rss(tid, self.loading.rss_now.anon as i64 - before as i64);
+                }
+            }
             Event::FilemapFault { tid, file, index, .. } => self.loading.on_filemap_fault(tid, file, index),
             Event::FilemapMapPages { tid, file, first, last, .. } => self.loading.on_map_pages(tid, file, first, last),
             Event::PageCacheAdd { tid, file, index, pages, .. } => self.loading.on_cache_add(tid, file, index, pages),
@@ -276,8 +307,13 @@ impl ProcessModel {
                 self.unknown_pages.insert(address >> 12);
             }
         }
-        let file = self.stats.on_fault(address, access);
+        let site = self.stats.on_fault(address, access);
+        let file = match site {
+            Some(Site::FileCopy(id)) => Some(id),
+            _ => None,
+        };
         self.loading.on_fault(tid, file);
+        self.anon.on_fault(tid, site);
     }
 
     /// The file `id`, named as known, else from the path the kernel gave
@@ -306,6 +342,7 @@ impl ProcessModel {
     pub fn compact(&mut self) {
         self.stats.compact();
         self.loading.compact();
+        self.anon.compact();
         self.mappings = Vec::new();
         self.mmap_file = HashMap::new();
         self.mmap_path = HashMap::new();

@@ -88,6 +88,7 @@ impl Session {
                 }
                 if let Some(p) = self.consumer.process_mut(pid) {
                     p.loading.on_exit();
+                    p.anon.on_exit();
                 }
             }
             ChildStop::Held => {
@@ -186,6 +187,10 @@ impl Session {
         self.consumer.drain(self.ring.get_mut());
         let reading = self.consumer.reading(self.clock.elapsed().as_secs_f64(), self.heap_now().as_ref());
         self.timeline.record(reading);
+        // Anonymous origins' groups get their peaks from these samples.
+        for p in self.consumer.processes.values_mut().filter(|p| p.alive()) {
+            p.anon.sample();
+        }
     }
 
     fn show_live(&mut self) {

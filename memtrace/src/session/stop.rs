@@ -13,6 +13,7 @@ use std::{
 use anyhow::Result;
 
 use super::{
+    anon_at_stop::{self, AnonContext},
     assemble::{self, Parts},
     heap_at_stop::{self, HeapAtStop, StopContext},
     heap_sampler::HeapSampler,
@@ -100,12 +101,21 @@ pub struct StopCapture {
     pub kernel_faults: Option<(u64, u64)>,
     /// None when the heap is not traced.
     pub heap: Option<Result<HeapAtStop, String>>,
+    /// Its anonymous memory by origin (None: not read).
+    pub anon: Option<crate::trace::AnonMemory>,
 }
 
 impl StopCapture {
     /// Nothing read (a process whose capture is missing).
     pub fn none() -> StopCapture {
-        StopCapture { moment: Moment::AfterExit, truth: None, rss_at_truth: None, kernel_faults: None, heap: None }
+        StopCapture {
+            moment: Moment::AfterExit,
+            truth: None,
+            rss_at_truth: None,
+            kernel_faults: None,
+            heap: None,
+            anon: None,
+        }
     }
 }
 
@@ -143,7 +153,28 @@ impl Session {
             KernelTruth::read(pid)
         });
         let heap = heap.map(|h| self.heap_from(pid, h));
-        self.captures.insert(pid, StopCapture { moment, truth, rss_at_truth, kernel_faults, heap });
+        let anon = Some(self.anon_at_stop(pid, moment.target_alive()));
+        self.captures.insert(pid, StopCapture { moment, truth, rss_at_truth, kernel_faults, heap, anon });
+    }
+
+    /// Process `pid`'s anonymous memory by origin now (`alive`: its /proc
+    /// shows its mappings).
+    fn anon_at_stop(&self, pid: u32, alive: bool) -> crate::trace::AnonMemory {
+        let p = &self.consumer.processes[&pid];
+        let start = p.loading.rss_start.map_or(0, |r| r.anon);
+        let interpreter =
+            self.runtimes.of(p.stats.files.keys()).filter(|r| r.name == "CPython").map(|r| r.file.clone());
+        let ctx = AnonContext {
+            pid,
+            anon: &p.anon,
+            stats: &p.stats,
+            kernel_growth_bytes: p.loading.rss_now.anon as i64 - start as i64,
+            alive,
+            saved_mappings: &p.mappings,
+            python: self.python.get(&pid).copied(),
+            interpreter: interpreter.as_deref(),
+        };
+        anon_at_stop::at_stop(&self.probes, &ctx)
     }
 
     /// Process `pid`'s heap from one walk of the live map.

@@ -92,6 +92,10 @@ pub struct Trace {
     /// Allocation stacks whose live bytes grew in every sample of the window, most growth first.
     #[serde(default)]
     pub growth_suspects: Vec<GrowthSuspect>,
+    /// Anonymous memory by origin (every process's, summed by origin;
+    /// absent in older traces).
+    #[serde(default)]
+    pub anon: Option<AnonMemory>,
     /// Samples every `--interval` (thinned to stay bounded).
     #[serde(default)]
     pub timeline: crate::model::timeline::Timeline,
@@ -173,6 +177,9 @@ pub struct ProcessEntry {
     /// The language runtime in the files it maps.
     #[serde(default)]
     pub runtime: Option<RuntimeEntry>,
+    /// Its anonymous memory by origin.
+    #[serde(default)]
+    pub anon: Option<AnonMemory>,
     pub files: Vec<FileEntry>,
     pub file_totals: FileTotals,
 }
@@ -199,6 +206,9 @@ pub struct FoldedProcesses {
     pub regions: Vec<RegionFaults>,
     /// Their heaps at their ends, summed (null when the heap is not traced).
     pub heap: Option<ProcessHeap>,
+    /// Their anonymous memory by origin, summed.
+    #[serde(default)]
+    pub anon: Option<AnonMemory>,
     /// Their leak candidates (alive at their ends), summed.
     pub leak_bytes: u64,
     pub leak_allocations: u64,
@@ -209,6 +219,108 @@ pub struct FoldedProcesses {
 
 /// Distinct command lines `FoldedProcesses::commands` names.
 pub const FOLDED_COMMANDS: usize = 20;
+
+/// Anonymous memory by origin: every change of the kernel's anonymous RSS
+/// counter (rss_stat) attributed to the mapping the changing thread
+/// faulted in or was unmapping, each anonymous mapping known by the stack
+/// of the mmap that made it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct AnonMemory {
+    /// Anonymous RSS at the end minus at the start (kernel truth: rss_stat).
+    pub kernel_growth_bytes: i64,
+    /// Resident now by origin, summed over `origins` and the ones not listed
+    /// (measured; from zero at the start of tracing).
+    pub attributed_bytes: u64,
+    /// Changes no origin could be named for (another thread's, the
+    /// kernel's own; a decrease larger than the origin held).
+    pub unattributed_increase_bytes: u64,
+    pub unattributed_decrease_bytes: u64,
+    /// Given back by the kernel's teardown after the exit stop.
+    pub released_at_exit_bytes: u64,
+    /// Anonymous mmaps whose creator stack was lost (the stack map full,
+    /// an unreadable stack).
+    pub stacks_lost: u64,
+    /// When the kernel truth by origin (`kernel_anon_bytes`) was read, or why not.
+    pub truth: String,
+    /// Largest first (by resident bytes now, then by peak).
+    pub origins: Vec<AnonOriginEntry>,
+    /// Origins beyond the listed ones (their bytes are in `attributed_bytes`).
+    pub origins_not_listed: u64,
+}
+
+impl AnonMemory {
+    /// Adds another process's figures, origin by origin (a tree's, the
+    /// folded processes'): peaks are summed (each process's own peak; an
+    /// upper bound of the sum's), the kernel's bytes only where both have them.
+    pub fn add(&mut self, other: &AnonMemory, max_origins: usize) {
+        self.kernel_growth_bytes += other.kernel_growth_bytes;
+        self.attributed_bytes += other.attributed_bytes;
+        self.unattributed_increase_bytes += other.unattributed_increase_bytes;
+        self.unattributed_decrease_bytes += other.unattributed_decrease_bytes;
+        self.released_at_exit_bytes += other.released_at_exit_bytes;
+        self.stacks_lost += other.stacks_lost;
+        self.origins_not_listed += other.origins_not_listed;
+        if self.truth.is_empty() {
+            self.truth.clone_from(&other.truth);
+        } else if !other.truth.is_empty() && self.truth != other.truth {
+            self.truth = "each process's own (see processes[].anon.truth)".into();
+        }
+        for o in &other.origins {
+            match self.origins.iter_mut().find(|have| have.origin == o.origin) {
+                Some(have) => {
+                    have.rss_bytes += o.rss_bytes;
+                    have.peak_rss_bytes += o.peak_rss_bytes;
+                    have.kernel_anon_bytes = have.kernel_anon_bytes.zip(o.kernel_anon_bytes).map(|(a, b)| a + b);
+                    have.mappings += o.mappings;
+                    have.mapped_bytes += o.mapped_bytes;
+                    have.stacks += o.stacks;
+                    if o.stack_rss_bytes > have.stack_rss_bytes || have.stack.is_empty() {
+                        have.stack.clone_from(&o.stack);
+                        have.stack_rss_bytes = o.stack_rss_bytes;
+                    }
+                }
+                None => self.origins.push(o.clone()),
+            }
+        }
+        self.origins.sort_by(|a, b| {
+            let key = |o: &AnonOriginEntry| (o.rss_bytes.max(o.kernel_anon_bytes.unwrap_or(0)), o.peak_rss_bytes);
+            key(b).cmp(&key(a)).then_with(|| a.origin.cmp(&b.origin))
+        });
+        if self.origins.len() > max_origins {
+            self.origins_not_listed += (self.origins.len() - max_origins) as u64;
+            self.origins.truncate(max_origins);
+        }
+    }
+}
+
+/// One origin of anonymous memory: the mappings of one kind of creator.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct AnonOriginEntry {
+    /// What made it: "pymalloc arenas", "malloc heap: mmap'd chunks and
+    /// arenas", "malloc heap: brk ([heap])", "thread stacks", "mmap from FUNCTION", ...
+    pub origin: String,
+    /// "mmap" (anonymous mappings made while traced), "brk", "stack" (the
+    /// main thread's), "file_copy" (written pages of a private file mapping),
+    /// "unseen" (mapped before tracing), "other".
+    pub kind: String,
+    /// Resident now (measured).
+    pub rss_bytes: u64,
+    /// The most it held at once (measured; for an origin of several stacks,
+    /// the highest sum at a timeline sample or any one stack's own peak).
+    pub peak_rss_bytes: u64,
+    /// smaps "Anonymous" of its pages when tracing stopped (kernel truth;
+    /// split by pagemap where one mapping holds several origins); null
+    /// when not read. Includes pages from before tracing (attach mode).
+    pub kernel_anon_bytes: Option<u64>,
+    /// mmap calls that made its mappings while traced, and the bytes they mapped.
+    pub mappings: u64,
+    pub mapped_bytes: u64,
+    /// Distinct creator stacks.
+    pub stacks: u64,
+    /// The creator stack with the most resident bytes (innermost frame first).
+    pub stack: Vec<crate::symbolize::Frame>,
+    pub stack_rss_bytes: u64,
+}
 
 /// One process's heap, as its allocator probes counted it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -688,6 +800,15 @@ pub fn default_sources() -> BTreeMap<String, String> {
         ("phases", "measured (uprobes on memtrace_phase_begin/end; per-phase figures are differences of the measured totals)"),
         ("phases_folded", "measured (the phases past --max-phases, their figures summed by path)"),
         ("runtime", "the target's files (the runtime's symbols and version data, read from the ELF file)"),
+        ("anon.kernel_growth_bytes", "kernel truth (kmem:rss_stat anonymous pages, end minus start)"),
+        (
+            "anon.origins",
+            "measured (kmem:rss_stat anonymous-page changes attributed to the mapping of the faulting address or the range being unmapped; each anonymous mapping named by the user stack of its mmap, read in eBPF)",
+        ),
+        (
+            "anon.origins.kernel_anon_bytes",
+            "kernel truth (/proc/PID/smaps Anonymous at stop, split by /proc/PID/pagemap present pages where one mapping holds several origins)",
+        ),
         ("files.estimates", "estimate (fixed 80 % of size; peak RSS growth minus anon growth, by size share; min(peak RSS growth, 80 % of mapped size), by size share)"),
     ]
     .into_iter()
@@ -750,6 +871,30 @@ pub(crate) mod tests {
             leak_groups_not_listed: 0,
             growth_rule: "none".into(),
             growth_suspects: vec![],
+            anon: Some(AnonMemory {
+                kernel_growth_bytes: 3 << 20,
+                attributed_bytes: 3 << 20,
+                truth: "smaps Anonymous when tracing stopped, split by pagemap".into(),
+                origins: vec![AnonOriginEntry {
+                    origin: "pymalloc arenas".into(),
+                    kind: "mmap".into(),
+                    rss_bytes: 3 << 20,
+                    peak_rss_bytes: 4 << 20,
+                    kernel_anon_bytes: Some(3 << 20),
+                    mappings: 4,
+                    mapped_bytes: 4 << 20,
+                    stacks: 2,
+                    stack: vec![crate::symbolize::Frame {
+                        address: 0x7f00_0000_1000,
+                        function: Some("PyTuple_New".into()),
+                        module: Some("/usr/bin/python3.11".into()),
+                        offset: Some(0x1000),
+                        ..Default::default()
+                    }],
+                    stack_rss_bytes: 2 << 20,
+                }],
+                ..AnonMemory::default()
+            }),
             timeline: Default::default(),
             final_truth: "none".into(),
             files: vec![],

@@ -274,6 +274,17 @@ pub fn build_c(name: &str, dir: &Path) -> PathBuf {
     bin
 }
 
+/// tests/c/embed_python.c built in `dir` against Debian's libpython3.11
+/// (libpython3.11-dev, from `cargo xtask setup`): a program that embeds CPython.
+pub fn build_embed_python(dir: &Path) -> PathBuf {
+    let embed = dir.join("embed_python");
+    let includes = ["-I/usr/include/python3.11", "-I/usr/include/x86_64-linux-gnu/python3.11"];
+    let source = root_dir().join("tests/c/embed_python.c");
+    let built = run(Command::new("cc").args(includes).arg("-o").arg(&embed).arg(&source).arg("-lpython3.11"));
+    assert!(built.status.success(), "{}", describe(&built));
+    embed
+}
+
 /// `cc -g -O0 -fno-omit-frame-pointer ARGS` (gcc comes with `cargo xtask setup`), which must succeed.
 pub fn cc(args: &[&OsStr]) {
     let out = run(Command::new("cc").args(["-g", "-O0", "-fno-omit-frame-pointer"]).args(args));

@@ -30,7 +30,9 @@ fn the_html_report_renders_its_charts_without_script_errors() {
 
     let body = rendered_body(&html, &dir.join("chromium-profile"));
     assert!(!body.contains("data-error"), "script error: {body}");
-    assert!(body.contains(r#"data-rendered="timeline,files,flame""#), "{body}");
+    assert!(body.contains(r#"data-rendered="timeline,files,anon,flame""#), "{body}");
+    // The anonymous-memory table has the workload's heap among its origins.
+    assert!(body.contains("malloc heap"), "anonymous origins in {body}");
     for series in ["RSS file (kernel truth)", "RSS anon (kernel truth)", "heap live (measured)", "leak flame graph"] {
         assert!(body.contains(series), "{series} in {body}");
     }

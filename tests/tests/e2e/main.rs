@@ -4,6 +4,7 @@
 mod common;
 
 mod address_reuse;
+mod anon;
 mod attach_loading;
 mod attach_mode;
 mod bad_input;

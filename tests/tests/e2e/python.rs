@@ -242,11 +242,7 @@ fn the_interpreter_and_its_version_are_found_in_the_executable_or_a_shared_libpy
     assert_eq!(traced.trace.processes[0].runtime.as_ref(), Some(runtime), "the process's own entry says it too");
 
     // Debian's libpython3.11, the same CPython as a shared library.
-    let embed = dir.join("embed_python");
-    let source = root_dir().join("tests/c/embed_python.c");
-    let includes = ["-I/usr/include/python3.11", "-I/usr/include/x86_64-linux-gnu/python3.11"];
-    let built = run(Command::new("cc").args(includes).arg("-o").arg(&embed).arg(&source).arg("-lpython3.11"));
-    assert!(built.status.success(), "{}", describe(&built));
+    let embed = build_embed_python(&dir);
     let traced = Memtrace::run().json(dir.join("shared.json")).target([embed.as_os_str(), "pass".as_ref()]).traced();
     let runtime = traced.trace.runtime.as_ref().expect("CPython found in libpython");
     assert_eq!(runtime.version, version, "{runtime:#?}");
@@ -293,11 +289,7 @@ fn leak_stacks_show_the_python_functions_files_and_lines() {
     let _root = require_root();
     let dir = scratch("python_frames");
     let main = root_dir().join("tests/python/leaky/main.py");
-    let embed = dir.join("embed_python");
-    let includes = ["-I/usr/include/python3.11", "-I/usr/include/x86_64-linux-gnu/python3.11"];
-    let source = root_dir().join("tests/c/embed_python.c");
-    let built = run(Command::new("cc").args(includes).arg("-o").arg(&embed).arg(&source).arg("-lpython3.11"));
-    assert!(built.status.success(), "{}", describe(&built));
+    let embed = build_embed_python(&dir);
     let through_runpy = format!("import runpy; runpy.run_path({:?}, run_name='__main__')", main.display().to_string());
     let leak = ("leaky_cache_insert".to_string(), "cache.py".to_string(), line_of("cache.py", "# leak"));
     for (name, argv) in [

@@ -1,5 +1,6 @@
 //! The human-readable report, rendered from a `Trace` (never from events), so
 //! a live run and a saved trace print the same thing.
+mod anon;
 pub mod heap;
 mod processes;
 pub mod timeline;
@@ -137,6 +138,7 @@ pub fn render(t: &Trace) -> String {
     render_phases(&mut o, t);
     crate::output::report::timeline::render_timeline(&mut o, t);
     crate::output::report::heap::render_heap(&mut o, t);
+    crate::output::report::anon::render_anon(&mut o, t);
     // Saturating, as every sum of a trace's figures here: a saved trace can
     // hold any u64, and a sum past it must not panic (or wrap to "nothing lost").
     let lost = [c.ringbuf_drops, c.syscalls_lost, c.malformed_events, c.eviction_watch_full]
