@@ -119,7 +119,7 @@ fn bump(c: Caller, pick: fn(*mut HeapTotals) -> *mut u64) {
 /// Stacks cut short are counted in the process's heap totals.
 #[inline(always)]
 fn user_stack(c: Caller, ctx: &RetProbeContext) -> u64 {
-    capture_stack(c.task.pid, ctx.regs, ctx.as_ptr(), |cut| match cut {
+    capture_stack::<false>(c.task.pid, ctx.regs, ctx.as_ptr(), |cut| match cut {
         StackCut::NoTable => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_no_table }),
         StackCut::Unsupported => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unsupported }),
         StackCut::Unreadable => bump(c, |t| unsafe { &raw mut (*t).stacks_cut_unreadable }),
@@ -129,13 +129,19 @@ fn user_stack(c: Caller, ctx: &RetProbeContext) -> u64 {
 
 /// Takes the user stack of process `pid` whose registers are `regs` (`ctx`
 /// the program's context, for the kernel's frame-pointer walk); returns
-/// its key in STACKS (0: none). `on_cut` hears why a walk stopped short.
+/// its key in STACKS (0: none). `on_cut` hears why a walk stopped short;
+/// `REPAIR` as for `unwind::walk`.
 #[inline(always)]
-pub(crate) fn capture_stack(pid: u32, regs: *const pt_regs, ctx: *mut c_void, on_cut: impl Fn(StackCut)) -> u64 {
+pub(crate) fn capture_stack<const REPAIR: bool>(
+    pid: u32,
+    regs: *const pt_regs,
+    ctx: *mut c_void,
+    on_cut: impl Fn(StackCut),
+) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else { return 0 };
     // With the target's unwind tables loaded, unwind with them (code built
     // without frame pointers); else the kernel's frame-pointer walk.
-    let len = match unwind::walk(pid, regs) {
+    let len = match unwind::walk::<REPAIR>(pid, regs) {
         Some((len, cut)) => {
             if let Some(cut) = cut {
                 on_cut(cut);

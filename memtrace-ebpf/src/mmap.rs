@@ -140,7 +140,8 @@ fn creator_stack(ctx: &TracePointContext, task: Task) -> u64 {
     if copied != 0 {
         return 0;
     }
-    capture_stack(task.pid, regs, ctx.as_ptr(), |_| {})
+    // Inside a probed call still running (malloc's mmap): repaired.
+    capture_stack::<true>(task.pid, regs, ctx.as_ptr(), |_| {})
 }
 
 /// Files whose code each traced process mapped: the hold for a file's unwind table

@@ -194,7 +194,13 @@ const RUNNING: u32 = u32::MAX;
 /// rather than a loop in this program: unrolled by the verifier, 64 frames
 /// of two binary searches passed its limit of 1,000,000 instructions.
 #[inline(always)]
-pub fn walk(pid: u32, regs: *const pt_regs) -> Option<(usize, Option<StackCut>)> {
+///
+/// `REPAIR`: return addresses that a uretprobe replaced with its trampoline
+/// are put back (a walk from inside a probed call still running: an mmap
+/// inside malloc). Off for the allocation probes' own walks, taken after
+/// the probed call returned: the check in every frame would double the
+/// callback the verifier checks (alloc_exit passed its 1,000,000 limit).
+pub fn walk<const REPAIR: bool>(pid: u32, regs: *const pt_regs) -> Option<(usize, Option<StackCut>)> {
     // SAFETY: read-only lookup of a plain value.
     let slot = *unsafe { UNWIND_SLOTS.get(pid) }?;
     let mappings = UNWIND_MAPPINGS.get(slot)?;
@@ -211,10 +217,12 @@ pub fn walk(pid: u32, regs: *const pt_regs) -> Option<(usize, Option<StackCut>)>
         ri: 0,
         ri_slot: 0,
     };
-    pending_returns(&mut w);
+    if REPAIR {
+        pending_returns(&mut w);
+    }
     // SAFETY: `step` has the callback signature bpf_loop expects, and `w`
     // outlives the call.
-    unsafe { bpf_loop(UNWIND_DEPTH as u32, step as *mut c_void, (&raw mut w).cast(), 0) };
+    unsafe { bpf_loop(UNWIND_DEPTH as u32, step::<REPAIR> as *mut c_void, (&raw mut w).cast(), 0) };
     let cut = match w.end {
         RUNNING if w.ip == 0 => None,
         RUNNING => Some(StackCut::Depth),
@@ -241,10 +249,10 @@ pub fn walk(pid: u32, regs: *const pt_regs) -> Option<(usize, Option<StackCut>)>
 
 /// bpf_loop's callback: one frame. Returns 1 to stop the loop.
 #[inline(never)]
-extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn step<const REPAIR: bool>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Walk` that `walk` passed.
     let w = unsafe { &mut *ctx.cast::<Walk>() };
-    match frame(w, index) {
+    match frame::<REPAIR>(w, index) {
         Some(end) => {
             w.end = end;
             1
@@ -279,7 +287,7 @@ fn cached_row(list: u32, m: &ExecMappings, pc: u64) -> Option<UnwindRow> {
 /// checks once, where a count kept in `w` would be a new constant each
 /// round, and each round the callback verified again.
 #[inline(always)]
-fn frame(w: &mut Walk, index: u64) -> Option<u32> {
+fn frame<const REPAIR: bool>(w: &mut Walk, index: u64) -> Option<u32> {
     let ip = w.ip;
     if ip == 0 {
         return Some(COMPLETE);
@@ -304,8 +312,9 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
         let Some([next, ra]) = read_pair(w.bp) else {
             return Some(StackCut::NoTable as u32);
         };
-        let ra = original_return(w, w.bp.wrapping_add(8), ra);
-        (w.ip, w.sp, w.bp) = (ra, w.bp.wrapping_add(16), next);
+        let slot = w.bp.wrapping_add(8);
+        (w.sp, w.bp) = (w.bp.wrapping_add(16), next);
+        w.ip = if REPAIR { original_return(w, slot, ra) } else { ra };
         return None;
     };
     let offset = row.cfa_offset as i64 as u64;
@@ -342,7 +351,8 @@ fn frame(w: &mut Walk, index: u64) -> Option<u32> {
         }
         _ => return Some(StackCut::Unsupported as u32),
     };
-    (w.ip, w.sp) = (original_return(w, cfa.wrapping_sub(8), ra), cfa);
+    w.sp = cfa;
+    w.ip = if REPAIR { original_return(w, cfa.wrapping_sub(8), ra) } else { ra };
     None
 }
 
@@ -386,12 +396,8 @@ fn original_return(w: &mut Walk, slot: u64, ra: u64) -> u64 {
     let ri = w.ri as *const u8;
     // SAFETY: as in load_return.
     let (original, next) = unsafe { (field::<u64>(ri, off.ri_orig_ret_vaddr), field::<u64>(ri, off.ri_next)) };
+    // (A chained return, a probed function tail-calling another, shares the
+    // slot: the walk stops repairing there, its next frames are as read.)
     load_return(w, next.unwrap_or(0));
-    if w.ri != 0 && w.ri_slot == slot {
-        // A chained return (the probed function tail-called another): same
-        // slot, the same original address; the next one is further out.
-        let next = unsafe { field::<u64>(w.ri as *const u8, off.ri_next) };
-        load_return(w, next.unwrap_or(0));
-    }
     original.unwrap_or(ra)
 }

@@ -65,6 +65,12 @@ def worker():
 thread = threading.Thread(target=worker)
 thread.start()
 thread.join()
+# join() returns when the thread's Python part is done; its OS thread still
+# runs glibc's exit code for a moment, faulting libc pages, while the next
+# phase begins (and --phase-truth reads smaps with only the main thread
+# stopped). Wait until it is gone, so each phase's truth is its own.
+while len(os.listdir("/proc/self/task")) > 1:
+    time.sleep(0.001)
 
 
 @memtrace.phase("reread")

@@ -193,9 +193,15 @@ impl Session {
     /// this stop, so the allocations read then are those of now. (A walk
     /// at each exit made a tree of short processes, pyenv's shims, 18x
     /// slower than untraced.)
+    ///
+    /// A CPython process's heap is read now, though: its leak stacks' Python
+    /// frames are named from its code objects in its memory, gone after
+    /// this stop (a multiprocessing worker's showed "unreadable" code).
     pub(super) fn capture_at_exit_stop(&mut self, pid: u32) {
         self.consumer.drain(self.ring.get_mut());
-        self.capture_with(pid, Moment::ExitStop, None);
+        let now = self.heap.is_ok() && self.python.contains_key(&pid);
+        let heap = now.then(|| self.live_heaps(&HashSet::from([pid])));
+        self.capture_with(pid, Moment::ExitStop, heap.as_ref());
     }
 
     /// Fills in the heap of a capture taken without it (`capture_at_exit_stop`).

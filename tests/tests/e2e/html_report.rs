@@ -27,12 +27,12 @@ fn the_html_report_renders_its_charts_without_script_errors() {
     Memtrace::report(&workload.trace_path()).arg("--html").arg(&html).succeeds();
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(!page.contains("<script src") && !page.contains("<link"), "self-contained");
+    // The anonymous-memory table's data: the workload's heap among the origins.
+    assert!(page.contains("\"origin\":\"malloc heap"), "anonymous origins in the page's trace");
 
     let body = rendered_body(&html, &dir.join("chromium-profile"));
     assert!(!body.contains("data-error"), "script error: {body}");
     assert!(body.contains(r#"data-rendered="timeline,files,anon,flame""#), "{body}");
-    // The anonymous-memory table has the workload's heap among its origins.
-    assert!(body.contains("malloc heap"), "anonymous origins in {body}");
     for series in ["RSS file (kernel truth)", "RSS anon (kernel truth)", "heap live (measured)", "leak flame graph"] {
         assert!(body.contains(series), "{series} in {body}");
     }
